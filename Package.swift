@@ -1,0 +1,54 @@
+// swift-tools-version:6.1
+//
+// The map of this package is docs/DESIGN.md §7: one concern per target, arrows one way
+// (bytes → values → state machines → I/O), executables only parse flags.
+
+import Foundation
+import PackageDescription
+
+/// libFuzzer entry points build only when asked (`make fuzz` sets KT_FUZZ=1): they have no `main`
+/// of their own and link only with `-sanitize=fuzzer`, which would break a plain `swift build`.
+let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
+
+/// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
+let fuzzers = ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText"]
+
+var targets: [Target] = [
+    // Bytes ↔ values: every packet format the engine needs. Imports NIOCore only.
+    .target(
+        name: "KtWire",
+        dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+    ),
+    .testTarget(
+        name: "KtWireTests",
+        dependencies: [
+            "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        exclude: ["capture-fixtures.sh"]
+    ),
+]
+
+if fuzzing {
+    targets += fuzzers.map { name in
+        .executableTarget(
+            name: name,
+            dependencies: ["KtWire", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/\(name)",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        )
+    }
+}
+
+let package = Package(
+    name: "ktconnect",
+    products: [
+        .library(name: "KtWire", targets: ["KtWire"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: targets
+)
