@@ -6,8 +6,8 @@
 import Foundation
 import PackageDescription
 
-/// libFuzzer entry points build only when asked (`make fuzz` sets KT_FUZZ=1): they have no `main`
-/// of their own and link only with `-sanitize=fuzzer`, which would break a plain `swift build`.
+/// Fuzzers build only when asked (`make fuzz` sets KT_FUZZ=1): their `main` hands control to libFuzzer's
+/// `LLVMFuzzerRunDriver`, which exists only when linking with `-sanitize=fuzzer`.
 let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
@@ -31,12 +31,12 @@ var targets: [Target] = [
 ]
 
 if fuzzing {
+    targets.append(.target(name: "CFuzzerDriver", path: "Fuzz/CFuzzerDriver"))
     targets += fuzzers.map { name in
         .executableTarget(
             name: name,
-            dependencies: ["KtWire", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Fuzz/\(name)",
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+            dependencies: ["KtWire", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/\(name)"
         )
     }
 }

@@ -129,7 +129,7 @@ extension IPPrefix: CustomStringConvertible, LosslessStringConvertible {
         }
         guard parts.count == 2 else { return IPPrefix(host: address) }
         let lengthText = parts[1]
-        guard !lengthText.isEmpty, lengthText.count <= 3, lengthText.allSatisfy(\.isASCII),
+        guard !lengthText.isEmpty, lengthText.count <= 3, lengthText.allSatisfy({ $0.isASCII && $0.isNumber }),
             let length = Int(lengthText), (0...Address.bitWidth).contains(length)
         else {
             throw WireError(.invalidValue, "prefix.length", "'\(lengthText)' is not a length in 0...\(Address.bitWidth)")
