@@ -5,7 +5,9 @@ import NIOCore
 func fuzzTCP(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let input = ByteBuffer(bytes: UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : count))
     guard let segment = try? TCPSegment(validating: input) else { return 0 }
-    _ = (segment.sequenceLength, segment.flags.description, segment.isChecksumValid(.v4(source: .any, destination: .any)))
+    _ = (
+        segment.sequenceLength, segment.flags.description, segment.isChecksumValid(.v4(source: .any, destination: .any))
+    )
     let header = segment.header
     // Canonical emission may need more room than the sender's layout; only emit what fits.
     guard header.options.encodedLength <= TCPOptions.maximumLength else { return 0 }

@@ -12,8 +12,10 @@ import Testing
         #expect(address.description == text)
     }
 
-    @Test(arguments: ["", "1.2.3", "1.2.3.4.5", "256.0.0.1", "01.2.3.4", "1..2.3", "1.2.3.4 ", "a.b.c.d", "1.2.3.-4",
-        "1.2.3.4/8", "999999999999.1.1.1"])
+    @Test(arguments: [
+        "", "1.2.3", "1.2.3.4.5", "256.0.0.1", "01.2.3.4", "1..2.3", "1.2.3.4 ", "a.b.c.d", "1.2.3.-4",
+        "1.2.3.4/8", "999999999999.1.1.1",
+    ])
     func ipv4RefusesMalformedText(text: String) {
         #expect(IPv4Address(text) == nil)
     }
@@ -45,8 +47,10 @@ import Testing
         #expect(IPv6Address(canonical) == address)
     }
 
-    @Test(arguments: ["", ":", ":::", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "g::1", "1:2:3:4:5:6:7", ":1::",
-        "1::2:", "::1.2.3", "::1.2.3.4:5", "fe80::1%eth0", "1:2:3:4:5:6:7:8::", "::1:2:3:4:5:6:7:8"])
+    @Test(arguments: [
+        "", ":", ":::", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "g::1", "1:2:3:4:5:6:7", ":1::",
+        "1::2:", "::1.2.3", "::1.2.3.4:5", "fe80::1%eth0", "1:2:3:4:5:6:7:8::", "::1:2:3:4:5:6:7:8",
+    ])
     func ipv6RefusesMalformedText(text: String) {
         #expect(IPv6Address(text) == nil)
     }
@@ -93,7 +97,10 @@ import Testing
     }
 
     @Test func prefixParsingSaysWhatIsWrong() {
-        #expect(throws: WireError(.invalidValue, "prefix.address", "host bits are set in 10.1.2.3/8; did you mean 10.0.0.0/8?")) {
+        #expect(
+            throws: WireError(
+                .invalidValue, "prefix.address", "host bits are set in 10.1.2.3/8; did you mean 10.0.0.0/8?")
+        ) {
             try IPv4Prefix.parse("10.1.2.3/8")
         }
         for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0/8", "10.0.0.0/8/9", "10.0.0.0/+8", "x/8"] {

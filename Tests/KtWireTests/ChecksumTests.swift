@@ -33,7 +33,9 @@ import Testing
     }
 
     @Test func piecesOfAnyLengthGiveTheSameSum() async {
-        await propertyCheck(count: 300, input: Gen.uint8().array(of: 0...300), Gen.int(in: 0...300), Gen.int(in: 0...300)) {
+        await propertyCheck(
+            count: 300, input: Gen.uint8().array(of: 0...300), Gen.int(in: 0...300), Gen.int(in: 0...300)
+        ) {
             bytes, a, b in
             let cuts = [min(a, b, bytes.count), min(max(a, b), bytes.count)]
             var pieces = InternetChecksum()
@@ -67,11 +69,15 @@ import Testing
             let at = min(position * 2, bytes.count - 4) & ~1
             let before = referenceChecksum(bytes)
             let oldValue = bytes[at..<(at + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-            for (index, shift) in [24, 16, 8, 0].enumerated() { bytes[at + index] = UInt8(truncatingIfNeeded: newValue >> UInt32(shift)) }
+            for (index, shift) in [24, 16, 8, 0].enumerated() {
+                bytes[at + index] = UInt8(truncatingIfNeeded: newValue >> UInt32(shift))
+            }
             let updated = InternetChecksum.updated(before, replacing: oldValue, with: newValue)
             let recomputed = referenceChecksum(bytes)
             // 0x0000 and 0xFFFF are the same one's-complement number; eqn. 3 never yields 0xFFFF for nonzero data.
-            #expect(updated == recomputed || (updated == 0 && recomputed == 0xFFFF) || (updated == 0xFFFF && recomputed == 0))
+            #expect(
+                updated == recomputed || (updated == 0 && recomputed == 0xFFFF)
+                    || (updated == 0xFFFF && recomputed == 0))
         }
     }
 

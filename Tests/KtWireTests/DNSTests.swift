@@ -21,7 +21,10 @@ import Testing
         #expect(query.answers.isEmpty && query.authorities.isEmpty && query.additionals.isEmpty)
         let edns = try #require(query.edns)
         #expect(edns.udpPayloadSize == 1232 && edns.version == 0 && !edns.dnssecOK)
-        #expect(edns.options == [EDNSOption(code: EDNSOption.cookieCode, data: [0x41, 0x06, 0x1B, 0xC1, 0xE1, 0xEA, 0x25, 0x4B])])
+        #expect(
+            edns.options == [
+                EDNSOption(code: EDNSOption.cookieCode, data: [0x41, 0x06, 0x1B, 0xC1, 0xE1, 0xEA, 0x25, 0x4B])
+            ])
         // A query has nothing to compress: our encoding is dig's, byte for byte.
         #expect(Array(buffer: query.encoded()) == Captured.dnsQueryFromDig)
     }
@@ -45,7 +48,10 @@ import Testing
 
     @Test func aaaaSrvPtrTxtNs() throws {
         let aaaa = try parse(Captured.dnsAnswerAAAA)
-        #expect(aaaa.answers == [DNSRecord(name: "web.kw.test", ttl: 60, data: .aaaa(try #require(IPv6Address("fd00:77::80"))))])
+        #expect(
+            aaaa.answers == [
+                DNSRecord(name: "web.kw.test", ttl: 60, data: .aaaa(try #require(IPv6Address("fd00:77::80"))))
+            ])
 
         let srv = try parse(Captured.dnsAnswerSRV)
         #expect(
@@ -75,7 +81,8 @@ import Testing
                     name: "kw.test", ttl: 60,
                     data: .soa(
                         DNSStartOfAuthority(
-                            primaryServer: "ns1.kw.test", responsibleMailbox: "hostmaster.kw.test", serial: 2_026_112_201,
+                            primaryServer: "ns1.kw.test", responsibleMailbox: "hostmaster.kw.test",
+                            serial: 2_026_112_201,
                             refresh: 3600, retry: 600, expire: 86400, minimum: 60)))
             ])
     }
@@ -96,7 +103,10 @@ import Testing
         let answer = try parse(Captured.dnsAnswerTruncated)
         #expect(answer.header.truncated && answer.header.id == 40981 && answer.edns == nil)
         #expect(answer.answers.count == 4)
-        #expect(answer.answers.allSatisfy { if case .txt(let s) = $0.data { s.count == 1 && s[0].count == 99 } else { false } })
+        #expect(
+            answer.answers.allSatisfy {
+                if case .txt(let s) = $0.data { s.count == 1 && s[0].count == 99 } else { false }
+            })
     }
 
     @Test(arguments: [
@@ -130,7 +140,8 @@ import Testing
 
     @Test func compressionLoopsAreRefused() {
         // A pointer to itself (offset 12).
-        #expect(throws: WireError(.loop, "DNS.question[0].name", "compression pointer at 12 to 12 does not point back")) {
+        #expect(throws: WireError(.loop, "DNS.question[0].name", "compression pointer at 12 to 12 does not point back"))
+        {
             try parse(query(name: [0xC0, 0x0C]))
         }
         // A label then a pointer back to that label: a -> a -> ... would loop without the backwards rule.
@@ -154,19 +165,25 @@ import Testing
             previous = here
         }
         bytes[5] = 101
-        #expect(throws: WireError(.loop, "DNS.question[65].name", "more than 64 compression pointers")) { try parse(bytes) }
+        #expect(throws: WireError(.loop, "DNS.question[65].name", "more than 64 compression pointers")) {
+            try parse(bytes)
+        }
     }
 
     @Test func oversizedNamesAndDataAreRefused() {
         // 5 labels of 63 octets: 321 octets in wire form.
         let label: [UInt8] = [63] + Array(repeating: UInt8(ascii: "a"), count: 63)
         let long: [UInt8] = Array(repeating: label, count: 5).flatMap { $0 } + [0]
-        #expect(throws: WireError(.tooLong, "DNS.question[0].name", "more than 255 octets")) { try parse(query(name: long)) }
+        #expect(throws: WireError(.tooLong, "DNS.question[0].name", "more than 255 octets")) {
+            try parse(query(name: long))
+        }
         // An AAAA record whose rdlength is 17: header 12, question 13 + 4, then pointer, type, class, TTL.
         var answer = Array(Captured.dnsAnswerAAAA)
         #expect(answer[39] == 0 && answer[40] == 16)
         answer[40] = 17
-        #expect(throws: WireError(.invalidValue, "DNS.answer[0].rdlength", "AAAA needs 16, got 17")) { try parse(answer) }
+        #expect(throws: WireError(.invalidValue, "DNS.answer[0].rdlength", "AAAA needs 16, got 17")) {
+            try parse(answer)
+        }
         // Bytes after the last record.
         #expect(throws: WireError(.invalidValue, "DNS.message", "1 bytes after the last record")) {
             try parse(Captured.dnsQueryFromDig + [0])
@@ -204,9 +221,10 @@ import Testing
     }
 
     @Test func badNamesAreRefused() {
-        for bad in ["a..b", ".a", "a\\", "a\\25", "a\\256", String(repeating: "x", count: 64),
-            Array(repeating: String(repeating: "y", count: 63), count: 5).joined(separator: ".")]
-        {
+        for bad in [
+            "a..b", ".a", "a\\", "a\\25", "a\\256", String(repeating: "x", count: 64),
+            Array(repeating: String(repeating: "y", count: 63), count: 5).joined(separator: "."),
+        ] {
             #expect(throws: WireError.self, "\(bad)") { try DNSName(parsing: bad) }
         }
     }
@@ -228,7 +246,9 @@ import Testing
     @Test func truncationOnEmitKeepsWholeRecordsAndSetsTC() throws {
         let query = try parse(Captured.dnsQueryFromDig)
         var response = query.makeResponse()
-        response.answers = (0..<40).map { DNSRecord(name: "www.kw.test", ttl: 5, data: .a(IPv4Address(bits: 0x0A00_0000 + UInt32($0)))) }
+        response.answers = (0..<40).map {
+            DNSRecord(name: "www.kw.test", ttl: 5, data: .a(IPv4Address(bits: 0x0A00_0000 + UInt32($0))))
+        }
         let whole = response.encoded()
         #expect(whole.readableBytes > 512)
         let cut = response.encoded(limit: 512)
@@ -244,7 +264,9 @@ import Testing
         message.answers = (1...3).map {
             DNSRecord(name: "tomcat.default.svc.cluster.local", ttl: 5, data: .a(IPv4Address(10, 244, 0, UInt8($0))))
         }
-        message.additionals = [DNSRecord(name: "other.default.svc.cluster.local", ttl: 5, data: .cname("tomcat.default.svc.cluster.local"))]
+        message.additionals = [
+            DNSRecord(name: "other.default.svc.cluster.local", ttl: 5, data: .cname("tomcat.default.svc.cluster.local"))
+        ]
         let encoded = message.encoded()
         // Question name 34 bytes; every later mention of it is a 2-byte pointer, "other." adds 6 + 2.
         #expect(encoded.readableBytes == 12 + 34 + 4 + 3 * (2 + 10 + 4) + (6 + 2 + 10 + 2))
@@ -263,7 +285,10 @@ import Testing
                     .a(IPv4Address(bits: seed &+ UInt32(index))), .aaaa(IPv6Address(bits: UInt128(seed) << 64)),
                     .cname(target), .ns(target), .ptr(target), .txt([Array(name.description.utf8)]),
                     .srv(DNSServiceData(priority: 1, weight: 2, port: id, target: target)),
-                    .soa(DNSStartOfAuthority(primaryServer: target, responsibleMailbox: name, serial: seed, refresh: 1, retry: 2, expire: 3, minimum: 4)),
+                    .soa(
+                        DNSStartOfAuthority(
+                            primaryServer: target, responsibleMailbox: name, serial: seed, refresh: 1, retry: 2,
+                            expire: 3, minimum: 4)),
                     .unknown(DNSType(rawValue: 99), [1, 2, 3]),
                 ]
                 let record = DNSRecord(name: name, ttl: seed >> 8, data: datas[(Int(seed) + index) % datas.count])
@@ -273,7 +298,10 @@ import Testing
                 default: message.additionals.append(record)
                 }
             }
-            if seed & 2 == 2 { message.edns = EDNS(udpPayloadSize: 4096, options: [EDNSOption(code: 10, data: [1, 2, 3, 4, 5, 6, 7, 8])]) }
+            if seed & 2 == 2 {
+                message.edns = EDNS(
+                    udpPayloadSize: 4096, options: [EDNSOption(code: 10, data: [1, 2, 3, 4, 5, 6, 7, 8])])
+            }
             #expect((try? DNSMessage(parsing: message.encoded())) == message)
         }
     }

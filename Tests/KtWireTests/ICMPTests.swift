@@ -70,7 +70,9 @@ import Testing
         }
         #expect(original.totalLength == 41 && original.payload.readableBytes == 8)
         // Fewer than 20 quoted bytes is not a usable error.
-        #expect(throws: WireError.self) { try ICMPv4Message(parsing: ByteBuffer(Array(fixed[..<20])), verifyChecksum: false) }
+        #expect(throws: WireError.self) {
+            try ICMPv4Message(parsing: ByteBuffer(Array(fixed[..<20])), verifyChecksum: false)
+        }
     }
 
     @Test func icmpv4RefusesTruncationAndBadChecksums() throws {
@@ -95,9 +97,13 @@ import Testing
         }
         #expect(echo.identifier == 14646 && echo.sequenceNumber == 1 && echo.data.readableBytes == 56)
         let (replyBuffer, replyPseudo) = try icmp(Captured.icmpv6EchoReply)
-        #expect(emitted { ICMPv6Message.echoReply(echo).emit(into: &$0, pseudoHeader: replyPseudo) } == Array(buffer: replyBuffer))
+        #expect(
+            emitted { ICMPv6Message.echoReply(echo).emit(into: &$0, pseudoHeader: replyPseudo) }
+                == Array(buffer: replyBuffer))
         // The pseudo-header sum does not depend on which address is the source, so check against another pair.
-        #expect(throws: WireError.self) { try ICMPv6Message(parsing: buffer, pseudoHeader: .v6(source: .loopback, destination: .loopback)) }
+        #expect(throws: WireError.self) {
+            try ICMPv6Message(parsing: buffer, pseudoHeader: .v6(source: .loopback, destination: .loopback))
+        }
     }
 
     @Test func icmpv6Errors() throws {
@@ -109,7 +115,9 @@ import Testing
         }
         #expect(code == 4 && original.upperLayerProtocol == .udp && original.flowLabel == 0x294D0)
         #expect(try UDPDatagram(validating: original.upperLayerPayload).destinationPort == 33434)
-        #expect(emitted { unreachable.emit(into: &$0, pseudoHeader: unreachablePseudo) } == Array(buffer: unreachableBuffer))
+        #expect(
+            emitted { unreachable.emit(into: &$0, pseudoHeader: unreachablePseudo) } == Array(buffer: unreachableBuffer)
+        )
 
         let (bigBuffer, bigPseudo) = try icmp(Captured.icmpv6PacketTooBig)
         let tooBig = try ICMPv6Message(parsing: bigBuffer, pseudoHeader: bigPseudo)
@@ -136,6 +144,8 @@ import Testing
         for cut in truncations(of: bytes) where cut.count < 48 {
             #expect(throws: WireError.self, "\(cut.count) bytes") { try ICMPv6Message(parsing: ByteBuffer(cut)) }
         }
-        #expect(throws: WireError.self) { try ICMPv6Message(parsing: ByteBuffer(Array(bytes.dropLast())), pseudoHeader: pseudo) }
+        #expect(throws: WireError.self) {
+            try ICMPv6Message(parsing: ByteBuffer(Array(bytes.dropLast())), pseudoHeader: pseudo)
+        }
     }
 }

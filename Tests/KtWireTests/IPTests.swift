@@ -39,7 +39,9 @@ import Testing
     }
 
     @Test func ipv4EmitRebuildsTheKernelsBytes() throws {
-        for bytes in [Captured.ipv4TCPSyn, Captured.icmpv4EchoReply, Captured.ipv4LastFragment, Captured.ipv4UDPDNSQuery] {
+        for bytes in [
+            Captured.ipv4TCPSyn, Captured.icmpv4EchoReply, Captured.ipv4LastFragment, Captured.ipv4UDPDNSQuery,
+        ] {
             let packet = try IPv4Packet(validating: ByteBuffer(bytes))
             let rebuilt = emitted { buffer in
                 packet.header.emit(into: &buffer, payloadLength: packet.payload.readableBytes)

@@ -70,9 +70,10 @@ import Testing
 
     @Test func tcpEmitRebuildsTheKernelsBytesWhereTheLayoutIsLinuxs() throws {
         // Linux lays out SYN-ACK and SACK options exactly as TCPOptions.emit does, so the bytes match one for one.
-        for fixture in [Captured.ipv4TCPSynAck, Captured.ipv4TCPDataWithTimestamps, Captured.ipv4TCPAckWithSACK,
-            Captured.ipv6TCPSynAck]
-        {
+        for fixture in [
+            Captured.ipv4TCPSynAck, Captured.ipv4TCPDataWithTimestamps, Captured.ipv4TCPAckWithSACK,
+            Captured.ipv6TCPSynAck,
+        ] {
             let (bytes, pseudo) = try transport(fixture)
             let segment = try TCPSegment(validating: bytes)
             let rebuilt = emitted { segment.header.emit(into: &$0, payload: segment.payload, pseudoHeader: pseudo) }
@@ -83,7 +84,10 @@ import Testing
     @Test func tcpUnknownOptionsArePreserved() throws {
         // MSS, then a TCP Fast Open cookie (kind 34) and an experimental option (kind 254) with data.
         var options = TCPOptions(maximumSegmentSize: 1400)
-        options.unknown = [TCPUnknownOption(kind: 34, data: [1, 2, 3, 4, 5, 6, 7, 8]), TCPUnknownOption(kind: 254, data: [0xF9, 0x89])]
+        options.unknown = [
+            TCPUnknownOption(kind: 34, data: [1, 2, 3, 4, 5, 6, 7, 8]),
+            TCPUnknownOption(kind: 254, data: [0xF9, 0x89]),
+        ]
         let header = TCPHeader(
             sourcePort: 1, destinationPort: 2, sequenceNumber: TCPSequenceNumber(7), flags: .syn, window: 100,
             options: options)
@@ -184,11 +188,13 @@ import Testing
     }
 
     @Test func udpEmitGivesAValidChecksumForAnyPayload() async {
-        await propertyCheck(input: Gen.uint8().array(of: 0...600), Gen.uint16(), Gen.uint16()) { payload, source, destination in
+        await propertyCheck(input: Gen.uint8().array(of: 0...600), Gen.uint16(), Gen.uint16()) {
+            payload, source, destination in
             let header = UDPHeader(sourcePort: Port(source), destinationPort: Port(destination))
-            for pseudo in [IPPseudoHeader.v4(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 0, 0, 2)),
-                .v6(source: .loopback, destination: IPv6Address(bits: 0xFD00 << 112 | 7))]
-            {
+            for pseudo in [
+                IPPseudoHeader.v4(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 0, 0, 2)),
+                .v6(source: .loopback, destination: IPv6Address(bits: 0xFD00 << 112 | 7)),
+            ] {
                 let bytes = emitted { header.emit(into: &$0, payload: ByteBuffer(payload), pseudoHeader: pseudo) }
                 guard let datagram = try? UDPDatagram(validating: ByteBuffer(bytes)) else {
                     Issue.record("emitted UDP does not parse")

@@ -125,14 +125,16 @@ extension IPPrefix: CustomStringConvertible, LosslessStringConvertible {
     public static func parse(_ text: String) throws(WireError) -> IPPrefix {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard let address = Address(String(parts[0])) else {
-            throw WireError(.invalidValue, "prefix.address", "'\(parts[0])' is not an IPv\(Address.bitWidth == 32 ? 4 : 6) address")
+            throw WireError(
+                .invalidValue, "prefix.address", "'\(parts[0])' is not an IPv\(Address.bitWidth == 32 ? 4 : 6) address")
         }
         guard parts.count == 2 else { return IPPrefix(host: address) }
         let lengthText = parts[1]
         guard !lengthText.isEmpty, lengthText.count <= 3, lengthText.allSatisfy({ $0.isASCII && $0.isNumber }),
             let length = Int(lengthText), (0...Address.bitWidth).contains(length)
         else {
-            throw WireError(.invalidValue, "prefix.length", "'\(lengthText)' is not a length in 0...\(Address.bitWidth)")
+            throw WireError(
+                .invalidValue, "prefix.length", "'\(lengthText)' is not a length in 0...\(Address.bitWidth)")
         }
         let prefix = IPPrefix(containing: address, length: length)
         guard prefix.network == address else {

@@ -152,12 +152,16 @@ public struct InternetChecksum: Sendable {
         var offset = 0
         while offset + 32 <= count {
             let p = base + offset
-            a &+= UInt64(p.loadUnaligned(as: UInt32.self)) &+ UInt64(p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
-            b &+= UInt64(p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            a &+=
+                UInt64(p.loadUnaligned(as: UInt32.self)) &+ UInt64(p.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+            b &+=
+                UInt64(p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
                 &+ UInt64(p.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
-            c &+= UInt64(p.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            c &+=
+                UInt64(p.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
                 &+ UInt64(p.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
-            d &+= UInt64(p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+            d &+=
+                UInt64(p.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
                 &+ UInt64(p.loadUnaligned(fromByteOffset: 28, as: UInt32.self))
             offset += 32
         }

@@ -141,7 +141,8 @@ public struct DNSMessage: Hashable, Sendable {
     /// The full response code: the header's four bits and, with EDNS, eight more.
     public var responseCode: DNSResponseCode {
         get {
-            DNSResponseCode(rawValue: UInt16(edns?.extendedResponseCode ?? 0) << 4 | header.responseCode.rawValue & 0x0F)
+            DNSResponseCode(
+                rawValue: UInt16(edns?.extendedResponseCode ?? 0) << 4 | header.responseCode.rawValue & 0x0F)
         }
         set {
             header.responseCode = DNSResponseCode(rawValue: newValue.rawValue & 0x0F)
@@ -248,7 +249,9 @@ struct DNSReader {
 
     var remaining: Int { message.readableBytes - offset }
 
-    mutating func readInteger<T: FixedWidthInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(WireError) -> T {
+    mutating func readInteger<T: FixedWidthInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(WireError)
+        -> T
+    {
         guard let value = message.getInteger(at: offset, as: T.self) else {
             throw WireError(.truncated, field())
         }
@@ -298,7 +301,8 @@ struct DNSReader {
                 let target = Int(pointer & 0x3FFF)
                 // Only backward pointers are allowed (a prior occurrence, RFC 1035 §4.1.4); so every chain ends.
                 guard target < position else {
-                    throw WireError(.loop, field(), "compression pointer at \(position) to \(target) does not point back")
+                    throw WireError(
+                        .loop, field(), "compression pointer at \(position) to \(target) does not point back")
                 }
                 jumps += 1
                 guard jumps <= DNSMessage.maximumPointerJumps else {
@@ -357,7 +361,9 @@ struct DNSReader {
             guard length == 4 else { throw WireError(.invalidValue, field + ".rdlength", "A needs 4, got \(length)") }
             data = .a(IPv4Address(bits: try readInteger(UInt32.self, field + ".rdata")))
         case .aaaa:
-            guard length == 16 else { throw WireError(.invalidValue, field + ".rdlength", "AAAA needs 16, got \(length)") }
+            guard length == 16 else {
+                throw WireError(.invalidValue, field + ".rdlength", "AAAA needs 16, got \(length)")
+            }
             let high = try readInteger(UInt64.self, field + ".rdata")
             let low = try readInteger(UInt64.self, field + ".rdata")
             data = .aaaa(IPv6Address(bits: UInt128(high) << 64 | UInt128(low)))

@@ -40,7 +40,9 @@ public enum ICMPv4Message: Hashable, Sendable {
             var sum = InternetChecksum()
             sum.add(buffer)
             guard sum.isValid else {
-                throw WireError(.badChecksum, "ICMPv4.checksum", "0x" + String(buffer.checkedInteger(at: 2, as: UInt16.self), radix: 16))
+                throw WireError(
+                    .badChecksum, "ICMPv4.checksum",
+                    "0x" + String(buffer.checkedInteger(at: 2, as: UInt16.self), radix: 16))
             }
         }
         let type: UInt8 = buffer.checkedInteger(at: 0)

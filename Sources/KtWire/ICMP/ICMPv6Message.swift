@@ -31,7 +31,9 @@ public enum ICMPv6Message: Hashable, Sendable {
             pseudoHeader.add(to: &sum, protocol: .icmpv6, length: buffer.readableBytes)
             sum.add(buffer)
             guard sum.isValid else {
-                throw WireError(.badChecksum, "ICMPv6.checksum", "0x" + String(buffer.checkedInteger(at: 2, as: UInt16.self), radix: 16))
+                throw WireError(
+                    .badChecksum, "ICMPv6.checksum",
+                    "0x" + String(buffer.checkedInteger(at: 2, as: UInt16.self), radix: 16))
             }
         }
         let type: UInt8 = buffer.checkedInteger(at: 0)
@@ -40,7 +42,8 @@ public enum ICMPv6Message: Hashable, Sendable {
         let body = buffer.checkedSlice(at: 8, length: buffer.readableBytes - 8)
         switch type {
         case 1:
-            self = .destinationUnreachable(code: code, original: try Self.quoted(body, "ICMPv6.destinationUnreachable.original"))
+            self = .destinationUnreachable(
+                code: code, original: try Self.quoted(body, "ICMPv6.destinationUnreachable.original"))
         case 2:
             self = .packetTooBig(mtu: rest, original: try Self.quoted(body, "ICMPv6.packetTooBig.original"))
         case 3:

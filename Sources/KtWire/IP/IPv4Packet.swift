@@ -19,7 +19,8 @@ public struct IPv4Packet: Hashable, Sendable {
         let headerLength = try Self.checkHeader(buffer)
         let totalLength = Int(buffer.checkedInteger(at: 2, as: UInt16.self))
         guard totalLength >= headerLength else {
-            throw WireError(.invalidValue, "IPv4.totalLength", "\(totalLength) is less than the header's \(headerLength)")
+            throw WireError(
+                .invalidValue, "IPv4.totalLength", "\(totalLength) is less than the header's \(headerLength)")
         }
         guard totalLength <= buffer.readableBytes else {
             throw WireError(.truncated, "IPv4.payload", "total length \(totalLength), have \(buffer.readableBytes)")
@@ -37,7 +38,8 @@ public struct IPv4Packet: Hashable, Sendable {
         let headerLength = try Self.checkHeader(buffer)
         let totalLength = Int(buffer.checkedInteger(at: 2, as: UInt16.self))
         guard totalLength >= headerLength else {
-            throw WireError(.invalidValue, "IPv4.totalLength", "\(totalLength) is less than the header's \(headerLength)")
+            throw WireError(
+                .invalidValue, "IPv4.totalLength", "\(totalLength) is less than the header's \(headerLength)")
         }
         self.buffer = buffer.checkedSlice(at: 0, length: min(totalLength, buffer.readableBytes))
     }
@@ -91,7 +93,9 @@ public struct IPv4Packet: Hashable, Sendable {
     /// The options, raw.
     public var options: ByteBuffer { buffer.checkedSlice(at: Self.minimumHeaderLength, length: headerLength - 20) }
     /// The payload: everything after the header.
-    public var payload: ByteBuffer { buffer.checkedSlice(at: headerLength, length: buffer.readableBytes - headerLength) }
+    public var payload: ByteBuffer {
+        buffer.checkedSlice(at: headerLength, length: buffer.readableBytes - headerLength)
+    }
 
     /// True if the header checksum is correct.
     public var isHeaderChecksumValid: Bool {

@@ -129,7 +129,8 @@ public struct TCPOptions: Hashable, Sendable {
                 }
             case Kind.timestamps:
                 try Self.expect(length, 10, "TCP.option.timestamps.length")
-                timestamps = TCPTimestamps(value: area.checkedInteger(at: data), echoReply: area.checkedInteger(at: data + 4))
+                timestamps = TCPTimestamps(
+                    value: area.checkedInteger(at: data), echoReply: area.checkedInteger(at: data + 4))
             default:
                 unknown.append(TCPUnknownOption(kind: kind, data: area.checkedBytes(at: data, length: length - 2)))
             }

@@ -70,7 +70,9 @@ public struct TCPSegment: Hashable, Sendable {
     public var checksum: UInt16 { buffer.checkedInteger(at: 16) }
     public var urgentPointer: UInt16 { buffer.checkedInteger(at: 18) }
     /// The data after the header.
-    public var payload: ByteBuffer { buffer.checkedSlice(at: headerLength, length: buffer.readableBytes - headerLength) }
+    public var payload: ByteBuffer {
+        buffer.checkedSlice(at: headerLength, length: buffer.readableBytes - headerLength)
+    }
     /// How many bytes of data the segment carries.
     public var payloadLength: Int { buffer.readableBytes - headerLength }
     /// The sequence space the segment occupies: its data, plus one each for SYN and FIN (RFC 9293 §3.4).

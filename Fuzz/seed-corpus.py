@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Seeds each fuzzer's corpus with the real packets in Tests/KtWireTests/CapturedPackets.swift.
+
+Usage: seed-corpus.py CORPUS_DIR. Writes CORPUS_DIR/<Fuzzer>/seed-<name>; existing files are kept, so the
+corpus grows across runs.
+"""
+import os
+import re
+import sys
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+source = open(os.path.join(root, "Tests/KtWireTests/CapturedPackets.swift")).read()
+fixtures = {
+    name: bytes(int(b, 16) for b in re.findall(r"0x([0-9a-fA-F]{2})", body))
+    for name, body in re.findall(r"static let (\w+): \[UInt8\] = \[(.*?)\]", source, re.S)
+}
+
+
+def transport(packet):
+    """The IP payload after the IPv4 header or the fixed IPv6 header (extension headers are left in)."""
+    if packet[0] >> 4 == 4:
+        return packet[(packet[0] & 0x0F) * 4:]
+    return packet[40:]
+
+
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText"]}
+for name, data in fixtures.items():
+    if name.startswith("dns"):
+        seeds["FuzzDNS"].append((name, data))
+        continue
+    seeds["FuzzIPv4" if data[0] >> 4 == 4 else "FuzzIPv6"].append((name, data))
+    kind = "FuzzTCP" if "TCP" in name else "FuzzUDP" if "UDP" in name else "FuzzICMP" if "icmp" in name else None
+    if kind:
+        seeds[kind].append((name, transport(data)))
+for index, text in enumerate(["10.96.0.10", "fd00::1", "::ffff:10.0.0.1", "10.96.0.0/12", "fd00:10::/64",
+                              "tomcat.default.svc.cluster.local.", "a\\.b.c\\032d", "2001:db8::2:1"]):
+    seeds["FuzzAddressText"].append((f"text{index}", text.encode()))
+
+for fuzzer, items in seeds.items():
+    directory = os.path.join(sys.argv[1], fuzzer)
+    os.makedirs(directory, exist_ok=True)
+    for name, data in items:
+        with open(os.path.join(directory, "seed-" + name), "wb") as handle:
+            handle.write(data)
+print("seeded", ", ".join(f"{fuzzer} {len(items)}" for fuzzer, items in seeds.items()))

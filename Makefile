@@ -1,0 +1,65 @@
+# ktconnect — the two commands a newcomer needs are `make demo` and `make test` (see README.md).
+#
+# Every target installs what it needs first (`deps`), so a fresh Debian machine needs nothing else.
+
+SHELL := /bin/bash
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZ_SECONDS ?= 60
+FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText
+FUZZ_BUILD := .build-fuzz
+
+# System packages the build and the tests use. Add to this list when a later part needs more.
+DEBIAN_PACKAGES := \
+	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
+	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 python3
+
+.PHONY: deps build lint test fuzz bench clean
+
+## deps: install missing system packages (idempotent: apt runs only when something is missing)
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "system packages: all present"; fi
+
+## build: compile everything, tests included
+build: deps
+	$(SWIFT) build --build-tests
+
+## lint: swift-format in strict mode over every Swift file we wrote
+lint:
+	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests Fuzz bench/Package.swift bench/Sources
+
+## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces)
+test: build lint
+	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|Test Case .* (started|passed))'
+	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
+
+## fuzz: build every libFuzzer target and run each for FUZZ_SECONDS (a crash fails the target)
+fuzz: deps
+	@mkdir -p $(FUZZ_BUILD)
+	@printf '{ "schemaVersion": "1.0", "linker": { "path": "%s" } }\n' \
+		"$$(dirname "$$(readlink -f "$$(command -v $(SWIFT))")")/ld.lld" > $(FUZZ_BUILD)/toolset.json
+	KT_FUZZ=1 $(SWIFT) build -c release --scratch-path $(FUZZ_BUILD) --toolset $(FUZZ_BUILD)/toolset.json \
+		-Xswiftc -sanitize=fuzzer,address
+	python3 Fuzz/seed-corpus.py $(FUZZ_BUILD)/corpus
+	@for f in $(FUZZERS); do \
+		echo "== $$f for $(FUZZ_SECONDS)s"; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$f $(FUZZ_BUILD)/artifacts; \
+		SWIFT_BACKTRACE=enable=no $(FUZZ_BUILD)/release/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$f- $(FUZZ_BUILD)/corpus/$$f 2>&1 \
+			| grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY|Done)' ; \
+		status=$${PIPESTATUS[0]}; \
+		if [ $$status -ne 0 ]; then echo "$$f FAILED (exit $$status); inputs in $(FUZZ_BUILD)/artifacts/"; exit 1; fi; \
+	done; echo "== every fuzzer ran $(FUZZ_SECONDS)s without a crash"
+
+## bench: release build of bench/ and its table of figures
+bench: deps
+	cd bench && $(SWIFT) run -c release kt-bench
+
+clean:
+	rm -rf .build $(FUZZ_BUILD) bench/.build

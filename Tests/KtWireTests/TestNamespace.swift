@@ -1,0 +1,127 @@
+import Foundation
+import Glibc
+
+/// A network namespace made for one test and removed after it, even when the test fails.
+///
+/// Tests touch only namespaces they made (and loopback inside them): never the host's own network.
+final class TestNamespace: @unchecked Sendable {
+    let name: String
+
+    /// Why namespace tests cannot run here, or `nil` when they can. CI runs as root with iproute2 installed, so
+    /// there they always run.
+    static let unavailableReason: String? = {
+        if getuid() != 0 { return "needs root to create network namespaces" }
+        if findExecutable("ip") == nil { return "needs iproute2's `ip`" }
+        return nil
+    }()
+
+    /// Makes `<prefix>-<pid>-<random>` with loopback up.
+    init(prefix: String) throws {
+        name = "\(prefix)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
+        try Self.check(Self.run(["ip", "netns", "add", name]))
+        do {
+            try Self.check(Self.run(["ip", "-n", name, "link", "set", "lo", "up"]))
+        } catch {
+            delete()
+            throw error
+        }
+    }
+
+    /// Removes the namespace; processes still inside lose their network.
+    func delete() {
+        _ = try? Self.run(["ip", "netns", "del", name])
+    }
+
+    /// Runs a command inside the namespace.
+    func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+        try Self.run(["ip", "netns", "exec", name] + arguments, timeout: timeout)
+    }
+
+    // MARK: - Entering
+
+    private typealias SetNamespace = @convention(c) (CInt, CInt) -> CInt
+    /// `setns(2)`; Glibc's Swift module does not export it (it is behind _GNU_SOURCE), so it is looked up.
+    private static let setns: SetNamespace = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "setns") else { fatalError("libc has no setns") }
+        return unsafeBitCast(symbol, to: SetNamespace.self)
+    }()
+    private static let newNetworkNamespace: CInt = 0x4000_0000  // CLONE_NEWNET
+
+    /// Runs `body` on a fresh thread that has entered this namespace, and returns its result. Sockets made in
+    /// `body` belong to this namespace for their whole life; the thread ends afterwards, so no other code ever
+    /// runs in the namespace by accident.
+    func inside<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TestNamespaceError("open /run/netns/\(name): errno \(errno)") }
+        defer { close(fd) }
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            if Self.setns(fd, Self.newNetworkNamespace) != 0 {
+                box.result = .failure(TestNamespaceError("setns: errno \(errno)"))
+            } else {
+                box.result = Result { try body() }
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        guard let result = box.result else { throw TestNamespaceError("thread ended without a result") }
+        return try result.get()
+    }
+
+    // MARK: - Commands
+
+    struct CommandResult {
+        var status: Int32
+        var output: String
+        var error: String
+    }
+
+    static func findExecutable(_ name: String) -> String? {
+        for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+            let path = directory + "/" + name
+            if access(path, X_OK) == 0 { return path }
+        }
+        return nil
+    }
+
+    /// Runs a command to completion (killing it after `timeout` seconds) and collects its output.
+    static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+        guard let executable = findExecutable(arguments[0]) else {
+            throw TestNamespaceError("\(arguments[0]) not found")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = Array(arguments.dropFirst())
+        let output = Pipe()
+        let error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        try process.run()
+        let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        let outData = output.fileHandleForReading.readDataToEndOfFile()
+        let errData = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        killer.cancel()
+        return CommandResult(
+            status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self),
+            error: String(decoding: errData, as: UTF8.self))
+    }
+
+    @discardableResult
+    static func check(_ result: CommandResult) throws -> CommandResult {
+        guard result.status == 0 else { throw TestNamespaceError("exit \(result.status): \(result.error)") }
+        return result
+    }
+}
+
+struct TestNamespaceError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}

@@ -1,0 +1,23 @@
+// swift-tools-version:6.1
+//
+// Benchmarks live in their own package so that their dependencies stay out of the main build; they use the
+// main package's libraries by path. Figures are printed as tables; timings never gate `make test`.
+
+import PackageDescription
+
+let package = Package(
+    name: "ktconnect-bench",
+    dependencies: [
+        .package(name: "ktconnect", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "kt-bench",
+            dependencies: [
+                .product(name: "KtWire", package: "ktconnect"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        )
+    ]
+)
