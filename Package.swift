@@ -19,6 +19,19 @@ var targets: [Target] = [
         name: "KtWire",
         dependencies: [.product(name: "NIOCore", package: "swift-nio")]
     ),
+    // The TUN device, netlink wrappers and batched I/O; GSO/GRO offload handling over KtWire.
+    .target(
+        name: "KtTun",
+        dependencies: ["KtWire", .product(name: "NIOCore", package: "swift-nio")]
+    ),
+    .testTarget(
+        name: "KtTunTests",
+        dependencies: [
+            "KtTun", "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
     .testTarget(
         name: "KtWireTests",
         dependencies: [

@@ -86,6 +86,11 @@ public struct InternetChecksum: Sendable {
         ~UInt16(bigEndian: Self.fold(sum))
     }
 
+    /// The folded sum itself, not complemented: what a device that completes checksums (virtio-net
+    /// `NEEDS_CSUM`, the kernel's CHECKSUM_PARTIAL) expects to find in the checksum field, covering the
+    /// pseudo-header only.
+    public var foldedSum: UInt16 { ~value }
+
     /// True if the data added, checksum field included, sums to all ones: the checksum is correct.
     public var isValid: Bool { value == 0 }
 
