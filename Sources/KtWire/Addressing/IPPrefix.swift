@@ -170,4 +170,13 @@ public enum AnyIPPrefix: Hashable, Sendable, CustomStringConvertible {
         default: return false
         }
     }
+
+    /// True if every address of `other` lies in this prefix (always false across families).
+    public func contains(_ other: AnyIPPrefix) -> Bool {
+        switch (self, other) {
+        case (.v4(let a), .v4(let b)): return a.contains(b)
+        case (.v6(let a), .v6(let b)): return a.contains(b)
+        default: return false
+        }
+    }
 }
