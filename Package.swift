@@ -19,15 +19,30 @@ var targets: [Target] = [
         name: "KtWire",
         dependencies: [.product(name: "NIOCore", package: "swift-nio")]
     ),
+    // libnl from Debian, through pkg-config; only CNetlink's C code includes it.
+    .systemLibrary(
+        name: "CLibNL",
+        pkgConfig: "libnl-route-3.0",
+        providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+    ),
+    // The C shim over libnl and /dev/net/tun: plain C types and cnl_ functions, nothing else talks to the kernel
+    // about links and routes.
+    .target(name: "CNetlink", dependencies: ["CLibNL"], path: "CNetlink"),
     // The TUN device, netlink wrappers and batched I/O; GSO/GRO offload handling over KtWire.
     .target(
         name: "KtTun",
-        dependencies: ["KtWire", .product(name: "NIOCore", package: "swift-nio")]
+        dependencies: [
+            "CNetlink", "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]
     ),
+    // Throwaway network namespaces and the commands run in them, for every test that touches the kernel.
+    .target(name: "NamespaceTestSupport", path: "Tests/NamespaceTestSupport"),
     .testTarget(
         name: "KtTunTests",
         dependencies: [
-            "KtTun", "KtWire",
+            "KtTun", "KtWire", "NamespaceTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]
@@ -35,7 +50,7 @@ var targets: [Target] = [
     .testTarget(
         name: "KtWireTests",
         dependencies: [
-            "KtWire",
+            "KtWire", "NamespaceTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],

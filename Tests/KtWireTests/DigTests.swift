@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import NIOCore
+import NamespaceTestSupport
 import Synchronization
 import Testing
 

@@ -4,19 +4,19 @@ import Glibc
 /// A network namespace made for one test and removed after it, even when the test fails.
 ///
 /// Tests touch only namespaces they made (and loopback inside them): never the host's own network.
-final class TestNamespace: @unchecked Sendable {
-    let name: String
+public final class TestNamespace: @unchecked Sendable {
+    public let name: String
 
     /// Why namespace tests cannot run here, or `nil` when they can. CI runs as root with iproute2 installed, so
     /// there they always run.
-    static let unavailableReason: String? = {
+    public static let unavailableReason: String? = {
         if getuid() != 0 { return "needs root to create network namespaces" }
         if findExecutable("ip") == nil { return "needs iproute2's `ip`" }
         return nil
     }()
 
     /// Makes `<prefix>-<pid>-<random>` with loopback up.
-    init(prefix: String) throws {
+    public init(prefix: String) throws {
         name = "\(prefix)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
         try Self.check(Self.run(["ip", "netns", "add", name]))
         do {
@@ -28,12 +28,12 @@ final class TestNamespace: @unchecked Sendable {
     }
 
     /// Removes the namespace; processes still inside lose their network.
-    func delete() {
+    public func delete() {
         _ = try? Self.run(["ip", "netns", "del", name])
     }
 
     /// Runs a command inside the namespace.
-    func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+    public func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
         try Self.run(["ip", "netns", "exec", name] + arguments, timeout: timeout)
     }
 
@@ -50,7 +50,7 @@ final class TestNamespace: @unchecked Sendable {
     /// Runs `body` on a fresh thread that has entered this namespace, and returns its result. Sockets made in
     /// `body` belong to this namespace for their whole life; the thread ends afterwards, so no other code ever
     /// runs in the namespace by accident.
-    func inside<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+    public func inside<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
         let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TestNamespaceError("open /run/netns/\(name): errno \(errno)") }
         defer { close(fd) }
@@ -72,13 +72,13 @@ final class TestNamespace: @unchecked Sendable {
 
     // MARK: - Commands
 
-    struct CommandResult {
-        var status: Int32
-        var output: String
-        var error: String
+    public struct CommandResult: Sendable {
+        public var status: Int32
+        public var output: String
+        public var error: String
     }
 
-    static func findExecutable(_ name: String) -> String? {
+    public static func findExecutable(_ name: String) -> String? {
         for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
             let path = directory + "/" + name
             if access(path, X_OK) == 0 { return path }
@@ -87,7 +87,7 @@ final class TestNamespace: @unchecked Sendable {
     }
 
     /// Runs a command to completion (killing it after `timeout` seconds) and collects its output.
-    static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+    public static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
         guard let executable = findExecutable(arguments[0]) else {
             throw TestNamespaceError("\(arguments[0]) not found")
         }
@@ -111,17 +111,53 @@ final class TestNamespace: @unchecked Sendable {
     }
 
     @discardableResult
-    static func check(_ result: CommandResult) throws -> CommandResult {
+    public static func check(_ result: CommandResult) throws -> CommandResult {
         guard result.status == 0 else { throw TestNamespaceError("exit \(result.status): \(result.error)") }
         return result
     }
 }
 
-struct TestNamespaceError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TestNamespaceError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 private final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
 }
+
+// MARK: - Capabilities
+
+/// Drops CAP_NET_ADMIN from the calling thread's effective set, as `setpriv --inh-caps=-net_admin` would for a
+/// process. Capabilities are per thread in Linux, so call this only on a thread made for it (``TestNamespace/inside(_:)``).
+public func dropNetAdminOnThisThread() throws {
+    typealias CapabilityCall = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> CInt
+    guard let get = dlsym(dlopen(nil, RTLD_NOW), "capget"), let set = dlsym(dlopen(nil, RTLD_NOW), "capset") else {
+        throw TestNamespaceError("libc has no capget/capset")
+    }
+    // struct __user_cap_header_struct { u32 version; int pid; } with _LINUX_CAPABILITY_VERSION_3, pid 0 = this thread.
+    var header: (UInt32, Int32) = (0x2008_0522, 0)
+    // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+    var data: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0, 0, 0)
+    let netAdmin: UInt32 = 1 << 12
+    let got = withUnsafeMutableBytes(of: &header) { h in
+        withUnsafeMutableBytes(of: &data) { d in
+            unsafeBitCast(get, to: CapabilityCall.self)(h.baseAddress!, d.baseAddress!)
+        }
+    }
+    guard got == 0 else { throw TestNamespaceError("capget: errno \(errno)") }
+    data.0 &= ~netAdmin
+    let result = withUnsafeMutableBytes(of: &header) { h in
+        withUnsafeMutableBytes(of: &data) { d in
+            unsafeBitCast(set, to: CapabilityCall.self)(h.baseAddress!, d.baseAddress!)
+        }
+    }
+    guard result == 0 else { throw TestNamespaceError("capset: errno \(errno)") }
+}
+
+/// The repository's root, found from this file's path, for running the binaries `swift build` made.
+public let repositoryRoot: String = {
+    var path = #filePath
+    for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
+    return path
+}()
