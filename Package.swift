@@ -47,6 +47,20 @@ var targets: [Target] = [
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]
     ),
+    // One file per command: a pure plan (tested as values) and the step that applies it.
+    .target(
+        name: "KtctlKit",
+        dependencies: ["KtTun", "KtWire"]
+    ),
+    .testTarget(
+        name: "KtctlKitTests",
+        dependencies: ["KtctlKit", "KtTun", "KtWire", "NamespaceTestSupport"]
+    ),
+    // The CLI: flag parsing only.
+    .executableTarget(
+        name: "ktctl",
+        dependencies: ["KtctlKit", "KtWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+    ),
     .testTarget(
         name: "KtWireTests",
         dependencies: [
@@ -72,10 +86,13 @@ if fuzzing {
 let package = Package(
     name: "ktconnect",
     products: [
-        .library(name: "KtWire", targets: ["KtWire"])
+        .library(name: "KtWire", targets: ["KtWire"]),
+        .library(name: "KtTun", targets: ["KtTun"]),
+        .executable(name: "ktctl", targets: ["ktctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: targets

@@ -37,8 +37,9 @@ public struct RouteConflict: Hashable, Sendable {
             return "'\(route)'\(owner) has the same destination as \(wanted): only the one with the lower metric "
                 + "is used"
         case .localAddress:
-            return
-                "\(Route.shortText(existing.destination)) is an address of this machine (\(device)) and lies inside \(wanted)"
+            let address = Route.shortText(existing.destination)
+            let what = address.contains("/") ? "are addresses" : "is an address"
+            return "\(address) \(what) of this machine (\(device)) and lies inside \(wanted)"
         }
     }
 }
