@@ -12,7 +12,7 @@ FUZZ_BUILD := .build-fuzz
 # System packages the build and the tests use. Add to this list when a later part needs more.
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
-	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 python3
+	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3
 
 .PHONY: deps build lint test fuzz bench clean
 
@@ -36,7 +36,7 @@ lint:
 
 ## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces)
 test: build lint
-	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|Test Case .* (started|passed))'
+	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
 
 ## fuzz: build every libFuzzer target and run each for FUZZ_SECONDS (a crash fails the target)

@@ -88,6 +88,8 @@ let package = Package(
     products: [
         .library(name: "KtWire", targets: ["KtWire"]),
         .library(name: "KtTun", targets: ["KtTun"]),
+        // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
+        .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
         .executable(name: "ktctl", targets: ["ktctl"]),
     ],
     dependencies: [

@@ -16,6 +16,9 @@ let package = Package(
             name: "kt-bench",
             dependencies: [
                 .product(name: "KtWire", package: "ktconnect"),
+                .product(name: "KtTun", package: "ktconnect"),
+                .product(name: "NamespaceTestSupport", package: "ktconnect"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         )

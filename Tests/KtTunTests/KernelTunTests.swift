@@ -253,6 +253,90 @@ struct KernelTunTests {
         #expect(setup.device.malformedReads == 0)
     }
 
+    @Test(arguments: [false, true])
+    func coalescedSegmentsReachAKernelSocket(virtioHeader: Bool) throws {
+        let setup = try Setup(
+            "kttun-gro", options: TunOptions(virtioHeader: virtioHeader), address: IPv4Address(10, 206, 0, 1),
+            route: nil)
+        defer { setup.tearDown() }
+        let output = "/tmp/\(setup.namespace.name).received"
+        defer { unlink(output) }
+        let server = try BackgroundCommand(
+            setup.namespace,
+            python: "import socket; l = socket.create_server(('10.206.0.1', 5002)); c, _ = l.accept(); "
+                + "f = open('\(output)', 'wb'); [f.write(d) for d in iter(lambda: c.recv(65536), b'')]; f.close()")
+        defer { server.stop() }
+        Thread.sleep(forTimeInterval: 0.3)
+        let me = IPv4Address(10, 206, 0, 2)
+        let them = IPv4Address(10, 206, 0, 1)
+        func segment(
+            _ flags: TCPFlags, _ sequence: UInt32, _ ack: TCPSequenceNumber, _ payload: [UInt8] = [],
+            options: TCPOptions = TCPOptions()
+        ) -> ByteBuffer {
+            let header = TCPHeader(
+                sourcePort: 40001, destinationPort: 5002, sequenceNumber: TCPSequenceNumber(sequence),
+                acknowledgementNumber: ack, flags: flags, window: 65535, options: options)
+            var packet = ByteBuffer()
+            IPv4Header(protocol: .tcp, source: me, destination: them).emit(
+                into: &packet, payloadLength: header.headerLength + payload.count)
+            header.emit(
+                into: &packet, payload: ByteBuffer(bytes: payload), pseudoHeader: .v4(source: me, destination: them))
+            return packet
+        }
+        try setup.device.write([
+            segment(.syn, 1000, TCPSequenceNumber(0), options: TCPOptions(maximumSegmentSize: 1460))
+        ])
+        let synAck = try #require(
+            try setup.read { packet -> TCPSegment? in
+                guard case .v4(let ip) = try? IPPacket(validating: packet), ip.protocol == .tcp else { return nil }
+                let tcp = try TCPSegment(validating: ip.payload)
+                return tcp.flags.contains([.syn, .ack]) ? tcp : nil
+            })
+        let ack = synAck.sequenceNumber + UInt32(1)
+        try setup.device.write([segment(.ack, 1001, ack)])
+        // Twenty full segments and a short one, written in one batch: with a virtio header they become one write.
+        var expected: [UInt8] = []
+        var batch: [ByteBuffer] = []
+        var sequence: UInt32 = 1001
+        for index in 0..<21 {
+            let payload = (0..<(index == 20 ? 300 : 1448)).map { UInt8(truncatingIfNeeded: $0 &+ index) }
+            batch.append(segment(index == 20 ? [.ack, .psh] : .ack, sequence, ack, payload))
+            expected += payload
+            sequence += UInt32(payload.count)
+        }
+        let writes = try setup.device.write(batch)
+        #expect(writes == (virtioHeader ? 1 : 21))
+        let acked = try setup.read { packet -> Bool? in
+            guard case .v4(let ip) = try? IPPacket(validating: packet), ip.protocol == .tcp else { return nil }
+            let tcp = try TCPSegment(validating: ip.payload)
+            return tcp.acknowledgementNumber == TCPSequenceNumber(sequence) ? true : nil
+        }
+        #expect(acked == true, "the kernel acknowledged every byte")
+        try setup.device.write([segment([.fin, .ack], sequence, ack)])
+        server.wait(seconds: 3)
+        let received = (try? Data(contentsOf: URL(fileURLWithPath: output))).map { [UInt8]($0) }
+        #expect(received == expected)
+    }
+
+    @Test func multiQueueDevicesLiveUntilTheLastQueueCloses() throws {
+        let namespace = try TestNamespace(prefix: "kttun-mq")
+        defer { namespace.delete() }
+        let (first, second) = try namespace.inside { () throws -> (TunDevice, TunDevice) in
+            let first = try TunDevice.open(TunOptions(name: "ktq0", virtioHeader: true, multiQueue: true))
+            return (first, try first.openQueue())
+        }
+        #expect(first.name == "ktq0" && second.name == "ktq0" && first.descriptor != second.descriptor)
+        let details = try namespace.run(["ip", "-d", "link", "show", "ktq0"])
+        #expect(details.output.contains("multi_queue"))
+        first.close()
+        #expect(try namespace.run(["ip", "link", "show", "ktq0"]).status == 0)
+        second.close()
+        #expect(try namespace.run(["ip", "link", "show", "ktq0"]).status != 0)
+        let single = try namespace.inside { try TunDevice.open(TunOptions(name: "ktq1", virtioHeader: false)) }
+        defer { single.close() }
+        #expect(throws: NetlinkError.self) { try single.openQueue() }
+    }
+
     // MARK: - Without CAP_NET_ADMIN
 
     @Test func withoutNetAdminCreationFailsClearly() throws {
@@ -299,5 +383,11 @@ final class BackgroundCommand: @unchecked Sendable {
     func stop() {
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
+    }
+
+    /// Waits up to `seconds` for the process to end by itself.
+    func wait(seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
     }
 }

@@ -13,7 +13,7 @@ import Testing
     /// A TCP segment from `client` to `server` with timestamps, complete checksums.
     static func segment(
         sequence: UInt32, payload: [UInt8], flags: TCPFlags = [.ack], identification: UInt16 = 100,
-        v6: Bool = false, sourcePort: Port = 40000
+        v6: Bool = false, sourcePort: PortNumber = 40000
     ) -> ByteBuffer {
         let tcp = TCPHeader(
             sourcePort: sourcePort, destinationPort: 8080, sequenceNumber: TCPSequenceNumber(sequence),
@@ -206,7 +206,7 @@ import Testing
                 packets.append(
                     Self.segment(
                         sequence: next[flow], payload: [UInt8](repeating: UInt8(index), count: size),
-                        identification: UInt16(index), sourcePort: Port(40000 + UInt16(flow))))
+                        identification: UInt16(index), sourcePort: PortNumber(40000 + UInt16(flow))))
                 next[flow] &+= UInt32(size)
             }
             var split: [ByteBuffer] = []

@@ -190,7 +190,7 @@ import Testing
     @Test func udpEmitGivesAValidChecksumForAnyPayload() async {
         await propertyCheck(input: Gen.uint8().array(of: 0...600), Gen.uint16(), Gen.uint16()) {
             payload, source, destination in
-            let header = UDPHeader(sourcePort: Port(source), destinationPort: Port(destination))
+            let header = UDPHeader(sourcePort: PortNumber(source), destinationPort: PortNumber(destination))
             for pseudo in [
                 IPPseudoHeader.v4(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 0, 0, 2)),
                 .v6(source: .loopback, destination: IPv6Address(bits: 0xFD00 << 112 | 7)),

@@ -17,6 +17,7 @@ public final class TestNamespace: @unchecked Sendable {
 
     /// Makes `<prefix>-<pid>-<random>` with loopback up.
     public init(prefix: String) throws {
+        _ = Self.reapedStaleNamespaces
         name = "\(prefix)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
         try Self.check(Self.run(["ip", "netns", "add", name]))
         do {
@@ -27,8 +28,32 @@ public final class TestNamespace: @unchecked Sendable {
         }
     }
 
-    /// Removes the namespace; processes still inside lose their network.
+    /// Namespaces this project's tests and benchmarks name `kt…-<pid>-<n>`. When the process that made one was
+    /// killed before it could clean up (a signal, a crash), the next run removes it and stops what runs inside, so
+    /// a machine never accumulates them. Runs once per process.
+    static let reapedStaleNamespaces: Int = {
+        guard let list = try? run(["ip", "netns", "list"]) else { return 0 }
+        var reaped = 0
+        for line in list.output.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            let parts = name.split(separator: "-")
+            guard name.hasPrefix("kt"), parts.count >= 3, let pid = Int32(parts[parts.count - 2]),
+                Int(parts[parts.count - 1]) != nil, pid != getpid(), kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
+            if let pids = try? run(["ip", "netns", "pids", name]) {
+                for process in pids.output.split(separator: "\n").compactMap({ Int32($0) }) { kill(process, SIGKILL) }
+            }
+            _ = try? run(["ip", "netns", "del", name])
+            reaped += 1
+        }
+        return reaped
+    }()
+
+    /// Stops every process still inside, then removes the namespace.
     public func delete() {
+        if let pids = try? Self.run(["ip", "netns", "pids", name]) {
+            for process in pids.output.split(separator: "\n").compactMap({ Int32($0) }) { kill(process, SIGKILL) }
+        }
         _ = try? Self.run(["ip", "netns", "del", name])
     }
 

@@ -26,11 +26,17 @@ public struct TunOptions: Sendable {
     public var virtioHeader: Bool
     /// Offloads to ask for; only with `virtioHeader`. What the kernel accepted is in ``TunDevice/offloads``.
     public var offloads: TunOffloads
+    /// Create a multi-queue device, so that more queues (each its own fd and thread) can be added with
+    /// ``TunDevice/openQueue()``.
+    public var multiQueue: Bool
 
-    public init(name: String? = "kt0", virtioHeader: Bool = true, offloads: TunOffloads = .all) {
+    public init(
+        name: String? = "kt0", virtioHeader: Bool = true, offloads: TunOffloads = .all, multiQueue: Bool = false
+    ) {
         self.name = name
         self.virtioHeader = virtioHeader
         self.offloads = virtioHeader ? offloads : []
+        self.multiQueue = multiQueue
     }
 }
 
@@ -49,6 +55,8 @@ public final class TunDevice: @unchecked Sendable {
     public let virtioHeader: Bool
     /// The offloads in force.
     public let offloads: TunOffloads
+    /// What the device was opened with.
+    public let options: TunOptions
     private let state: NIOLockedValueBox<CInt>
     /// One read's worth: the largest IP packet plus the virtio header.
     private var readBuffer = [UInt8](repeating: 0, count: 65535 + VirtioNetHeader.size)
@@ -67,10 +75,28 @@ public final class TunDevice: @unchecked Sendable {
 
     /// Creates the device. It starts down with MTU 1500; set both through ``Netlink``.
     public static func open(_ options: TunOptions) throws(NetlinkError) -> TunDevice {
+        try open(options, attach: false)
+    }
+
+    /// Adds a queue to a multi-queue device: another fd on the same interface, for another I/O thread. The
+    /// kernel spreads flows over the queues by hash. The device lives until every queue is closed.
+    public func openQueue() throws(NetlinkError) -> TunDevice {
+        guard options.multiQueue else {
+            throw NetlinkError(
+                operation: "add a queue to \(name)", code: EINVAL, kernelMessage: "not a multi-queue device")
+        }
+        var options = self.options
+        options.name = name
+        return try Self.open(options, attach: true)
+    }
+
+    private static func open(_ options: TunOptions, attach: Bool) throws(NetlinkError) -> TunDevice {
         var name = [CChar](repeating: 0, count: Int(CNL_IFNAMSIZ))
         var descriptor: Int32 = -1
         let wanted = options.name ?? ""
-        let flags = options.virtioHeader ? CNL_TUN_VNET_HDR : 0
+        var flags = options.virtioHeader ? CNL_TUN_VNET_HDR : 0
+        if options.multiQueue { flags |= CNL_TUN_MULTI_QUEUE }
+        if attach { flags |= CNL_TUN_ATTACH }
         let result = cnl_tun_open(wanted, flags, &name, &descriptor)
         let operation = "open TUN device \(wanted.isEmpty ? "(any name)" : wanted)"
         guard result == 0 else { throw NetlinkError(operation: operation, code: -result) }
@@ -84,13 +110,14 @@ public final class TunDevice: @unchecked Sendable {
         }
         return TunDevice(
             name: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-            descriptor: descriptor, virtioHeader: options.virtioHeader, offloads: TunOffloads(rawValue: accepted))
+            descriptor: descriptor, options: options, offloads: TunOffloads(rawValue: accepted))
     }
 
-    private init(name: String, descriptor: CInt, virtioHeader: Bool, offloads: TunOffloads) {
+    private init(name: String, descriptor: CInt, options: TunOptions, offloads: TunOffloads) {
         self.name = name
         self.state = NIOLockedValueBox(descriptor)
-        self.virtioHeader = virtioHeader
+        self.options = options
+        self.virtioHeader = options.virtioHeader
         self.offloads = offloads
     }
 

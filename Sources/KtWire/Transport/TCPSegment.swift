@@ -58,8 +58,8 @@ public struct TCPSegment: Hashable, Sendable {
 
     // MARK: - Fields
 
-    public var sourcePort: Port { Port(buffer.checkedInteger(at: 0)) }
-    public var destinationPort: Port { Port(buffer.checkedInteger(at: 2)) }
+    public var sourcePort: PortNumber { PortNumber(buffer.checkedInteger(at: 0)) }
+    public var destinationPort: PortNumber { PortNumber(buffer.checkedInteger(at: 2)) }
     public var sequenceNumber: TCPSequenceNumber { TCPSequenceNumber(buffer.checkedInteger(at: 4)) }
     public var acknowledgementNumber: TCPSequenceNumber { TCPSequenceNumber(buffer.checkedInteger(at: 8)) }
     /// The header's length in bytes, options included.
@@ -100,8 +100,8 @@ public struct TCPSegment: Hashable, Sendable {
 
 /// A TCP header as a value, ready to emit.
 public struct TCPHeader: Hashable, Sendable {
-    public var sourcePort: Port
-    public var destinationPort: Port
+    public var sourcePort: PortNumber
+    public var destinationPort: PortNumber
     public var sequenceNumber: TCPSequenceNumber
     public var acknowledgementNumber: TCPSequenceNumber
     public var flags: TCPFlags
@@ -110,7 +110,7 @@ public struct TCPHeader: Hashable, Sendable {
     public var options: TCPOptions
 
     public init(
-        sourcePort: Port, destinationPort: Port, sequenceNumber: TCPSequenceNumber,
+        sourcePort: PortNumber, destinationPort: PortNumber, sequenceNumber: TCPSequenceNumber,
         acknowledgementNumber: TCPSequenceNumber = TCPSequenceNumber(0), flags: TCPFlags, window: UInt16,
         urgentPointer: UInt16 = 0, options: TCPOptions = TCPOptions()
     ) {

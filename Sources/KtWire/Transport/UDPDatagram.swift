@@ -25,8 +25,8 @@ public struct UDPDatagram: Hashable, Sendable {
         self.buffer = buffer.checkedSlice(at: 0, length: length)
     }
 
-    public var sourcePort: Port { Port(buffer.checkedInteger(at: 0)) }
-    public var destinationPort: Port { Port(buffer.checkedInteger(at: 2)) }
+    public var sourcePort: PortNumber { PortNumber(buffer.checkedInteger(at: 0)) }
+    public var destinationPort: PortNumber { PortNumber(buffer.checkedInteger(at: 2)) }
     /// The length field: header plus payload.
     public var length: Int { Int(buffer.checkedInteger(at: 4, as: UInt16.self)) }
     /// The checksum as carried; 0 over IPv4 means the sender computed none.
@@ -50,10 +50,10 @@ public struct UDPDatagram: Hashable, Sendable {
 
 /// A UDP header as a value, ready to emit.
 public struct UDPHeader: Hashable, Sendable {
-    public var sourcePort: Port
-    public var destinationPort: Port
+    public var sourcePort: PortNumber
+    public var destinationPort: PortNumber
 
-    public init(sourcePort: Port, destinationPort: Port) {
+    public init(sourcePort: PortNumber, destinationPort: PortNumber) {
         self.sourcePort = sourcePort
         self.destinationPort = destinationPort
     }

@@ -2,4 +2,6 @@
 
 print("kt-bench — \(Machine.description)\n")
 print(WireBenchmarks.run())
+print()
+print(TunBenchmarks.run())
 print("\nsink \(sink & 0xFF)")

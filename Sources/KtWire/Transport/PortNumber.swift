@@ -1,5 +1,5 @@
 /// A TCP or UDP port number.
-public struct Port: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible,
+public struct PortNumber: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible,
     ExpressibleByIntegerLiteral
 {
     public var rawValue: UInt16
@@ -16,7 +16,7 @@ public struct Port: RawRepresentable, Hashable, Sendable, Comparable, CustomStri
         self.rawValue = value
     }
 
-    public static func < (lhs: Port, rhs: Port) -> Bool { lhs.rawValue < rhs.rawValue }
+    public static func < (lhs: PortNumber, rhs: PortNumber) -> Bool { lhs.rawValue < rhs.rawValue }
 
     public var description: String { String(rawValue) }
 }
