@@ -19,6 +19,19 @@ var targets: [Target] = [
         name: "KtWire",
         dependencies: [.product(name: "NIOCore", package: "swift-nio")]
     ),
+    // A userspace TCP/UDP/ICMP stack: no clock, no randomness, no I/O; time and entropy are injected.
+    .target(
+        name: "KtStack",
+        dependencies: ["KtWire", .product(name: "NIOCore", package: "swift-nio")]
+    ),
+    .testTarget(
+        name: "KtStackTests",
+        dependencies: [
+            "KtStack", "KtWire", "KtTun", "NamespaceTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
     // libnl from Debian, through pkg-config; only CNetlink's C code includes it.
     .systemLibrary(
         name: "CLibNL",
@@ -88,6 +101,7 @@ let package = Package(
     products: [
         .library(name: "KtWire", targets: ["KtWire"]),
         .library(name: "KtTun", targets: ["KtTun"]),
+        .library(name: "KtStack", targets: ["KtStack"]),
         // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
         .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
         .executable(name: "ktctl", targets: ["ktctl"]),
