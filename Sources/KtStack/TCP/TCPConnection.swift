@@ -48,6 +48,8 @@ struct TCPConnection {
     let id: FlowID
     let key: FlowKey
     private(set) var state: State
+    /// Our SYN was acknowledged (the state alone cannot say: an early close moves SYN-RECEIVED to FIN-WAIT-1).
+    private var handshakeComplete = false
     let configuration: StackConfiguration
     /// Why the connection closed, once it has.
     private(set) var closeReason: FlowCloseReason?
@@ -390,7 +392,7 @@ struct TCPConnection {
         // Fourth: SYN in a synchronized state (RFC 5961 §4): challenge ACK. A retransmitted SYN in SYN-RECEIVED
         // means our SYN-ACK was lost: send it again.
         if flags.contains(.syn) {
-            if state == .synReceived, sequence == initialReceiveSequence {
+            if !handshakeComplete, sequence == initialReceiveSequence {
                 sendSYN(acknowledging: true, now: now, emitter: &emitter)
             } else {
                 acknowledgeNow = true
@@ -401,7 +403,9 @@ struct TCPConnection {
 
         // Fifth: ACK.
         guard flags.contains(.ack) else { return }
-        if state == .synReceived {
+        // Our SYN not yet acknowledged: SYN-RECEIVED, or FIN-WAIT-1 when the application closed before the
+        // handshake ended (§3.10.4 lets CLOSE in SYN-RECEIVED queue the FIN).
+        if !handshakeComplete {
             let acknowledgement = segment.acknowledgementNumber
             guard sendUnacknowledged < acknowledgement, !(sendNext < acknowledgement) else {
                 sendReset(sequence: acknowledgement, emitter: &emitter)
@@ -414,7 +418,8 @@ struct TCPConnection {
             } else if consecutiveRetransmissions == 0 {
                 rtt.sample(now.since(lastSendTime))
             }
-            state = .established
+            handshakeComplete = true
+            if state == .synReceived { state = .established }
             retransmitDeadline = nil
             consecutiveRetransmissions = 0
             sendWindowUpdateSequence = sequence
@@ -493,6 +498,7 @@ struct TCPConnection {
             sendUnacknowledged = acknowledgement
             retransmitDeadline = nil
             consecutiveRetransmissions = 0
+            handshakeComplete = true
             state = .established
             events.append(.connected(id))
             acknowledgeNow = true
@@ -779,10 +785,16 @@ struct TCPConnection {
             if acknowledgeNow { sendSYN(acknowledging: true, now: now, emitter: &emitter) }
             acknowledgeNow = false
             return
-        case .timeWait, .finWait2, .closing:
+        case .timeWait, .finWait2:
             if acknowledgeNow || acknowledgementPending { sendAcknowledgement(now: now, emitter: &emitter) }
             return
-        case .established, .finWait1, .closeWait, .lastAck:
+        case .finWait1 where !handshakeComplete:
+            if acknowledgeNow { sendSYN(acknowledging: true, now: now, emitter: &emitter) }
+            acknowledgeNow = false
+            return
+        case .established, .finWait1, .closeWait, .lastAck, .closing:
+            // CLOSING too: the application's FIN was queued (not necessarily sent) when the peer's arrived, so data,
+            // the FIN and their retransmissions may still be due.
             break
         }
         var sentSomething = false
@@ -941,14 +953,14 @@ struct TCPConnection {
     private mutating func retransmissionTimeout(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
         consecutiveRetransmissions += 1
         switch state {
-        case .synSent, .synReceived:
+        case .synSent, .synReceived, .finWait1 where !handshakeComplete:
             guard consecutiveRetransmissions <= configuration.maximumHandshakeRetransmissions else {
                 close(.timedOut, events: &events)
                 return
             }
             rtt.backOff()
             retransmittedSegments += 1
-            sendSYN(acknowledging: state == .synReceived, now: now, emitter: &emitter)
+            sendSYN(acknowledging: state != .synSent, now: now, emitter: &emitter)
             return
         case .established, .finWait1, .closeWait, .lastAck, .closing:
             break
