@@ -520,6 +520,8 @@ public struct FlowInfo: Sendable {
 
 /// What the stack saw and did, for `--debug` and tests.
 public struct StackCounters: Sendable, Hashable {
+    public init() {}
+
     public var packetsIn = 0
     public var packetsOut = 0
     public var segmentsIn = 0

@@ -224,7 +224,7 @@ struct TCPConnection {
 
     private mutating func adoptPeerOptions(_ options: TCPOptions, synWindow: UInt16, synSequence: TCPSequenceNumber, acknowledging: Bool) {
         sendMSS = max(64, min(Int(options.maximumSegmentSize ?? 536), ourMSS))
-        congestion.updateMSS(sendMSS)
+        congestion.updateMSS(sendMSS - (options.timestamps != nil ? 12 : 0))
         if let scale = options.windowScale {
             // RFC 7323 §2.3: a shift above 14 is used as 14.
             peerWindowScale = min(scale, 14)
@@ -736,7 +736,7 @@ struct TCPConnection {
         return UInt16(min(window, 65535))
     }
 
-    private mutating func options(now: StackInstant, syn: Bool) -> TCPOptions {
+    private func options(now: StackInstant, syn: Bool) -> TCPOptions {
         var options = TCPOptions()
         if syn {
             options.maximumSegmentSize = UInt16(ourMSS)
@@ -798,7 +798,9 @@ struct TCPConnection {
             break
         }
         var sentSomething = false
-        let segmentLimit = configuration.segmentationOffload ? max(sendMSS, (65535 - 100) / sendMSS * sendMSS) : sendMSS
+        // RFC 9293 §3.7.1 / RFC 6691: the MSS counts data only; options in the header come out of it.
+        let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
+        let segmentLimit = configuration.segmentationOffload ? max(mss, (65535 - 120) / mss * mss) : mss
         // After an idle period longer than an RTO, start again from the initial window (RFC 5681 §4.1).
         if sendUnacknowledged == sendMaximum, now.since(lastSendTime) > rtt.timeout, !sendQueue.isEmpty {
             congestion.onIdleRestart()
@@ -811,9 +813,9 @@ struct TCPConnection {
                 let pipe = inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from)
                 if pipe >= congestion.window { break }
                 if let hole = scoreboard.nextHole(from: from), hole.start < highest {
-                    let length = min(hole.length, sendMSS, sendQueue.count - Int(hole.start - sendUnacknowledged))
+                    let length = min(hole.length, mss, sendQueue.count - Int(hole.start - sendUnacknowledged))
                     if length > 0 {
-                        sendData(at: hole.start, length: length, now: now, emitter: &emitter, retransmission: true)
+                        sendData(at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: true)
                         highestRetransmitted = hole.start + UInt32(length)
                         sentSomething = true
                         continue
@@ -829,20 +831,20 @@ struct TCPConnection {
                 congestionRoom = congestion.window - (inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from))
             } else if recoveryPoint != nil {
                 // NewReno without SACK: each duplicate ACK means a segment left the network (RFC 5681 §3.2 step 4).
-                congestionRoom = congestion.window + duplicateAcknowledgements * sendMSS - Int(sendNext - sendUnacknowledged)
+                congestionRoom = congestion.window + duplicateAcknowledgements * mss - Int(sendNext - sendUnacknowledged)
             } else {
                 congestionRoom = congestion.window - Int(sendNext - sendUnacknowledged)
             }
-            if isRetransmission { congestionRoom = max(congestionRoom, sendMSS) }
+            if isRetransmission { congestionRoom = max(congestionRoom, mss) }
             let windowRoom = sendWindow - offset
             let room = min(congestionRoom, windowRoom)
             guard unsent > 0, room > 0 else { break }
             var length = min(unsent, room, segmentLimit)
-            if length > sendMSS { length = length / sendMSS * sendMSS }
+            if length > mss { length = length / mss * mss }
             // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): a short segment only if it is all we have, or the
             // peer's window is that small at most.
-            if length < sendMSS, length < unsent, length < maximumSendWindow / 2 { break }
-            sendData(at: sendNext, length: length, now: now, emitter: &emitter, retransmission: isRetransmission)
+            if length < mss, length < unsent, length < maximumSendWindow / 2 { break }
+            sendData(at: sendNext, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: isRetransmission)
             sendNext = sendNext + UInt32(length)
             if sendMaximum < sendNext { sendMaximum = sendNext }
             sentSomething = true
@@ -870,14 +872,18 @@ struct TCPConnection {
         }
     }
 
-    private mutating func sendData(at sequence: TCPSequenceNumber, length: Int, now: StackInstant, emitter: inout Emitter, retransmission: Bool) {
+    private mutating func sendData(
+        at sequence: TCPSequenceNumber, length: Int, segmentSize: Int, now: StackInstant, emitter: inout Emitter, retransmission: Bool
+    ) {
         let offset = Int(sequence - sendUnacknowledged)
         let pushes = offset + length == sendQueue.count
         let header = TCPHeader(
             sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sequence,
             acknowledgementNumber: receiveNext, flags: pushes ? [.ack, .psh] : .ack, window: windowField(),
             options: options(now: now, syn: false))
-        emitter.tcp(key, header, queue: sendQueue, payloadOffset: offset, payloadLength: length, segmentSize: length > sendMSS ? sendMSS : nil)
+        emitter.tcp(
+            key, header, queue: sendQueue, payloadOffset: offset, payloadLength: length,
+            segmentSize: length > segmentSize ? segmentSize : nil)
         noteAcknowledgementSent()
         lastSendTime = now
         if retransmission {
@@ -1030,7 +1036,7 @@ struct TCPConnection {
 
     /// An ICMP "fragmentation needed" / "packet too big" quoted one of our segments (RFC 1191, RFC 8201).
     mutating func pathMTUDropped(to mtu: Int, now: StackInstant, emitter: inout Emitter) {
-        let mss = mtu - (key.isIPv6 ? 60 : 40) - (timestampsEnabled ? 12 : 0)
+        let mss = mtu - (key.isIPv6 ? 60 : 40)
         // Never below the IPv4 minimum of 576 - 40 or the IPv6 minimum of 1280 - 60 (RFC 8201 §4).
         let floor = key.isIPv6 ? 1220 : 536
         let newMSS = max(mss, floor)
@@ -1062,6 +1068,6 @@ struct TCPConnection {
     var isFinished: Bool { state == .closed && receiveQueue.readyCount == 0 }
 
     var negotiated: (mss: Int, peerWindowScale: UInt8, ourWindowScale: UInt8, sack: Bool, timestamps: Bool) {
-        (sendMSS, peerWindowScale, ourWindowScale, sackPermitted, timestampsEnabled)
+        (sendMSS - (timestampsEnabled ? 12 : 0), peerWindowScale, ourWindowScale, sackPermitted, timestampsEnabled)
     }
 }

@@ -209,6 +209,26 @@ public final class TunDevice: @unchecked Sendable {
         return writes
     }
 
+    /// Writes packets that already carry their offload metadata (a stack that builds super-segments or leaves
+    /// checksums to the kernel). Without a virtio header, metadata must be absent. Returns the syscalls made.
+    @discardableResult
+    public func write(offloaded packets: [OffloadedPacket]) throws(NetlinkError) -> Int {
+        let descriptor = self.descriptor
+        guard descriptor >= 0 else { throw NetlinkError(operation: "write to \(name)", code: EBADF) }
+        var header = ByteBuffer()
+        for item in packets {
+            if virtioHeader {
+                header.clear()
+                item.header.write(into: &header)
+                try writeVector(descriptor, header, item.packet)
+            } else {
+                precondition(item.header == .plain, "offload metadata on a TUN without a virtio header")
+                try writeVector(descriptor, nil, item.packet)
+            }
+        }
+        return packets.count
+    }
+
     private func writeVector(_ descriptor: CInt, _ header: ByteBuffer?, _ packet: ByteBuffer) throws(NetlinkError) {
         let result: Int = packet.withUnsafeReadableBytes { body in
             guard let header else { return Glibc.write(descriptor, body.baseAddress, body.count) }
