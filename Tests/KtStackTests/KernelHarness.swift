@@ -58,7 +58,7 @@ final class KernelHarness: @unchecked Sendable {
         namespace = try TestNamespace(prefix: prefix)
         do {
             (netlink, device) = try namespace.inside { () throws -> (Netlink, TunDevice) in
-                (try Netlink(), try TunDevice.open(TunOptions(name: "kt0", virtioHeader: virtioHeader)))
+                (try Netlink(), try TunDevice.open(TunOptions(name: "kt0", virtioHeader: virtioHeader, keepSuperPackets: virtioHeader)))
             }
             let link = try netlink.link(named: "kt0")
             try netlink.setUp(true, link.index)

@@ -29,14 +29,20 @@ public struct TunOptions: Sendable {
     /// Create a multi-queue device, so that more queues (each its own fd and thread) can be added with
     /// ``TunDevice/openQueue()``.
     public var multiQueue: Bool
+    /// Hand TCP super-packets over whole instead of splitting them: one 64 KiB segment for a userspace TCP to take
+    /// in one step. Their transport checksums are left partial (the kernel made them; nothing can corrupt them on
+    /// the way), so the reader must not verify them.
+    public var keepSuperPackets: Bool
 
     public init(
-        name: String? = "kt0", virtioHeader: Bool = true, offloads: TunOffloads = .all, multiQueue: Bool = false
+        name: String? = "kt0", virtioHeader: Bool = true, offloads: TunOffloads = .all, multiQueue: Bool = false,
+        keepSuperPackets: Bool = false
     ) {
         self.name = name
         self.virtioHeader = virtioHeader
         self.offloads = virtioHeader ? offloads : []
         self.multiQueue = multiQueue
+        self.keepSuperPackets = virtioHeader && keepSuperPackets
     }
 }
 
@@ -164,7 +170,12 @@ public final class TunDevice: @unchecked Sendable {
             do {
                 let header = try VirtioNetHeader(reading: &buffer)
                 if header.gsoType != .none { superPacketsRead += 1 }
-                try SegmentationOffload.split(header, packet: buffer, into: &packets)
+                let tcp = header.gsoType.base == .tcpv4 || header.gsoType.base == .tcpv6
+                if options.keepSuperPackets, tcp || header.gsoType == .none {
+                    packets.append(buffer)
+                } else {
+                    try SegmentationOffload.split(header, packet: buffer, into: &packets)
+                }
             } catch {
                 malformedReads += 1
             }
