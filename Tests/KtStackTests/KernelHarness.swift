@@ -66,6 +66,9 @@ final class KernelHarness: @unchecked Sendable {
             try netlink.addAddress(InterfaceAddress(interface: link.index, address: .v6(Self.tunAddress6), prefixLength: 64))
             try netlink.addRoute(Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix), outputInterface: link.index, scope: .link))
             try netlink.addRoute(Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix6), outputInterface: link.index))
+            // A deep transmit queue, so that a burst of thousands of SYNs waits for the reader instead of being dropped
+            // (the default of 500 sheds most of a 10000-connection burst while a debug build catches up).
+            try TestNamespace.check(namespace.run(["ip", "link", "set", "kt0", "txqueuelen", "20000"]))
         } catch {
             namespace.delete()
             throw error

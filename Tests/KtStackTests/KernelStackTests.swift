@@ -105,4 +105,124 @@ struct KernelStackTests {
         let result = try harness.shell("ping -c 2 -i 0.2 -W 2 10.96.0.15 && ping -6 -c 2 -i 0.2 -W 2 fd00:96::15")
         #expect(result.status == 0, "\(result.output) \(result.error)")
     }
+
+    // MARK: - A lossy, reordering, duplicating path
+
+    @Test(arguments: [false, true])
+    func impairedPathStaysByteExact(v6: Bool) throws {
+        let impairment = KernelHarness.Impairment(loss: 0.01, duplication: 0.01, reordering: 0.05)
+        let harness = try KernelHarness(prefix: "ktstack-lossy", impairment: impairment)
+        defer { harness.stop() }
+        let size = Self.bigTransfer / 16
+        let host = v6 ? "fd00:96::15" : "10.96.0.15"
+        let started = Date()
+        let download = try harness.shell("curl -sS --max-time 600 http://\(v6 ? "[\(host)]" : host)/\(size) | sha256sum", timeout: 620)
+        #expect(download.status == 0, "\(download.error)")
+        #expect(download.output.hasPrefix(try Self.expectedDigest(size)), "download sha256 over a lossy path")
+        let script = "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
+            + "n=\(size); step=len(b)-len(b)%251\n"
+            + "while n>0:\n  k=min(n,step); s.sendall(b[:k]); n-=k\n"
+            + "s.shutdown(socket.SHUT_WR); s.recv(1); s.close()"
+        let upload = try harness.shell("python3 -c \"\(script)\"", timeout: 620)
+        #expect(upload.status == 0, "\(upload.error)")
+        let discard = try #require(harness.discards.first)
+        #expect(discard.bytes == size && discard.correct, "upload: \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
+        print("lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+    }
+
+    // MARK: - Many flows
+
+    @Test func thousandConcurrentConnectionsEachMove64KiB() throws {
+        let harness = try KernelHarness(prefix: "ktstack-many")
+        defer { harness.stop() }
+        let script = """
+            import asyncio
+            async def one(i):
+                r, w = await asyncio.open_connection('10.96.0.15', 80)
+                w.write(b'GET /65536 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); await w.drain()
+                data = await r.read()
+                body = data.split(b'\\r\\n\\r\\n', 1)[1]
+                w.close()
+                return body == bytes(i % 251 for i in range(65536))
+            async def main():
+                results = await asyncio.gather(*[one(i) for i in range(1000)], return_exceptions=True)
+                print(sum(1 for r in results if r is True), 'ok of', len(results))
+            asyncio.run(main())
+            """
+        let started = Date()
+        let result = try harness.shell("ulimit -n 4096; python3 - <<'PYEOF'\n\(script)\nPYEOF", timeout: 300)
+        #expect(result.output.contains("1000 ok of 1000"), "\(result.output) \(result.error)")
+        print("1000 concurrent 64 KiB downloads: \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+    }
+
+    @Test func tenThousandIdleConnectionsAndTheirMemory() throws {
+        let harness = try KernelHarness(prefix: "ktstack-idle")
+        defer { harness.stop() }
+        let before = residentBytes()
+        let script = """
+            import socket, time, sys
+            socks = []
+            for i in range(10000):
+                s = socket.socket(); s.setblocking(False)
+                try: s.connect(('10.96.0.15', 6000))
+                except BlockingIOError: pass
+                socks.append(s)
+            import select
+            # A burst of 10000 SYNs overflows the TUN's transmit queue (500): the kernel retries dropped ones after
+            # 1 s and 3 s, so wait until every socket is writable (connected) or 20 s pass.
+            deadline = time.time() + 20
+            poller = select.poll()
+            for s in socks: poller.register(s, select.POLLOUT)
+            pending = {s.fileno() for s in socks}
+            while pending and time.time() < deadline:
+                for fd, _ in poller.poll(500):
+                    if fd in pending:
+                        pending.discard(fd); poller.unregister(fd)
+            ok = sum(1 for s in socks if s.fileno() not in pending and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+            print(ok, 'connected')
+            sys.stdout.flush()
+            time.sleep(3)
+            """
+        let client = try BackgroundShell(harness.namespace, "ulimit -n 20000; python3 - <<'PYEOF'\n\(script)\nPYEOF")
+        var flows = 0
+        for _ in 0..<250 where flows < 10000 {
+            Thread.sleep(forTimeInterval: 0.1)
+            flows = harness.flowCount
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        let after = residentBytes()
+        let output = client.finish()
+        #expect(flows >= 10000, "flows held: \(flows)")
+        #expect(output.contains("10000 connected"), "\(output)")
+        let perFlow = (after - before) / max(flows, 1)
+        print("10000 idle flows: \(flows) held, resident memory +\((after - before) >> 10) KiB, \(perFlow) bytes per idle flow")
+        #expect(perFlow < 16 * 1024, "memory per idle flow \(perFlow) bytes")
+    }
+}
+
+/// This process's resident set, from /proc.
+func residentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let pages = status.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// A shell command in a namespace, collected when the test is done with it.
+final class BackgroundShell: @unchecked Sendable {
+    let process = Process()
+    let output = Pipe()
+
+    init(_ namespace: TestNamespace, _ command: String) throws {
+        process.executableURL = URL(fileURLWithPath: TestNamespace.findExecutable("ip") ?? "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace.name, "bash", "-c", command]
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    func finish() -> String {
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
 }
