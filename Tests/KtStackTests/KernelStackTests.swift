@@ -111,7 +111,8 @@ struct KernelStackTests {
     @Test(arguments: [false, true])
     func impairedPathStaysByteExact(v6: Bool) throws {
         let impairment = KernelHarness.Impairment(loss: 0.01, duplication: 0.01, reordering: 0.05)
-        let harness = try KernelHarness(prefix: "ktstack-lossy", impairment: impairment)
+        // Per-packet impairment, as netem would do it: no super-packets, so each loss is one MSS segment.
+        let harness = try KernelHarness(prefix: "ktstack-lossy", virtioHeader: false, impairment: impairment)
         defer { harness.stop() }
         let size = Self.bigTransfer / 16
         let host = v6 ? "fd00:96::15" : "10.96.0.15"

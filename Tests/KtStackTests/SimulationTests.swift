@@ -82,7 +82,7 @@ import Testing
             if clientClosed && serverClosed && received.count == sent.count && receivedByClient.count == sentByServer.count { break }
         }
         if ProcessInfo.processInfo.environment["KT_TRACE"] != nil {
-            print(simulation.recent.prefix(40).joined(separator: "\n"))
+            try? simulation.recent.joined(separator: "\n").write(toFile: "/tmp/kt-sim-trace-\(seed).txt", atomically: true, encoding: .utf8)
             print("client offset \(clientOffset) shut \(clientShut) info \(String(describing: simulation.client.info(clientFlow)))")
             if let flow = serverFlow { print("server info \(String(describing: simulation.server.info(flow)))") }
             print("client counters \(simulation.client.counters)")
@@ -109,6 +109,7 @@ import Testing
     func lossyLinkStillByteExact(seed: UInt64) {
         let link = Simulation.Link(loss: 0.02, duplication: 0.01, reordering: 0.05)
         let result = Self.transfer(link: link, seed: seed, upload: 400_000, download: 150_000)
+        print("seed \(seed): simulated \(result.0.now.since(StackInstant(nanoseconds: 1_000_000_000))) for 400 kB + 150 kB, delivered \(result.0.delivered) dropped \(result.0.dropped)")
         #expect(result.received.count == result.sent.count, "seed \(seed): got \(result.received.count) of \(result.sent.count)")
         let uploadExact = result.received == result.sent
         let downloadExact = result.receivedByClient == result.sentByServer

@@ -135,6 +135,18 @@ struct TCPConnection {
     private var retransmitDeadline: StackInstant?
     private var persisting = false
     private var delayedAcknowledgementDeadline: StackInstant?
+    /// Tail loss probe (RFC 8985 §7): fires before the RTO when the last segments of a flight may be lost, so that
+    /// the receiver's SACK reveals the loss and fast recovery repairs it instead of a 200 ms timeout.
+    private var probeDeadline: StackInstant?
+    /// A probe is out and no ACK has advanced since (one probe per episode).
+    private var probeOutstanding = false
+    /// Where the outstanding probe started.
+    private var probeSequence: TCPSequenceNumber?
+    /// SACK information in the ACK being processed showed a loss.
+    private var pendingRecovery = false
+    /// RACK's reordering window in its simplest form (RFC 8985 §6.2): bytes after a hole were SACKed; if the hole is
+    /// still there a quarter of an RTT later, it is not reordering but loss.
+    private var lossDetectionDeadline: StackInstant?
     private var keepAliveDeadline: StackInstant?
     private var keepAliveProbesSent = 0
     private var timeWaitDeadline: StackInstant?
@@ -538,16 +550,40 @@ struct TCPConnection {
         }
         if sackPermitted, !segment.options.sackBlocks.isEmpty {
             scoreboard.add(segment.options.sackBlocks, unacknowledged: acknowledgement, sent: sendMaximum)
+            // RFC 6675 §5: any ACK whose SACK information shows the first unacknowledged segment lost starts recovery,
+            // duplicate or not (both sides sending data means few ACKs are pure duplicates). A probe that arrived
+            // while the bytes before it did not is the same evidence (RFC 8985's RACK, in its simplest form).
+            let dataMSS = sendMSS - (timestampsEnabled ? 12 : 0)
+            let probeArrived = probeOutstanding && probeSequence.map { acknowledgement < $0 && scoreboard.isSacked($0) } == true
+            if recoveryPoint == nil, acknowledgement < sendMaximum,
+                scoreboard.isLost(acknowledgement, mss: dataMSS) || probeArrived
+            {
+                // Entered after the ACK itself is taken, so that recovery starts from it.
+                pendingRecovery = true
+            } else if recoveryPoint == nil, lossDetectionDeadline == nil {
+                let window = max((rtt.smoothed ?? .milliseconds(4)).nanoseconds / 4, 1_000_000)
+                lossDetectionDeadline = now + StackDuration(nanoseconds: window)
+            }
         }
 
         if sendUnacknowledged < acknowledgement {
             newlyAcknowledged(upTo: acknowledgement, segment: segment, now: now, events: &events)
+            if pendingRecovery, recoveryPoint == nil, sendUnacknowledged != sendMaximum { enterRecovery(now: now) }
+            pendingRecovery = false
+        } else if pendingRecovery {
+            pendingRecovery = false
+            enterRecovery(now: now)
         } else if acknowledgement == sendUnacknowledged, segment.payloadLength == 0, !segment.flags.contains(.fin),
             sendWindow == previousWindow, sendUnacknowledged != sendMaximum
         {
             // A duplicate ACK (RFC 5681 §2).
             duplicateAcknowledgements += 1
-            if recoveryPoint == nil, duplicateAcknowledgements >= 3 || (sackPermitted && scoreboard.isLost(sendUnacknowledged, mss: sendMSS)) {
+            // Early retransmit (RFC 5827): with fewer than four segments out and nothing new to send, fewer duplicate
+            // ACKs can ever arrive, so the threshold drops to the outstanding segments minus one.
+            let outstandingSegments = (Int(sendMaximum - sendUnacknowledged) + sendMSS - 1) / sendMSS
+            let nothingNew = sendQueue.count <= Int(sendMaximum - sendUnacknowledged)
+            let threshold = nothingNew && outstandingSegments < 4 ? max(1, outstandingSegments - 1) : 3
+            if recoveryPoint == nil, duplicateAcknowledgements >= threshold {
                 enterRecovery(now: now)
             }
         }
@@ -578,6 +614,7 @@ struct TCPConnection {
         sendUnacknowledged = acknowledgement
         if sendNext < sendUnacknowledged { sendNext = sendUnacknowledged }
         scoreboard.acknowledge(upTo: acknowledgement)
+        if scoreboard.isEmpty { lossDetectionDeadline = nil }
         duplicateAcknowledgements = 0
         consecutiveRetransmissions = 0
         if writerBlocked, sendQueue.count < configuration.sendBufferLimit / 2 {
@@ -600,6 +637,8 @@ struct TCPConnection {
         }
         // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.
         retransmitDeadline = sendUnacknowledged == sendMaximum ? nil : now + rtt.timeout
+        probeOutstanding = false
+        armProbe(now: now)
 
         if finAcknowledged {
             switch state {
@@ -623,6 +662,8 @@ struct TCPConnection {
     }
 
     private mutating func enterRecovery(now: StackInstant) {
+        probeDeadline = nil
+        lossDetectionDeadline = nil
         recoveryPoint = sendMaximum
         highestRetransmitted = sendUnacknowledged
         congestion.onFastRetransmit(flightSize: Int(sendMaximum - sendUnacknowledged))
@@ -702,6 +743,8 @@ struct TCPConnection {
         state = .closed
         closeReason = closeReason ?? reason
         retransmitDeadline = nil
+        probeDeadline = nil
+        lossDetectionDeadline = nil
         delayedAcknowledgementDeadline = nil
         keepAliveDeadline = nil
         timeWaitDeadline = nil
@@ -896,6 +939,48 @@ struct TCPConnection {
             persisting = false
             retransmitDeadline = now + rtt.timeout
         }
+        armProbe(now: now)
+    }
+
+    /// PTO = 2 SRTT, plus the peer's worst delayed ACK when only one segment is out (RFC 8985 §7.2); armed only when
+    /// it would fire before the RTO, outside recovery, and not while a probe is already out.
+    private mutating func armProbe(now: StackInstant) {
+        guard !probeOutstanding, recoveryPoint == nil, sendUnacknowledged != sendMaximum, let srtt = rtt.smoothed,
+            state == .established || state == .closeWait || state == .finWait1 || state == .lastAck || state == .closing
+        else {
+            probeDeadline = nil
+            return
+        }
+        var timeout = max(srtt * 2, .milliseconds(2))
+        if Int(sendMaximum - sendUnacknowledged) <= sendMSS { timeout = timeout + .milliseconds(40) }
+        probeDeadline = timeout < rtt.timeout ? now + timeout : nil
+    }
+
+    /// The probe timer fired (RFC 8985 §7.3): send one new segment if there is one, else the last one again.
+    private mutating func sendProbe(now: StackInstant, emitter: inout Emitter) {
+        probeOutstanding = true
+        probeDeadline = nil
+        let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
+        let sent = Int(sendMaximum - sendUnacknowledged) - (finSequence != nil && sendMaximum == finSequence! + UInt32(1) ? 1 : 0)
+        let unsent = sendQueue.count - sent
+        if unsent > 0, sendWindow > sent {
+            let length = min(unsent, mss, sendWindow - sent)
+            let at = sendUnacknowledged + UInt32(sent)
+            probeSequence = at
+            sendData(at: at, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: false)
+            if sendNext < at + UInt32(length) { sendNext = at + UInt32(length) }
+            if sendMaximum < sendNext { sendMaximum = sendNext }
+        } else if let fin = finSequence, sendMaximum == fin + UInt32(1), sent == sendQueue.count {
+            let header = TCPHeader(
+                sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: fin,
+                acknowledgementNumber: receiveNext, flags: [.fin, .ack], window: windowField(), options: options(now: now, syn: false))
+            emitter.tcp(key, header)
+        } else if sent > 0 {
+            let length = min(sent, mss)
+            probeSequence = sendUnacknowledged + UInt32(sent - length)
+            sendData(at: sendUnacknowledged + UInt32(sent - length), length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: true)
+        }
+        retransmitDeadline = now + rtt.timeout
     }
 
     private mutating func sendFIN(now: StackInstant, emitter: inout Emitter) {
@@ -931,7 +1016,8 @@ struct TCPConnection {
 
     /// The earliest moment this connection needs ``fireTimers(now:emitter:events:)``.
     var nextDeadline: StackInstant? {
-        [retransmitDeadline, delayedAcknowledgementDeadline, keepAliveDeadline, timeWaitDeadline].compactMap { $0 }.min()
+        [retransmitDeadline, probeDeadline, lossDetectionDeadline, delayedAcknowledgementDeadline, keepAliveDeadline, timeWaitDeadline]
+            .compactMap { $0 }.min()
     }
 
     mutating func fireTimers(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
@@ -944,6 +1030,15 @@ struct TCPConnection {
             retransmitDeadline = nil
             retransmissionTimeout(now: now, emitter: &emitter, events: &events)
             if state == .closed { return }
+        }
+        if let deadline = lossDetectionDeadline, !(now < deadline) {
+            lossDetectionDeadline = nil
+            if recoveryPoint == nil, let highest = scoreboard.highestSacked, sendUnacknowledged < highest {
+                enterRecovery(now: now)
+            }
+        }
+        if let deadline = probeDeadline, !(now < deadline) {
+            sendProbe(now: now, emitter: &emitter)
         }
         if let deadline = keepAliveDeadline, !(now < deadline) {
             keepAliveTimeout(now: now, emitter: &emitter, events: &events)
@@ -991,6 +1086,8 @@ struct TCPConnection {
             events.append(.closed(id, .timedOut))
             return
         }
+        probeDeadline = nil
+        probeOutstanding = false
         // RFC 6298 §5.4-5.6 and RFC 5681 §3.1: back off, collapse the window, go back to SND.UNA.
         congestion.onTimeout(flightSize: Int(sendMaximum - sendUnacknowledged))
         rtt.backOff()
