@@ -151,6 +151,9 @@ private final class Loop: @unchecked Sendable {
     var services: [FlowID: Service] = [:]
     var random = SystemRandomNumberGenerator()
     var held: [(ByteBuffer, toStack: Bool)] = []
+    /// With KT_TRACE set: one line per packet either way, written to /tmp/kt-harness-trace.txt when the loop ends.
+    let tracing = ProcessInfo.processInfo.environment["KT_TRACE"] != nil
+    var traceLines: [String] = []
     let clock = ContinuousClock()
     let start: ContinuousClock.Instant
 
@@ -200,7 +203,9 @@ private final class Loop: @unchecked Sendable {
             if device.waitUntilReadable(timeout: timeout) {
                 packets.removeAll(keepingCapacity: true)
                 _ = try? device.read(into: &packets, maximum: 64)
-                stack.receive(impair(packets, toStack: true), now: now)
+                let delivered = impair(packets, toStack: true)
+                if tracing { for packet in delivered { traceLines.append("\(now) IN  \(trace(packet))") } }
+                stack.receive(delivered, now: now)
             } else if !held.isEmpty {
                 stack.receive(impair([], toStack: true), now: now)
             }
@@ -213,6 +218,7 @@ private final class Loop: @unchecked Sendable {
                 $0.flows = stack.flowCount
             }
         }
+        if tracing { try? traceLines.suffix(200_000).joined(separator: "\n").write(toFile: "/tmp/kt-harness-trace.txt", atomically: true, encoding: .utf8) }
     }
 
     func flushOutput() {
@@ -227,6 +233,7 @@ private final class Loop: @unchecked Sendable {
             } else {
                 impaired = packets
             }
+            if tracing { for packet in impaired { traceLines.append("\(now) OUT \(trace(packet.packet))") } }
             _ = try? device.write(offloaded: impaired)
             stack.recycle(output)
             handleEvents()

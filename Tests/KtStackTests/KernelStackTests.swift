@@ -120,6 +120,7 @@ struct KernelStackTests {
         let download = try harness.shell("curl -sS --max-time 600 http://\(v6 ? "[\(host)]" : host)/\(size) | sha256sum", timeout: 620)
         #expect(download.status == 0, "\(download.error)")
         #expect(download.output.hasPrefix(try Self.expectedDigest(size)), "download sha256 over a lossy path")
+        let downloadSeconds = Date().timeIntervalSince(started)
         let script = "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
             + "n=\(size); step=len(b)-len(b)%251\n"
             + "while n>0:\n  k=min(n,step); s.sendall(b[:k]); n-=k\n"
@@ -128,7 +129,7 @@ struct KernelStackTests {
         #expect(upload.status == 0, "\(upload.error)")
         let discard = try #require(harness.discards.first)
         #expect(discard.bytes == size && discard.correct, "upload: \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
-        print("lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        print("lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (download \(String(format: "%.1f", downloadSeconds)) s)")
     }
 
     // MARK: - Many flows

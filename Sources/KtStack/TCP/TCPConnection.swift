@@ -147,6 +147,11 @@ struct TCPConnection {
     /// RACK's reordering window in its simplest form (RFC 8985 §6.2): bytes after a hole were SACKed; if the hole is
     /// still there a quarter of an RTT later, it is not reordering but loss.
     private var lossDetectionDeadline: StackInstant?
+    /// SND.MAX when SND.UNA's segment was last retransmitted in this recovery: if the receiver later SACKs bytes at or
+    /// beyond it while SND.UNA stays, the retransmission itself was lost (RACK, RFC 8985 §6.2, in its simplest form).
+    private var sendMaximumAtRetransmit: TCPSequenceNumber?
+    /// When that retransmission went out: it is declared lost only after a reordering window has passed too.
+    private var retransmitTime = StackInstant.zero
     private var keepAliveDeadline: StackInstant?
     private var keepAliveProbesSent = 0
     private var timeWaitDeadline: StackInstant?
@@ -560,9 +565,14 @@ struct TCPConnection {
             {
                 // Entered after the ACK itself is taken, so that recovery starts from it.
                 pendingRecovery = true
+            } else if recoveryPoint != nil, let mark = sendMaximumAtRetransmit, acknowledgement == sendUnacknowledged,
+                let highest = scoreboard.highestSacked, mark < highest, reorderWindow < now.since(retransmitTime)
+            {
+                // A retransmission of the first hole was lost: send it again now, not at the RTO.
+                highestRetransmitted = sendUnacknowledged
+                sendMaximumAtRetransmit = nil
             } else if recoveryPoint == nil, lossDetectionDeadline == nil {
-                let window = max((rtt.smoothed ?? .milliseconds(4)).nanoseconds / 4, 1_000_000)
-                lossDetectionDeadline = now + StackDuration(nanoseconds: window)
+                lossDetectionDeadline = now + reorderWindow
             }
         }
 
@@ -622,6 +632,7 @@ struct TCPConnection {
             events.append(.writable(id))
         }
 
+        sendMaximumAtRetransmit = nil
         if let recover = recoveryPoint {
             if !(acknowledgement < recover) {
                 // Full ACK: recovery is over (RFC 6582 §3.2 step 3).
@@ -661,15 +672,23 @@ struct TCPConnection {
         rtt.sample(StackDuration.milliseconds(UInt64(max(elapsed, 0))) + StackDuration.microseconds(500))
     }
 
+    /// How long a hole may wait for reordered segments before it counts as lost: a quarter RTT (RFC 8985 §6.2.1),
+    /// but at least 2 ms, since paths inside one machine reorder by scheduling, not by distance.
+    private var reorderWindow: StackDuration {
+        max(StackDuration(nanoseconds: (rtt.smoothed ?? .milliseconds(8)).nanoseconds / 4), .milliseconds(2))
+    }
+
     private mutating func enterRecovery(now: StackInstant) {
         probeDeadline = nil
         lossDetectionDeadline = nil
         recoveryPoint = sendMaximum
         highestRetransmitted = sendUnacknowledged
         congestion.onFastRetransmit(flightSize: Int(sendMaximum - sendUnacknowledged))
-        // Retransmit the first unacknowledged segment at once (RFC 5681 §3.2 step 2).
-        sendNext = sendUnacknowledged
         timedSegment = nil
+        // Retransmit the first unacknowledged segment at once (RFC 5681 §3.2 step 2). With SACK the hole loop in
+        // flush does it (and the other holes) from the scoreboard, while new data continues from SND.MAX; without
+        // SACK, going back to SND.UNA sends that one segment, and NewReno returns to SND.MAX after it.
+        if !sackPermitted || scoreboard.isEmpty { sendNext = sendUnacknowledged }
     }
 
     private mutating func receiveData(_ segment: TCPSegment, now: StackInstant, events: inout [StackEvent]) {
@@ -855,10 +874,19 @@ struct TCPConnection {
                 let from = TCPSequenceNumber.later(highestRetransmitted, sendUnacknowledged)
                 let pipe = inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from)
                 if pipe >= congestion.window { break }
-                if let hole = scoreboard.nextHole(from: from), hole.start < highest {
+                // NextSeg rule 1: only a hole IsLost() calls lost (three segments' worth SACKed above it); the rest may
+                // still be arriving out of order. Rule 3 retransmits them anyway when there is nothing new to send.
+                let nothingNew = sendQueue.count <= Int(sendMaximum - sendUnacknowledged)
+                if let hole = scoreboard.nextHole(from: from), hole.start < highest,
+                    hole.start == sendUnacknowledged || nothingNew || scoreboard.isLost(hole.start, mss: mss)
+                {
                     let length = min(hole.length, mss, sendQueue.count - Int(hole.start - sendUnacknowledged))
                     if length > 0 {
                         sendData(at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: true)
+                        if hole.start == sendUnacknowledged {
+                            sendMaximumAtRetransmit = sendMaximum
+                            retransmitTime = now
+                        }
                         highestRetransmitted = hole.start + UInt32(length)
                         sentSomething = true
                         continue
