@@ -26,9 +26,14 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "system packages: all present"; fi
 
+# Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
+# and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).
+# Preconditions stay on (-O keeps them; only -Ounchecked drops them) and @testable still works.
+SWIFT_TEST_FLAGS := -Xswiftc -O
+
 ## build: compile everything, tests included
 build: deps
-	$(SWIFT) build --build-tests
+	$(SWIFT) build --build-tests $(SWIFT_TEST_FLAGS)
 
 ## lint: swift-format in strict mode over every Swift file we wrote
 lint:
@@ -36,7 +41,7 @@ lint:
 
 ## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces)
 test: build lint
-	@set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
+	@set -o pipefail; $(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
 
 ## fuzz: build every libFuzzer target and run each for FUZZ_SECONDS (a crash fails the target)

@@ -89,7 +89,8 @@ public struct NetworkStack {
             return
         }
         counters.segmentsIn += 1
-        let key = FlowKey(local: Endpoint(ip.destination, segment.destinationPort), remote: Endpoint(ip.source, segment.sourcePort))
+        let key = FlowKey(
+            local: Endpoint(ip.destination, segment.destinationPort), remote: Endpoint(ip.source, segment.sourcePort))
         let flags = segment.flags
         if let slot = flows[key], var connection = slots[Int(slot)] {
             let isNewSYN = flags.contains(.syn) && !flags.contains(.ack)
@@ -109,12 +110,14 @@ public struct NetworkStack {
             let reset: TCPHeader
             if flags.contains(.ack) {
                 reset = TCPHeader(
-                    sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: segment.acknowledgementNumber,
+                    sourcePort: key.local.port, destinationPort: key.remote.port,
+                    sequenceNumber: segment.acknowledgementNumber,
                     flags: .rst, window: 0)
             } else {
                 reset = TCPHeader(
                     sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: TCPSequenceNumber(0),
-                    acknowledgementNumber: segment.sequenceNumber + UInt32(segment.sequenceLength), flags: [.rst, .ack], window: 0)
+                    acknowledgementNumber: segment.sequenceNumber + UInt32(segment.sequenceLength),
+                    flags: [.rst, .ack], window: 0)
             }
             emitter.tcp(key, reset)
             return
@@ -143,7 +146,8 @@ public struct NetworkStack {
             counters.badChecksums += 1
             return
         }
-        let key = FlowKey(local: Endpoint(ip.destination, datagram.destinationPort), remote: Endpoint(ip.source, datagram.sourcePort))
+        let key = FlowKey(
+            local: Endpoint(ip.destination, datagram.destinationPort), remote: Endpoint(ip.source, datagram.sourcePort))
         if udpFlows[key] == nil, udpFlows.count >= configuration.maximumUDPFlows,
             let oldest = udpFlows.min(by: { $0.value < $1.value })?.key
         {
@@ -159,7 +163,9 @@ public struct NetworkStack {
     private mutating func receiveICMP(_ ip: IPPacket, now: StackInstant) {
         switch ip {
         case .v4(let packet):
-            guard let message = try? ICMPv4Message(parsing: packet.payload, verifyChecksum: configuration.verifyChecksums) else {
+            guard
+                let message = try? ICMPv4Message(parsing: packet.payload, verifyChecksum: configuration.verifyChecksums)
+            else {
                 counters.malformed += 1
                 return
             }
@@ -168,7 +174,8 @@ public struct NetworkStack {
                 events.append(
                     .echoRequest(
                         EchoRequest(
-                            source: .v4(packet.source), destination: .v4(packet.destination), identifier: echo.identifier,
+                            source: .v4(packet.source), destination: .v4(packet.destination),
+                            identifier: echo.identifier,
                             sequenceNumber: echo.sequenceNumber, data: echo.data)))
             case .destinationUnreachable(let code, let mtu, let original) where code == .fragmentationNeeded:
                 pathMTU(quoted: .v4(original), mtu: Int(mtu), now: now)
@@ -186,7 +193,8 @@ public struct NetworkStack {
                 events.append(
                     .echoRequest(
                         EchoRequest(
-                            source: .v6(packet.source), destination: .v6(packet.destination), identifier: echo.identifier,
+                            source: .v6(packet.source), destination: .v6(packet.destination),
+                            identifier: echo.identifier,
                             sequenceNumber: echo.sequenceNumber, data: echo.data)))
             case .packetTooBig(let mtu, let original):
                 pathMTU(quoted: .v6(original), mtu: Int(min(mtu, 65535)), now: now)
@@ -205,7 +213,8 @@ public struct NetworkStack {
         else { return }
         // We sent it: its source is our local end.
         let key = FlowKey(
-            local: Endpoint(quoted.source, PortNumber(source)), remote: Endpoint(quoted.destination, PortNumber(destination)))
+            local: Endpoint(quoted.source, PortNumber(source)),
+            remote: Endpoint(quoted.destination, PortNumber(destination)))
         guard let slot = flows[key], var connection = slots[Int(slot)] else { return }
         counters.pathMTUUpdates += 1
         connection.pathMTUDropped(to: mtu, now: now, emitter: &emitter)
@@ -218,14 +227,20 @@ public struct NetworkStack {
         case .v4(let packet):
             guard let router = configuration.routerAddressV4 else { return false }
             // RFC 1812 §4.3.2.3: quote as much as fits in 576 bytes.
-            let quoted = packet.buffer.getSlice(at: packet.buffer.readerIndex, length: min(packet.buffer.readableBytes, 576 - 28))
+            let quoted = packet.buffer.getSlice(
+                at: packet.buffer.readerIndex, length: min(packet.buffer.readableBytes, 576 - 28))
             guard let quoted, let original = try? IPv4Packet(validatingQuoted: quoted) else { return false }
-            emitter.icmp(source: .v4(router), destination: .v4(packet.source), v4: .timeExceeded(code: 0, original: original), v6: nil)
+            emitter.icmp(
+                source: .v4(router), destination: .v4(packet.source), v4: .timeExceeded(code: 0, original: original),
+                v6: nil)
         case .v6(let packet):
             guard let router = configuration.routerAddressV6 else { return false }
-            let quoted = packet.buffer.getSlice(at: packet.buffer.readerIndex, length: min(packet.buffer.readableBytes, 1280 - 48))
+            let quoted = packet.buffer.getSlice(
+                at: packet.buffer.readerIndex, length: min(packet.buffer.readableBytes, 1280 - 48))
             guard let quoted, let original = try? IPv6Packet(validatingQuoted: quoted) else { return false }
-            emitter.icmp(source: .v6(router), destination: .v6(packet.source), v4: nil, v6: .timeExceeded(code: 0, original: original))
+            emitter.icmp(
+                source: .v6(router), destination: .v6(packet.source), v4: nil,
+                v6: .timeExceeded(code: 0, original: original))
         }
         counters.timeExceededSent += 1
         return true
@@ -255,21 +270,28 @@ public struct NetworkStack {
     /// ICMP destination unreachable for a SYN on `key`, quoting a reconstructed SYN header.
     private mutating func sendUnreachable(for key: FlowKey, reason: DialFailure) {
         var quoted = ByteBuffer()
-        let header = TCPHeader(sourcePort: key.remote.port, destinationPort: key.local.port, sequenceNumber: TCPSequenceNumber(0), flags: .syn, window: 0)
+        let header = TCPHeader(
+            sourcePort: key.remote.port, destinationPort: key.local.port, sequenceNumber: TCPSequenceNumber(0),
+            flags: .syn, window: 0)
         switch (key.remote.address, key.local.address) {
         case (.v4(let source), .v4(let destination)):
             IPv4Header(protocol: .tcp, source: source, destination: destination).emit(into: &quoted, payloadLength: 20)
-            header.emit(into: &quoted, payload: ByteBuffer(), pseudoHeader: .v4(source: source, destination: destination))
+            header.emit(
+                into: &quoted, payload: ByteBuffer(), pseudoHeader: .v4(source: source, destination: destination))
             guard let original = try? IPv4Packet(validatingQuoted: quoted) else { return }
             let code: ICMPv4UnreachableCode = reason == .refused ? .port : .host
-            emitter.icmp(source: key.local.address, destination: key.remote.address,
+            emitter.icmp(
+                source: key.local.address, destination: key.remote.address,
                 v4: .destinationUnreachable(code: code, nextHopMTU: 0, original: original), v6: nil)
         case (.v6(let source), .v6(let destination)):
-            IPv6Header(nextHeader: .tcp, source: source, destination: destination).emit(into: &quoted, payloadLength: 20)
-            header.emit(into: &quoted, payload: ByteBuffer(), pseudoHeader: .v6(source: source, destination: destination))
+            IPv6Header(nextHeader: .tcp, source: source, destination: destination).emit(
+                into: &quoted, payloadLength: 20)
+            header.emit(
+                into: &quoted, payload: ByteBuffer(), pseudoHeader: .v6(source: source, destination: destination))
             guard let original = try? IPv6Packet(validatingQuoted: quoted) else { return }
             // RFC 4443 §3.1: 4 port unreachable, 3 address unreachable.
-            emitter.icmp(source: key.local.address, destination: key.remote.address, v4: nil,
+            emitter.icmp(
+                source: key.local.address, destination: key.remote.address, v4: nil,
                 v6: .destinationUnreachable(code: reason == .refused ? 4 : 3, original: original))
         default:
             return
@@ -290,7 +312,8 @@ public struct NetworkStack {
         let slot = allocateSlot()
         let id = FlowID(slot: slot, generation: generations[Int(slot)])
         let connection = TCPConnection(
-            id: id, key: key, configuration: configuration, initialSequence: random.next(), timestampOffset: random.next(),
+            id: id, key: key, configuration: configuration, initialSequence: random.next(),
+            timestampOffset: random.next(),
             now: now, emitter: &emitter)
         flows[key] = slot
         store(connection, slot: slot)
@@ -339,8 +362,10 @@ public struct NetworkStack {
         return FlowInfo(
             key: connection.key, state: connection.state.description, readableBytes: connection.receiveQueue.readyCount,
             writableBytes: connection.writableBytes, unacknowledgedBytes: connection.sendQueue.count,
-            sendMSS: negotiated.mss, peerWindowScale: negotiated.peerWindowScale, ourWindowScale: negotiated.ourWindowScale,
-            sackPermitted: negotiated.sack, timestamps: negotiated.timestamps, congestionWindow: connection.congestion.window,
+            sendMSS: negotiated.mss, peerWindowScale: negotiated.peerWindowScale,
+            ourWindowScale: negotiated.ourWindowScale,
+            sackPermitted: negotiated.sack, timestamps: negotiated.timestamps,
+            congestionWindow: connection.congestion.window,
             smoothedRTT: connection.rtt.smoothed, retransmittedSegments: connection.retransmittedSegments,
             receiveBuffer: connection.receiveBuffer, closeReason: connection.closeReason)
     }
@@ -352,7 +377,10 @@ public struct NetworkStack {
 
     /// Sends a datagram from `key.local` to `key.remote` (a reply on a flow the client opened).
     public mutating func sendUDP(_ payload: ByteBuffer, on key: FlowKey, now: StackInstant) {
-        guard key.isIPv6 ? payload.readableBytes + 48 <= configuration.mtu : payload.readableBytes + 28 <= configuration.mtu else {
+        guard
+            key.isIPv6
+                ? payload.readableBytes + 48 <= configuration.mtu : payload.readableBytes + 28 <= configuration.mtu
+        else {
             // Fragmenting replies is not implemented; DNS answers stay under the MTU (EDNS payload 1232).
             counters.datagramsTooBig += 1
             return
@@ -368,16 +396,20 @@ public struct NetworkStack {
         let cut = payload.getSlice(at: payload.readerIndex, length: min(payload.readableBytes, 512)) ?? ByteBuffer()
         switch (key.remote.address, key.local.address) {
         case (.v4(let source), .v4(let destination)):
-            IPv4Header(protocol: .udp, source: source, destination: destination).emit(into: &quoted, payloadLength: 8 + cut.readableBytes)
+            IPv4Header(protocol: .udp, source: source, destination: destination).emit(
+                into: &quoted, payloadLength: 8 + cut.readableBytes)
             udp.emit(into: &quoted, payload: cut, pseudoHeader: .v4(source: source, destination: destination))
             guard let original = try? IPv4Packet(validatingQuoted: quoted) else { return }
-            emitter.icmp(source: key.local.address, destination: key.remote.address,
+            emitter.icmp(
+                source: key.local.address, destination: key.remote.address,
                 v4: .destinationUnreachable(code: .port, nextHopMTU: 0, original: original), v6: nil)
         case (.v6(let source), .v6(let destination)):
-            IPv6Header(nextHeader: .udp, source: source, destination: destination).emit(into: &quoted, payloadLength: 8 + cut.readableBytes)
+            IPv6Header(nextHeader: .udp, source: source, destination: destination).emit(
+                into: &quoted, payloadLength: 8 + cut.readableBytes)
             udp.emit(into: &quoted, payload: cut, pseudoHeader: .v6(source: source, destination: destination))
             guard let original = try? IPv6Packet(validatingQuoted: quoted) else { return }
-            emitter.icmp(source: key.local.address, destination: key.remote.address, v4: nil,
+            emitter.icmp(
+                source: key.local.address, destination: key.remote.address, v4: nil,
                 v6: .destinationUnreachable(code: 4, original: original))
         default:
             return
@@ -387,8 +419,10 @@ public struct NetworkStack {
     /// Answers an echo request on behalf of the pinged address, once the cluster side answered. `data` defaults to
     /// the request's.
     public mutating func sendEchoReply(to request: EchoRequest, data: ByteBuffer? = nil) {
-        let echo = ICMPEcho(identifier: request.identifier, sequenceNumber: request.sequenceNumber, data: data ?? request.data)
-        emitter.icmp(source: request.destination, destination: request.source, v4: .echoReply(echo), v6: .echoReply(echo))
+        let echo = ICMPEcho(
+            identifier: request.identifier, sequenceNumber: request.sequenceNumber, data: data ?? request.data)
+        emitter.icmp(
+            source: request.destination, destination: request.source, v4: .echoReply(echo), v6: .echoReply(echo))
     }
 
     // MARK: - Time
@@ -485,7 +519,9 @@ public struct NetworkStack {
         let deadline = connection.nextDeadline
         if deadline != scheduled[Int(slot)] {
             scheduled[Int(slot)] = deadline
-            if let deadline { timers.push(TimerHeap.Entry(deadline: deadline, slot: slot, generation: generations[Int(slot)])) }
+            if let deadline {
+                timers.push(TimerHeap.Entry(deadline: deadline, slot: slot, generation: generations[Int(slot)]))
+            }
         }
     }
 

@@ -54,18 +54,30 @@ final class KernelHarness: @unchecked Sendable {
         var connectedInfos: [FlowInfo] = []
     }
 
-    init(prefix: String, virtioHeader: Bool = true, impairment: Impairment = Impairment(), configure: (inout StackConfiguration) -> Void = { _ in }) throws {
+    init(
+        prefix: String, virtioHeader: Bool = true, impairment: Impairment = Impairment(),
+        configure: (inout StackConfiguration) -> Void = { _ in }
+    ) throws {
         namespace = try TestNamespace(prefix: prefix)
         do {
             (netlink, device) = try namespace.inside { () throws -> (Netlink, TunDevice) in
-                (try Netlink(), try TunDevice.open(TunOptions(name: "kt0", virtioHeader: virtioHeader, keepSuperPackets: virtioHeader)))
+                (
+                    try Netlink(),
+                    try TunDevice.open(
+                        TunOptions(name: "kt0", virtioHeader: virtioHeader, keepSuperPackets: virtioHeader))
+                )
             }
             let link = try netlink.link(named: "kt0")
             try netlink.setUp(true, link.index)
-            try netlink.addAddress(InterfaceAddress(interface: link.index, address: .v4(Self.tunAddress), prefixLength: 24))
-            try netlink.addAddress(InterfaceAddress(interface: link.index, address: .v6(Self.tunAddress6), prefixLength: 64))
-            try netlink.addRoute(Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix), outputInterface: link.index, scope: .link))
-            try netlink.addRoute(Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix6), outputInterface: link.index))
+            try netlink.addAddress(
+                InterfaceAddress(interface: link.index, address: .v4(Self.tunAddress), prefixLength: 24))
+            try netlink.addAddress(
+                InterfaceAddress(interface: link.index, address: .v6(Self.tunAddress6), prefixLength: 64))
+            try netlink.addRoute(
+                Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix), outputInterface: link.index, scope: .link)
+            )
+            try netlink.addRoute(
+                Route(destination: try AnyIPPrefix.parse(Self.clusterPrefix6), outputInterface: link.index))
             // A deep transmit queue, so that a burst of thousands of SYNs waits for the reader instead of being dropped
             // (the default of 500 sheds most of a 10000-connection burst while a debug build catches up).
             try TestNamespace.check(namespace.run(["ip", "link", "set", "kt0", "txqueuelen", "20000"]))
@@ -128,7 +140,9 @@ enum Pattern {
         var at = position
         while remaining.readableBytes > 0 {
             let length = min(remaining.readableBytes, period * 1044)
-            guard let piece = remaining.readSlice(length: length), piece == chunk(at: at, length: length) else { return false }
+            guard let piece = remaining.readSlice(length: length), piece == chunk(at: at, length: length) else {
+                return false
+            }
             at += length
         }
         return true
@@ -157,7 +171,10 @@ private final class Loop: @unchecked Sendable {
     let clock = ContinuousClock()
     let start: ContinuousClock.Instant
 
-    init(device: TunDevice, stack: NetworkStack, impairment: KernelHarness.Impairment, state: NIOLockedValueBox<KernelHarness.SharedState>) {
+    init(
+        device: TunDevice, stack: NetworkStack, impairment: KernelHarness.Impairment,
+        state: NIOLockedValueBox<KernelHarness.SharedState>
+    ) {
         self.device = device
         self.stack = stack
         self.impairment = impairment
@@ -167,7 +184,9 @@ private final class Loop: @unchecked Sendable {
 
     var now: StackInstant {
         let elapsed = start.duration(to: clock.now)
-        return StackInstant(nanoseconds: 1_000_000_000 + UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000))
+        return StackInstant(
+            nanoseconds: 1_000_000_000 + UInt64(elapsed.components.seconds) * 1_000_000_000
+                + UInt64(elapsed.components.attoseconds / 1_000_000_000))
     }
 
     func chance(_ p: Double) -> Bool { p > 0 && Double.random(in: 0..<1, using: &random) < p }
@@ -218,7 +237,10 @@ private final class Loop: @unchecked Sendable {
                 $0.flows = stack.flowCount
             }
         }
-        if tracing { try? traceLines.suffix(200_000).joined(separator: "\n").write(toFile: "/tmp/kt-harness-trace.txt", atomically: true, encoding: .utf8) }
+        if tracing {
+            try? traceLines.suffix(200_000).joined(separator: "\n").write(
+                toFile: "/tmp/kt-harness-trace.txt", atomically: true, encoding: .utf8)
+        }
     }
 
     func flushOutput() {
@@ -229,7 +251,9 @@ private final class Loop: @unchecked Sendable {
             let impaired: [OffloadedPacket]
             if impairment.loss > 0 || impairment.duplication > 0 || impairment.reordering > 0 {
                 let kept = impair(packets.map(\.packet), toStack: false)
-                impaired = kept.map { bytes in packets.first { $0.packet == bytes } ?? OffloadedPacket(header: .plain, packet: bytes) }
+                impaired = kept.map { bytes in
+                    packets.first { $0.packet == bytes } ?? OffloadedPacket(header: .plain, packet: bytes)
+                }
             } else {
                 impaired = packets
             }
@@ -253,10 +277,12 @@ private final class Loop: @unchecked Sendable {
             return OffloadedPacket(header: .plain, packet: packet.bytes)
         }
         var header = VirtioNetHeader(
-            flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start, checksumOffset: offset)
+            flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start,
+            checksumOffset: offset)
         if let size = packet.segmentSize {
             let isIPv6 = start == 40
-            let dataOffset = packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
+            let dataOffset =
+                packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
             header.gsoType = isIPv6 ? .tcpv6 : .tcpv4
             header.gsoSize = size
             header.headerLength = start + UInt16(dataOffset >> 4) * 4

@@ -20,7 +20,8 @@ struct KernelStackTests {
 
     /// sha256 of `size` bytes of the pattern, computed by Python (not by anything in this repository).
     static func expectedDigest(_ size: Int) throws -> String {
-        let script = "import hashlib,sys; n=\(size); b=bytes(i % 251 for i in range(251*4096)); h=hashlib.sha256(); "
+        let script =
+            "import hashlib,sys; n=\(size); b=bytes(i % 251 for i in range(251*4096)); h=hashlib.sha256(); "
             + "[h.update(b[:min(len(b)-len(b)%251, n-i)]) for i in range(0, n, len(b)-len(b)%251)]; print(h.hexdigest())"
         let result = try TestNamespace.run(["python3", "-c", script], timeout: 300)
         return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -37,7 +38,24 @@ struct KernelStackTests {
         let seconds = Date().timeIntervalSince(started)
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix(try Self.expectedDigest(size)), "sha256 of what curl received")
-        print("download \(size >> 20) MiB over IPv\(v6 ? 6 : 4): \(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s")
+        print(
+            "download \(size >> 20) MiB over IPv\(v6 ? 6 : 4): \(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s"
+        )
+    }
+
+    /// Without a virtio header every segment is its own read and write: the path a TUN without offloads takes.
+    @Test func downloadWithoutOffloads() throws {
+        let harness = try KernelHarness(prefix: "ktstack-plain", virtioHeader: false)
+        defer { harness.stop() }
+        let size = Self.bigTransfer / 16
+        let started = Date()
+        let result = try harness.shell("curl -sS --max-time 600 http://10.96.0.15/\(size) | sha256sum", timeout: 620)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.hasPrefix(try Self.expectedDigest(size)), "sha256 of what curl received")
+        print(
+            "download without offloads \(size >> 20) MiB: \(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s"
+        )
     }
 
     @Test(arguments: [false, true])
@@ -46,7 +64,8 @@ struct KernelStackTests {
         defer { harness.stop() }
         let size = Self.bigTransfer
         let host = v6 ? "fd00:96::15" : "10.96.0.15"
-        let script = "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
+        let script =
+            "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
             + "n=\(size); step=len(b)-len(b)%251\n"
             + "while n>0:\n  k=min(n,step); s.sendall(b[:k]); n-=k\n"
             + "s.shutdown(socket.SHUT_WR); s.recv(1); s.close()"
@@ -55,20 +74,26 @@ struct KernelStackTests {
         let seconds = Date().timeIntervalSince(started)
         #expect(result.status == 0, "\(result.error)")
         let discard = try #require(harness.discards.first)
-        #expect(discard.bytes == size && discard.correct, "the stack received \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
-        print("upload \(size >> 20) MiB over IPv\(v6 ? 6 : 4): \(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s")
+        #expect(
+            discard.bytes == size && discard.correct,
+            "the stack received \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
+        print(
+            "upload \(size >> 20) MiB over IPv\(v6 ? 6 : 4): \(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s"
+        )
     }
 
     @Test func refusedDialGivesECONNREFUSEDAtOnce() throws {
         let harness = try KernelHarness(prefix: "ktstack-refused")
         defer { harness.stop() }
-        let script = "import socket,time,errno\nfor host in ['10.96.0.15', 'fd00:96::15']:\n  t=time.time()\n  try:\n    "
+        let script =
+            "import socket,time,errno\nfor host in ['10.96.0.15', 'fd00:96::15']:\n  t=time.time()\n  try:\n    "
             + "socket.create_connection((host, 1), timeout=5); print('connected')\n  except OSError as e:\n    "
             + "print(errno.errorcode.get(e.errno), round(time.time()-t, 3))"
         let result = try harness.shell("python3 -c \"\(script)\"")
         let lines = result.output.split(separator: "\n").map { $0.split(separator: " ") }
         #expect(lines.count == 2 && lines.allSatisfy { $0.first == "ECONNREFUSED" }, "\(result.output) \(result.error)")
-        #expect(lines.allSatisfy { Double($0.last ?? "9") ?? 9 < 0.5 }, "refused within half a second: \(result.output)")
+        #expect(
+            lines.allSatisfy { Double($0.last ?? "9") ?? 9 < 0.5 }, "refused within half a second: \(result.output)")
     }
 
     /// `ss -ti` shows the kernel's view (wscale, mss); this iproute2 (6.1) does not print the `ts` and `sack` words
@@ -76,10 +101,13 @@ struct KernelStackTests {
     @Test func kernelNegotiatesWindowScalingSACKAndTimestamps() throws {
         let harness = try KernelHarness(prefix: "ktstack-ss")
         defer { harness.stop() }
-        let script = "import socket,struct,time; s=socket.create_connection(('10.96.0.15', 6000)); time.sleep(0.3); "
+        let script =
+            "import socket,struct,time; s=socket.create_connection(('10.96.0.15', 6000)); time.sleep(0.3); "
             + "i=s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104); print('options', i[5], 'wscale', i[6] & 15, i[6] >> 4); time.sleep(1.5)"
         let result = try harness.shell("python3 -c \"\(script)\" & sleep 1; ss -tin; wait")
-        #expect(result.output.contains("wscale:7,10"), "ss: the kernel sends with our shift 7 and receives with its 10: \(result.output)")
+        #expect(
+            result.output.contains("wscale:7,10"),
+            "ss: the kernel sends with our shift 7 and receives with its 10: \(result.output)")
         #expect(result.output.contains("mss:1448"), "ss: 1460 minus 12 bytes of timestamps: \(result.output)")
         // tcpi_options: TCPI_OPT_TIMESTAMPS 1 | TCPI_OPT_SACK 2 | TCPI_OPT_WSCALE 4; then snd_wscale (ours), rcv_wscale.
         #expect(result.output.contains("options 7 wscale 7 10"), "\(result.output)")
@@ -91,9 +119,12 @@ struct KernelStackTests {
         let harness = try KernelHarness(prefix: "ktstack-dns") { $0.udpIdleTimeout = .milliseconds(500) }
         defer { harness.stop() }
         let result = try harness.shell("dig +short +tries=1 +time=2 @10.96.0.10 tomcat.default.svc.cluster.local A")
-        #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "10.96.0.53", "\(result.output) \(result.error)")
+        #expect(
+            result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "10.96.0.53",
+            "\(result.output) \(result.error)")
         let six = try harness.shell("dig +short +tries=1 +time=2 @fd00:96::a tomcat.default.svc.cluster.local A")
-        #expect(six.output.trimmingCharacters(in: .whitespacesAndNewlines) == "10.96.0.53", "\(six.output) \(six.error)")
+        #expect(
+            six.output.trimmingCharacters(in: .whitespacesAndNewlines) == "10.96.0.53", "\(six.output) \(six.error)")
         #expect(harness.dnsQueries == 2)
         Thread.sleep(forTimeInterval: 1.2)
         #expect(harness.udpExpired == 2, "both UDP flows forgotten after 500 ms idle")
@@ -114,22 +145,28 @@ struct KernelStackTests {
         // Per-packet impairment, as netem would do it: no super-packets, so each loss is one MSS segment.
         let harness = try KernelHarness(prefix: "ktstack-lossy", virtioHeader: false, impairment: impairment)
         defer { harness.stop() }
-        let size = Self.bigTransfer / 16
+        let size = Self.bigTransfer
         let host = v6 ? "fd00:96::15" : "10.96.0.15"
         let started = Date()
-        let download = try harness.shell("curl -sS --max-time 600 http://\(v6 ? "[\(host)]" : host)/\(size) | sha256sum", timeout: 620)
+        let download = try harness.shell(
+            "curl -sS --max-time 600 http://\(v6 ? "[\(host)]" : host)/\(size) | sha256sum", timeout: 620)
         #expect(download.status == 0, "\(download.error)")
         #expect(download.output.hasPrefix(try Self.expectedDigest(size)), "download sha256 over a lossy path")
         let downloadSeconds = Date().timeIntervalSince(started)
-        let script = "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
+        let script =
+            "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
             + "n=\(size); step=len(b)-len(b)%251\n"
             + "while n>0:\n  k=min(n,step); s.sendall(b[:k]); n-=k\n"
             + "s.shutdown(socket.SHUT_WR); s.recv(1); s.close()"
         let upload = try harness.shell("python3 -c \"\(script)\"", timeout: 620)
         #expect(upload.status == 0, "\(upload.error)")
         let discard = try #require(harness.discards.first)
-        #expect(discard.bytes == size && discard.correct, "upload: \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
-        print("lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (download \(String(format: "%.1f", downloadSeconds)) s)")
+        #expect(
+            discard.bytes == size && discard.correct,
+            "upload: \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
+        print(
+            "lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (download \(String(format: "%.1f", downloadSeconds)) s)"
+        )
     }
 
     // MARK: - Many flows
@@ -197,7 +234,9 @@ struct KernelStackTests {
         #expect(flows >= 10000, "flows held: \(flows)")
         #expect(output.contains("10000 connected"), "\(output)")
         let perFlow = (after - before) / max(flows, 1)
-        print("10000 idle flows: \(flows) held, resident memory +\((after - before) >> 10) KiB, \(perFlow) bytes per idle flow")
+        print(
+            "10000 idle flows: \(flows) held, resident memory +\((after - before) >> 10) KiB, \(perFlow) bytes per idle flow"
+        )
         #expect(perFlow < 16 * 1024, "memory per idle flow \(perFlow) bytes")
     }
 }

@@ -29,7 +29,8 @@ struct ScriptedPeer {
 
     /// Builds a segment from the client.
     func segment(
-        _ flags: TCPFlags, sequence: TCPSequenceNumber? = nil, acknowledgement: TCPSequenceNumber? = nil, payload: [UInt8] = [],
+        _ flags: TCPFlags, sequence: TCPSequenceNumber? = nil, acknowledgement: TCPSequenceNumber? = nil,
+        payload: [UInt8] = [],
         window: UInt16 = 65535, options: TCPOptions? = nil
     ) -> ByteBuffer {
         var options = options ?? TCPOptions()
@@ -38,17 +39,24 @@ struct ScriptedPeer {
         }
         let header = TCPHeader(
             sourcePort: client.port, destinationPort: server.port, sequenceNumber: sequence ?? self.sequence,
-            acknowledgementNumber: flags.contains(.ack) ? acknowledgement ?? self.acknowledgement : TCPSequenceNumber(0),
+            acknowledgementNumber: flags.contains(.ack)
+                ? acknowledgement ?? self.acknowledgement : TCPSequenceNumber(0),
             flags: flags, window: window, options: options)
         var packet = ByteBuffer()
         let length = header.headerLength + payload.count
         switch (client.address, server.address) {
         case (.v4(let source), .v4(let destination)):
-            IPv4Header(protocol: .tcp, source: source, destination: destination).emit(into: &packet, payloadLength: length)
-            header.emit(into: &packet, payload: ByteBuffer(bytes: payload), pseudoHeader: .v4(source: source, destination: destination))
+            IPv4Header(protocol: .tcp, source: source, destination: destination).emit(
+                into: &packet, payloadLength: length)
+            header.emit(
+                into: &packet, payload: ByteBuffer(bytes: payload),
+                pseudoHeader: .v4(source: source, destination: destination))
         case (.v6(let source), .v6(let destination)):
-            IPv6Header(nextHeader: .tcp, source: source, destination: destination).emit(into: &packet, payloadLength: length)
-            header.emit(into: &packet, payload: ByteBuffer(bytes: payload), pseudoHeader: .v6(source: source, destination: destination))
+            IPv6Header(nextHeader: .tcp, source: source, destination: destination).emit(
+                into: &packet, payloadLength: length)
+            header.emit(
+                into: &packet, payload: ByteBuffer(bytes: payload),
+                pseudoHeader: .v6(source: source, destination: destination))
         default:
             preconditionFailure()
         }
@@ -96,7 +104,9 @@ struct ScriptedPeer {
     }
 
     /// SYN, dial accepted, SYN-ACK, ACK: an ESTABLISHED flow with the usual Linux options.
-    mutating func establish(options: TCPOptions = TCPOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true)) -> TCPSegment {
+    mutating func establish(
+        options: TCPOptions = TCPOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true)
+    ) -> TCPSegment {
         var synOptions = options
         synOptions.timestamps = TCPTimestamps(value: timestampValue, echoReply: 0)
         send(segment(.syn, options: synOptions))

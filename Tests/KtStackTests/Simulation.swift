@@ -66,7 +66,9 @@ struct Simulation {
                     continue
                 }
                 var at = now + link.delay
-                if chance(link.reordering) { at = at + StackDuration(nanoseconds: random.next() % link.reorderDelay.nanoseconds) }
+                if chance(link.reordering) {
+                    at = at + StackDuration(nanoseconds: random.next() % link.reorderDelay.nanoseconds)
+                }
                 inFlight.append((at, toServer, bytes))
                 if chance(link.duplication) { inFlight.append((at + link.delay, toServer, bytes)) }
             }

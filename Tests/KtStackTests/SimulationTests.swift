@@ -13,7 +13,9 @@ import Testing
     static func transfer(
         link: Simulation.Link, seed: UInt64, upload: Int, download: Int, v6: Bool = false,
         configuration: StackConfiguration = StackConfiguration()
-    ) -> (Simulation, received: [UInt8], sent: [UInt8], receivedByClient: [UInt8], sentByServer: [UInt8], finished: Bool) {
+    ) -> (
+        Simulation, received: [UInt8], sent: [UInt8], receivedByClient: [UInt8], sentByServer: [UInt8], finished: Bool
+    ) {
         var simulation = Simulation(link: link, seed: seed, configuration: configuration)
         simulation.tracing = ProcessInfo.processInfo.environment["KT_TRACE"] != nil
         var data = SeededGenerator(seed: seed ^ 0xABCDEF)
@@ -49,7 +51,9 @@ import Testing
             // Applications: write as much as is accepted, read everything readable.
             if clientOffset < sent.count {
                 let before = clientOffset
-                clientOffset += simulation.client.write(clientFlow, ByteBuffer(bytes: sent[clientOffset..<min(sent.count, clientOffset + 65536)]), now: simulation.now)
+                clientOffset += simulation.client.write(
+                    clientFlow, ByteBuffer(bytes: sent[clientOffset..<min(sent.count, clientOffset + 65536)]),
+                    now: simulation.now)
                 progressed = progressed || clientOffset != before
             } else if !clientShut {
                 simulation.client.shutdownWrite(clientFlow, now: simulation.now)
@@ -65,13 +69,19 @@ import Testing
                     received += Array(buffer: bytes)
                     progressed = true
                 }
-                if ProcessInfo.processInfo.environment["KT_TRACE"] != nil, let info = simulation.server.info(flow), serverOffset < 70000 {
-                    print("DBG \(simulation.now) server \(info.state) unacked \(info.unacknowledgedBytes) offset \(serverOffset)")
+                if ProcessInfo.processInfo.environment["KT_TRACE"] != nil, let info = simulation.server.info(flow),
+                    serverOffset < 70000
+                {
+                    print(
+                        "DBG \(simulation.now) server \(info.state) unacked \(info.unacknowledgedBytes) offset \(serverOffset)"
+                    )
                 }
                 if serverOffset < sentByServer.count {
                     let before = serverOffset
                     serverOffset += simulation.server.write(
-                        flow, ByteBuffer(bytes: sentByServer[serverOffset..<min(sentByServer.count, serverOffset + 65536)]), now: simulation.now)
+                        flow,
+                        ByteBuffer(bytes: sentByServer[serverOffset..<min(sentByServer.count, serverOffset + 65536)]),
+                        now: simulation.now)
                     progressed = progressed || serverOffset != before
                 } else if !serverShut {
                     simulation.server.shutdownWrite(flow, now: simulation.now)
@@ -79,11 +89,18 @@ import Testing
                     progressed = true
                 }
             }
-            if clientClosed && serverClosed && received.count == sent.count && receivedByClient.count == sentByServer.count { break }
+            if clientClosed && serverClosed && received.count == sent.count
+                && receivedByClient.count == sentByServer.count
+            {
+                break
+            }
         }
         if ProcessInfo.processInfo.environment["KT_TRACE"] != nil {
-            try? simulation.recent.joined(separator: "\n").write(toFile: "/tmp/kt-sim-trace-\(seed).txt", atomically: true, encoding: .utf8)
-            print("client offset \(clientOffset) shut \(clientShut) info \(String(describing: simulation.client.info(clientFlow)))")
+            try? simulation.recent.joined(separator: "\n").write(
+                toFile: "/tmp/kt-sim-trace-\(seed).txt", atomically: true, encoding: .utf8)
+            print(
+                "client offset \(clientOffset) shut \(clientShut) info \(String(describing: simulation.client.info(clientFlow)))"
+            )
             if let flow = serverFlow { print("server info \(String(describing: simulation.server.info(flow)))") }
             print("client counters \(simulation.client.counters)")
         }
@@ -93,9 +110,12 @@ import Testing
     @Test func cleanLinkMovesBytesBothWays() {
         let result = Self.transfer(link: Simulation.Link(), seed: 1, upload: 300_000, download: 200_000)
         if result.received != result.sent {
-            let firstDifference = zip(result.received, result.sent).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            let firstDifference = zip(result.received, result.sent).enumerated().first { $0.element.0 != $0.element.1 }?
+                .offset
             print(result.0.recent.joined(separator: "\n"))
-            print("received \(result.received.count) of \(result.sent.count), first difference at \(String(describing: firstDifference)); client got \(result.receivedByClient.count) of \(result.sentByServer.count)")
+            print(
+                "received \(result.received.count) of \(result.sent.count), first difference at \(String(describing: firstDifference)); client got \(result.receivedByClient.count) of \(result.sentByServer.count)"
+            )
         }
         let uploadExact = result.received == result.sent
         let downloadExact = result.receivedByClient == result.sentByServer
@@ -109,8 +129,12 @@ import Testing
     func lossyLinkStillByteExact(seed: UInt64) {
         let link = Simulation.Link(loss: 0.02, duplication: 0.01, reordering: 0.05)
         let result = Self.transfer(link: link, seed: seed, upload: 400_000, download: 150_000)
-        print("seed \(seed): simulated \(result.0.now.since(StackInstant(nanoseconds: 1_000_000_000))) for 400 kB + 150 kB, delivered \(result.0.delivered) dropped \(result.0.dropped)")
-        #expect(result.received.count == result.sent.count, "seed \(seed): got \(result.received.count) of \(result.sent.count)")
+        print(
+            "seed \(seed): simulated \(result.0.now.since(StackInstant(nanoseconds: 1_000_000_000))) for 400 kB + 150 kB, delivered \(result.0.delivered) dropped \(result.0.dropped)"
+        )
+        #expect(
+            result.received.count == result.sent.count,
+            "seed \(seed): got \(result.received.count) of \(result.sent.count)")
         let uploadExact = result.received == result.sent
         let downloadExact = result.receivedByClient == result.sentByServer
         #expect(uploadExact, "seed \(seed) upload")
@@ -123,7 +147,8 @@ import Testing
         var configuration = StackConfiguration()
         configuration.congestionControl = .newReno
         let link = Simulation.Link(loss: 0.08, duplication: 0.02, reordering: 0.1)
-        let result = Self.transfer(link: link, seed: 99, upload: 120_000, download: 60_000, v6: true, configuration: configuration)
+        let result = Self.transfer(
+            link: link, seed: 99, upload: 120_000, download: 60_000, v6: true, configuration: configuration)
         let uploadExact = result.received == result.sent
         let downloadExact = result.receivedByClient == result.sentByServer
         #expect(uploadExact, "upload \(result.received.count) of \(result.sent.count)")
@@ -132,11 +157,22 @@ import Testing
             let want = result.sentByServer
             let skipped = (0..<64).first { k in Array(want.dropFirst(k).prefix(32)) == Array(got.prefix(32)) }
             var lastGood = 0
-            if let k = skipped { while lastGood < got.count, lastGood + k < want.count, got[lastGood] == want[lastGood + k] { lastGood += 1 } }
-            print("download starts at sent[\(String(describing: skipped))], matches for \(lastGood) bytes; first bytes got \(got.prefix(8)) want \(want.prefix(8))")
+            if let k = skipped {
+                while lastGood < got.count, lastGood + k < want.count, got[lastGood] == want[lastGood + k] {
+                    lastGood += 1
+                }
+            }
+            print(
+                "download starts at sent[\(String(describing: skipped))], matches for \(lastGood) bytes; first bytes got \(got.prefix(8)) want \(want.prefix(8))"
+            )
         }
-        let firstWrong = zip(result.receivedByClient, result.sentByServer).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-        #expect(downloadExact, "download \(result.receivedByClient.count) of \(result.sentByServer.count), first wrong byte \(String(describing: firstWrong))")
+        let firstWrong = zip(result.receivedByClient, result.sentByServer).enumerated().first {
+            $0.element.0 != $0.element.1
+        }?.offset
+        #expect(
+            downloadExact,
+            "download \(result.receivedByClient.count) of \(result.sentByServer.count), first wrong byte \(String(describing: firstWrong))"
+        )
         let finished = result.finished
         #expect(finished)
     }

@@ -13,7 +13,9 @@ import Testing
         let answer = peer.send(
             peer.segment(
                 .syn,
-                options: TCPOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true, timestamps: TCPTimestamps(value: 100, echoReply: 0))))
+                options: TCPOptions(
+                    maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                    timestamps: TCPTimestamps(value: 100, echoReply: 0))))
         #expect(answer.isEmpty, "no SYN-ACK before the tunnel dialled")
         guard case .dial(let flow, let key)? = peer.events.last else {
             Issue.record("no dial event")
@@ -24,7 +26,9 @@ import Testing
         let synAck = peer.collect()
         #expect(synAck.count == 1 && synAck[0].flags == [.syn, .ack])
         #expect(synAck[0].acknowledgementNumber == TCPSequenceNumber(1001))
-        #expect(synAck[0].options.maximumSegmentSize == 1460 && synAck[0].options.windowScale == 7 && synAck[0].options.sackPermitted)
+        #expect(
+            synAck[0].options.maximumSegmentSize == 1460 && synAck[0].options.windowScale == 7
+                && synAck[0].options.sackPermitted)
         #expect(synAck[0].options.timestamps?.echoReply == 100)
     }
 
@@ -34,7 +38,9 @@ import Testing
         guard case .dial(let flow, _)? = peer.events.last else { return }
         peer.stack.refuseDial(flow, reason: .refused, now: peer.now)
         let reset = peer.collect()
-        #expect(reset.count == 1 && reset[0].flags == [.rst, .ack] && reset[0].acknowledgementNumber == TCPSequenceNumber(1001))
+        #expect(
+            reset.count == 1 && reset[0].flags == [.rst, .ack]
+                && reset[0].acknowledgementNumber == TCPSequenceNumber(1001))
         #expect(peer.stack.info(flow) == nil)
     }
 
@@ -64,7 +70,9 @@ import Testing
             // Fix the TCP checksum after changing the port.
             packet.setInteger(UInt16(0), at: 36)
             var sum = InternetChecksum()
-            sum.addPseudoHeader(source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 96, 0, 15), protocol: .tcp, length: packet.readableBytes - 20)
+            sum.addPseudoHeader(
+                source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 96, 0, 15), protocol: .tcp,
+                length: packet.readableBytes - 20)
             sum.add(packet, at: 20, length: packet.readableBytes - 20)
             packet.setInteger(sum.value, at: 36)
             peer.send(packet)
@@ -85,7 +93,8 @@ import Testing
         // The SYN-ACK is lost: after the initial RTO (1 s) it comes again.
         #expect(peer.advance(by: .milliseconds(999)).isEmpty)
         let again = peer.advance(by: .milliseconds(2))
-        #expect(again.count == 1 && again[0].flags == [.syn, .ack] && again[0].sequenceNumber == first[0].sequenceNumber)
+        #expect(
+            again.count == 1 && again[0].flags == [.syn, .ack] && again[0].sequenceNumber == first[0].sequenceNumber)
         peer.sequence = TCPSequenceNumber(1001)
         peer.acknowledgement = first[0].sequenceNumber + UInt32(1)
         peer.send(peer.segment(.ack))
@@ -115,7 +124,9 @@ import Testing
         var configuration = StackConfiguration()
         configuration.congestionControl = .newReno
         var peer = ScriptedPeer(configuration: configuration, v6: v6)
-        let options = TCPOptions(maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true, timestamps: TCPTimestamps(value: 100, echoReply: 0))
+        let options = TCPOptions(
+            maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+            timestamps: TCPTimestamps(value: 100, echoReply: 0))
         peer.send(peer.segment(.syn, options: options))
         guard case .dial(let flow, _)? = peer.events.last else { return }
         peer.stack.acceptDial(flow, now: peer.now)

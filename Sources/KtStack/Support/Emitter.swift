@@ -17,7 +17,9 @@ struct Emitter {
         self.checksumOffload = checksumOffload
     }
 
-    private mutating func ipHeader(_ key: FlowKey, protocol number: IPProtocol, payloadLength: Int, into buffer: inout ByteBuffer) {
+    private mutating func ipHeader(
+        _ key: FlowKey, protocol number: IPProtocol, payloadLength: Int, into buffer: inout ByteBuffer
+    ) {
         switch (key.local.address, key.remote.address) {
         case (.v4(let source), .v4(let destination)):
             identification &+= 1
@@ -88,14 +90,17 @@ struct Emitter {
             guard let v4 else { return }
             var packet = pool.take(capacity: 20 + v4.encodedLength)
             identification &+= 1
-            IPv4Header(identification: identification, dontFragment: false, protocol: .icmp, source: from, destination: to)
-                .emit(into: &packet, payloadLength: v4.encodedLength)
+            IPv4Header(
+                identification: identification, dontFragment: false, protocol: .icmp, source: from, destination: to
+            )
+            .emit(into: &packet, payloadLength: v4.encodedLength)
             v4.emit(into: &packet)
             packets.append(OutputPacket(bytes: packet))
         case (.v6(let from), .v6(let to)):
             guard let v6 else { return }
             var packet = pool.take(capacity: 40 + v6.encodedLength)
-            IPv6Header(nextHeader: .icmpv6, source: from, destination: to).emit(into: &packet, payloadLength: v6.encodedLength)
+            IPv6Header(nextHeader: .icmpv6, source: from, destination: to).emit(
+                into: &packet, payloadLength: v6.encodedLength)
             v6.emit(into: &packet, pseudoHeader: .v6(source: from, destination: to))
             packets.append(OutputPacket(bytes: packet))
         default:

@@ -11,7 +11,9 @@ public struct OutputPacket: Sendable {
     /// With segmentation offload: a TCP super-segment the device cuts into segments of this many payload bytes.
     public var segmentSize: UInt16?
 
-    public init(bytes: ByteBuffer, checksumStart: UInt16? = nil, checksumOffset: UInt16? = nil, segmentSize: UInt16? = nil) {
+    public init(
+        bytes: ByteBuffer, checksumStart: UInt16? = nil, checksumOffset: UInt16? = nil, segmentSize: UInt16? = nil
+    ) {
         self.bytes = bytes
         self.checksumStart = checksumStart
         self.checksumOffset = checksumOffset

@@ -25,7 +25,9 @@ struct ReceiveQueue {
 
     /// Takes `data` that starts at `start`, given RCV.NXT `next`; returns the new RCV.NXT. Bytes before `next` are
     /// duplicates and dropped; bytes past `limit` (the right edge of the window) are dropped too.
-    mutating func receive(_ data: ByteBuffer, at start: TCPSequenceNumber, next: TCPSequenceNumber, limit: TCPSequenceNumber)
+    mutating func receive(
+        _ data: ByteBuffer, at start: TCPSequenceNumber, next: TCPSequenceNumber, limit: TCPSequenceNumber
+    )
         -> TCPSequenceNumber
     {
         var data = data

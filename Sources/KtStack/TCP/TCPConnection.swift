@@ -176,7 +176,8 @@ struct TCPConnection {
         id: FlowID, key: FlowKey, syn: TCPSegment, configuration: StackConfiguration, initialSequence: UInt32,
         timestampOffset: UInt32, now: StackInstant
     ) {
-        self.init(id: id, key: key, state: .dialing, configuration: configuration, initialSequence: initialSequence,
+        self.init(
+            id: id, key: key, state: .dialing, configuration: configuration, initialSequence: initialSequence,
             timestampOffset: timestampOffset, now: now)
         peerSYN = (syn.sequenceNumber, syn.window, syn.options)
         initialReceiveSequence = syn.sequenceNumber
@@ -185,10 +186,12 @@ struct TCPConnection {
     }
 
     /// A connection we open (SYN-SENT), for the reverse direction and for tests with two stacks.
-    init(id: FlowID, key: FlowKey, configuration: StackConfiguration, initialSequence: UInt32, timestampOffset: UInt32,
-        now: StackInstant, emitter: inout Emitter)
-    {
-        self.init(id: id, key: key, state: .synSent, configuration: configuration, initialSequence: initialSequence,
+    init(
+        id: FlowID, key: FlowKey, configuration: StackConfiguration, initialSequence: UInt32, timestampOffset: UInt32,
+        now: StackInstant, emitter: inout Emitter
+    ) {
+        self.init(
+            id: id, key: key, state: .synSent, configuration: configuration, initialSequence: initialSequence,
             timestampOffset: timestampOffset, now: now)
         sendSYN(acknowledging: false, now: now, emitter: &emitter)
     }
@@ -209,7 +212,8 @@ struct TCPConnection {
         ourMSS = configuration.mtu - (key.isIPv6 ? 60 : 40)
         sendMSS = 536  // RFC 9293 §3.7.1: the default when the peer announces none
         congestion = CongestionControl(algorithm: configuration.congestionControl, mss: ourMSS)
-        rtt = RTTEstimator(initial: configuration.initialRTO, minimum: configuration.minimumRTO, maximum: configuration.maximumRTO)
+        rtt = RTTEstimator(
+            initial: configuration.initialRTO, minimum: configuration.minimumRTO, maximum: configuration.maximumRTO)
         receiveBuffer = configuration.initialReceiveBuffer
         tuningEpochStart = now
         lastSendTime = now
@@ -239,7 +243,9 @@ struct TCPConnection {
         close(.refused)
     }
 
-    private mutating func adoptPeerOptions(_ options: TCPOptions, synWindow: UInt16, synSequence: TCPSequenceNumber, acknowledging: Bool) {
+    private mutating func adoptPeerOptions(
+        _ options: TCPOptions, synWindow: UInt16, synSequence: TCPSequenceNumber, acknowledging: Bool
+    ) {
         sendMSS = max(64, min(Int(options.maximumSegmentSize ?? 536), ourMSS))
         congestion.updateMSS(sendMSS - (options.timestamps != nil ? 12 : 0))
         if let scale = options.windowScale {
@@ -370,7 +376,9 @@ struct TCPConnection {
         // First: is the segment in the window? (§3.10.7.4 first step.)
         var acceptable: Bool
         if length == 0 {
-            acceptable = window == 0 ? sequence == receiveNext : sequence.isInWindow(start: receiveNext, size: UInt32(max(window, 1)))
+            acceptable =
+                window == 0
+                ? sequence == receiveNext : sequence.isInWindow(start: receiveNext, size: UInt32(max(window, 1)))
         } else if window == 0 {
             acceptable = false
         } else {
@@ -484,7 +492,9 @@ struct TCPConnection {
         flush(now: now, emitter: &emitter)
     }
 
-    private mutating func handleInSYNSent(_ segment: TCPSegment, now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
+    private mutating func handleInSYNSent(
+        _ segment: TCPSegment, now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]
+    ) {
         let flags = segment.flags
         if flags.contains(.ack) {
             // §3.10.7.3: an ACK for something we did not send gets a RST (unless it is one).
@@ -504,7 +514,8 @@ struct TCPConnection {
         initialReceiveSequence = segment.sequenceNumber
         receiveNext = segment.sequenceNumber + UInt32(1)
         advertisedRightEdge = receiveNext
-        adoptPeerOptions(segment.options, synWindow: segment.window, synSequence: segment.sequenceNumber, acknowledging: true)
+        adoptPeerOptions(
+            segment.options, synWindow: segment.window, synSequence: segment.sequenceNumber, acknowledging: true)
         if flags.contains(.ack) {
             let acknowledgement = segment.acknowledgementNumber
             if timestampsEnabled, let echo = segment.options.timestamps?.echoReply, echo != 0 {
@@ -546,7 +557,8 @@ struct TCPConnection {
         // SND.WND update (§3.10.7.4): only from a newer segment, or the same one with a newer ACK.
         let segmentWindow = Int(segment.window) << Int(peerWindowScale)
         if sendWindowUpdateSequence < segment.sequenceNumber
-            || (sendWindowUpdateSequence == segment.sequenceNumber && !(acknowledgement < sendWindowUpdateAcknowledgement))
+            || (sendWindowUpdateSequence == segment.sequenceNumber
+                && !(acknowledgement < sendWindowUpdateAcknowledgement))
         {
             sendWindow = segmentWindow
             sendWindowUpdateSequence = segment.sequenceNumber
@@ -559,7 +571,8 @@ struct TCPConnection {
             // duplicate or not (both sides sending data means few ACKs are pure duplicates). A probe that arrived
             // while the bytes before it did not is the same evidence (RFC 8985's RACK, in its simplest form).
             let dataMSS = sendMSS - (timestampsEnabled ? 12 : 0)
-            let probeArrived = probeOutstanding && probeSequence.map { acknowledgement < $0 && scoreboard.isSacked($0) } == true
+            let probeArrived =
+                probeOutstanding && probeSequence.map { acknowledgement < $0 && scoreboard.isSacked($0) } == true
             if recoveryPoint == nil, acknowledgement < sendMaximum,
                 scoreboard.isLost(acknowledgement, mss: dataMSS) || probeArrived
             {
@@ -604,7 +617,9 @@ struct TCPConnection {
         return true
     }
 
-    private mutating func newlyAcknowledged(upTo acknowledgement: TCPSequenceNumber, segment: TCPSegment, now: StackInstant, events: inout [StackEvent]) {
+    private mutating func newlyAcknowledged(
+        upTo acknowledgement: TCPSequenceNumber, segment: TCPSegment, now: StackInstant, events: inout [StackEvent]
+    ) {
         var acknowledged = Int(acknowledgement - sendUnacknowledged)
         // RTT: the timestamp echo (RFC 7323 §4.1), or the timed segment (Karn).
         if timestampsEnabled, let echo = segment.options.timestamps?.echoReply, echo != 0 {
@@ -709,7 +724,9 @@ struct TCPConnection {
                 acknowledgeNow = true
             } else {
                 acknowledgementPending = true
-                if delayedAcknowledgementDeadline == nil { delayedAcknowledgementDeadline = now + configuration.delayedACKTimeout }
+                if delayedAcknowledgementDeadline == nil {
+                    delayedAcknowledgementDeadline = now + configuration.delayedACKTimeout
+                }
             }
             if let fin = receiveQueue.pendingFIN, fin == receiveNext {
                 receiveQueue.pendingFIN = nil
@@ -810,7 +827,9 @@ struct TCPConnection {
             }
             return options
         }
-        if timestampsEnabled { options.timestamps = TCPTimestamps(value: ourTimestamp(now), echoReply: timestampRecent) }
+        if timestampsEnabled {
+            options.timestamps = TCPTimestamps(value: ourTimestamp(now), echoReply: timestampRecent)
+        }
         if sackPermitted, !receiveQueue.recentBlocks.isEmpty {
             options.sackBlocks = Array(receiveQueue.recentBlocks.prefix(timestampsEnabled ? 3 : 4))
         }
@@ -835,7 +854,9 @@ struct TCPConnection {
     private mutating func sendReset(sequence: TCPSequenceNumber, emitter: inout Emitter) {
         emitter.tcp(
             key,
-            TCPHeader(sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sequence, flags: .rst, window: 0))
+            TCPHeader(
+                sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sequence, flags: .rst,
+                window: 0))
     }
 
     /// Sends what may be sent now: retransmissions in recovery, new data within the windows, FIN, and an owed ACK.
@@ -882,7 +903,9 @@ struct TCPConnection {
                 {
                     let length = min(hole.length, mss, sendQueue.count - Int(hole.start - sendUnacknowledged))
                     if length > 0 {
-                        sendData(at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: true)
+                        sendData(
+                            at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter,
+                            retransmission: true)
                         if hole.start == sendUnacknowledged {
                             sendMaximumAtRetransmit = sendMaximum
                             retransmitTime = now
@@ -899,10 +922,12 @@ struct TCPConnection {
             var congestionRoom: Int
             if recoveryPoint != nil, sackPermitted {
                 let from = TCPSequenceNumber.later(highestRetransmitted, sendUnacknowledged)
-                congestionRoom = congestion.window - (inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from))
+                congestionRoom =
+                    congestion.window - (inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from))
             } else if recoveryPoint != nil {
                 // NewReno without SACK: each duplicate ACK means a segment left the network (RFC 5681 §3.2 step 4).
-                congestionRoom = congestion.window + duplicateAcknowledgements * mss - Int(sendNext - sendUnacknowledged)
+                congestionRoom =
+                    congestion.window + duplicateAcknowledgements * mss - Int(sendNext - sendUnacknowledged)
             } else {
                 congestionRoom = congestion.window - Int(sendNext - sendUnacknowledged)
             }
@@ -915,7 +940,9 @@ struct TCPConnection {
             // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): a short segment only if it is all we have, or the
             // peer's window is that small at most.
             if length < mss, length < unsent, length < maximumSendWindow / 2 { break }
-            sendData(at: sendNext, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: isRetransmission)
+            sendData(
+                at: sendNext, length: length, segmentSize: mss, now: now, emitter: &emitter,
+                retransmission: isRetransmission)
             sendNext = sendNext + UInt32(length)
             if sendMaximum < sendNext { sendMaximum = sendNext }
             sentSomething = true
@@ -934,17 +961,22 @@ struct TCPConnection {
             sentSomething = true
         }
         // Nothing in flight, data waiting, window closed: probe it (§3.8.6.1).
-        if !sentSomething, sendWindow == 0, sendUnacknowledged == sendMaximum, !sendQueue.isEmpty, retransmitDeadline == nil {
+        if !sentSomething, sendWindow == 0, sendUnacknowledged == sendMaximum, !sendQueue.isEmpty,
+            retransmitDeadline == nil
+        {
             persisting = true
             retransmitDeadline = now + rtt.timeout
         }
-        if !sentSomething, acknowledgeNow || (acknowledgementPending && delayedAcknowledgementDeadline.map { !(now < $0) } ?? false) {
+        if !sentSomething,
+            acknowledgeNow || (acknowledgementPending && delayedAcknowledgementDeadline.map { !(now < $0) } ?? false)
+        {
             sendAcknowledgement(now: now, emitter: &emitter)
         }
     }
 
     private mutating func sendData(
-        at sequence: TCPSequenceNumber, length: Int, segmentSize: Int, now: StackInstant, emitter: inout Emitter, retransmission: Bool
+        at sequence: TCPSequenceNumber, length: Int, segmentSize: Int, now: StackInstant, emitter: inout Emitter,
+        retransmission: Bool
     ) {
         let offset = Int(sequence - sendUnacknowledged)
         let pushes = offset + length == sendQueue.count
@@ -989,7 +1021,9 @@ struct TCPConnection {
         probeOutstanding = true
         probeDeadline = nil
         let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
-        let sent = Int(sendMaximum - sendUnacknowledged) - (finSequence != nil && sendMaximum == finSequence! + UInt32(1) ? 1 : 0)
+        let sent =
+            Int(sendMaximum - sendUnacknowledged)
+            - (finSequence != nil && sendMaximum == finSequence! + UInt32(1) ? 1 : 0)
         let unsent = sendQueue.count - sent
         if unsent > 0, sendWindow > sent {
             let length = min(unsent, mss, sendWindow - sent)
@@ -1001,12 +1035,15 @@ struct TCPConnection {
         } else if let fin = finSequence, sendMaximum == fin + UInt32(1), sent == sendQueue.count {
             let header = TCPHeader(
                 sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: fin,
-                acknowledgementNumber: receiveNext, flags: [.fin, .ack], window: windowField(), options: options(now: now, syn: false))
+                acknowledgementNumber: receiveNext, flags: [.fin, .ack], window: windowField(),
+                options: options(now: now, syn: false))
             emitter.tcp(key, header)
         } else if sent > 0 {
             let length = min(sent, mss)
             probeSequence = sendUnacknowledged + UInt32(sent - length)
-            sendData(at: sendUnacknowledged + UInt32(sent - length), length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: true)
+            sendData(
+                at: sendUnacknowledged + UInt32(sent - length), length: length, segmentSize: mss, now: now,
+                emitter: &emitter, retransmission: true)
         }
         retransmitDeadline = now + rtt.timeout
     }
@@ -1014,7 +1051,8 @@ struct TCPConnection {
     private mutating func sendFIN(now: StackInstant, emitter: inout Emitter) {
         let header = TCPHeader(
             sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sendNext,
-            acknowledgementNumber: receiveNext, flags: [.fin, .ack], window: windowField(), options: options(now: now, syn: false))
+            acknowledgementNumber: receiveNext, flags: [.fin, .ack], window: windowField(),
+            options: options(now: now, syn: false))
         emitter.tcp(key, header)
         noteAcknowledgementSent()
         finSequence = sendNext
@@ -1027,7 +1065,8 @@ struct TCPConnection {
     private mutating func sendAcknowledgement(now: StackInstant, emitter: inout Emitter) {
         let header = TCPHeader(
             sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sendNext,
-            acknowledgementNumber: receiveNext, flags: .ack, window: windowField(), options: options(now: now, syn: false))
+            acknowledgementNumber: receiveNext, flags: .ack, window: windowField(),
+            options: options(now: now, syn: false))
         emitter.tcp(key, header)
         noteAcknowledgementSent()
     }
@@ -1044,8 +1083,11 @@ struct TCPConnection {
 
     /// The earliest moment this connection needs ``fireTimers(now:emitter:events:)``.
     var nextDeadline: StackInstant? {
-        [retransmitDeadline, probeDeadline, lossDetectionDeadline, delayedAcknowledgementDeadline, keepAliveDeadline, timeWaitDeadline]
-            .compactMap { $0 }.min()
+        [
+            retransmitDeadline, probeDeadline, lossDetectionDeadline, delayedAcknowledgementDeadline, keepAliveDeadline,
+            timeWaitDeadline,
+        ]
+        .compactMap { $0 }.min()
     }
 
     mutating func fireTimers(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
@@ -1081,8 +1123,8 @@ struct TCPConnection {
 
     private mutating func retransmissionTimeout(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
         consecutiveRetransmissions += 1
-        switch state {
-        case .synSent, .synReceived, .finWait1 where !handshakeComplete:
+        // The handshake is still on: SYN-SENT, SYN-RECEIVED, or FIN-WAIT-1 reached from SYN-RECEIVED by an early close.
+        if state == .synSent || state == .synReceived || (state == .finWait1 && !handshakeComplete) {
             guard consecutiveRetransmissions <= configuration.maximumHandshakeRetransmissions else {
                 close(.timedOut, events: &events)
                 return
@@ -1090,6 +1132,10 @@ struct TCPConnection {
             rtt.backOff()
             retransmittedSegments += 1
             sendSYN(acknowledging: state != .synSent, now: now, emitter: &emitter)
+            return
+        }
+        switch state {
+        case .synSent, .synReceived:
             return
         case .established, .finWait1, .closeWait, .lastAck, .closing:
             break
@@ -1101,8 +1147,10 @@ struct TCPConnection {
             // peer answer with its current window without consuming anything (as Linux's tcp_xmit_probe_skb).
             consecutiveRetransmissions = 0
             let header = TCPHeader(
-                sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sendUnacknowledged - UInt32(1),
-                acknowledgementNumber: receiveNext, flags: .ack, window: windowField(), options: options(now: now, syn: false))
+                sourcePort: key.local.port, destinationPort: key.remote.port,
+                sequenceNumber: sendUnacknowledged - UInt32(1),
+                acknowledgementNumber: receiveNext, flags: .ack, window: windowField(),
+                options: options(now: now, syn: false))
             emitter.tcp(key, header)
             rtt.backOff()
             retransmitDeadline = now + rtt.timeout
@@ -1152,7 +1200,8 @@ struct TCPConnection {
         // RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1, no data; the peer answers with an ACK.
         let header = TCPHeader(
             sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sendNext - UInt32(1),
-            acknowledgementNumber: receiveNext, flags: .ack, window: windowField(), options: options(now: now, syn: false))
+            acknowledgementNumber: receiveNext, flags: .ack, window: windowField(),
+            options: options(now: now, syn: false))
         emitter.tcp(key, header)
         keepAliveDeadline = now + configuration.keepAliveInterval
     }
