@@ -960,6 +960,7 @@ struct TCPConnection {
             sendFIN(now: now, emitter: &emitter)
             sentSomething = true
         }
+        if sentSomething, !probeOutstanding { armProbe(now: now) }
         // Nothing in flight, data waiting, window closed: probe it (§3.8.6.1).
         if !sentSomething, sendWindow == 0, sendUnacknowledged == sendMaximum, !sendQueue.isEmpty,
             retransmitDeadline == nil
@@ -999,13 +1000,14 @@ struct TCPConnection {
             persisting = false
             retransmitDeadline = now + rtt.timeout
         }
-        armProbe(now: now)
     }
 
     /// PTO = 2 SRTT, plus the peer's worst delayed ACK when only one segment is out (RFC 8985 §7.2); armed only when
     /// it would fire before the RTO, outside recovery, and not while a probe is already out.
     private mutating func armProbe(now: StackInstant) {
-        guard !probeOutstanding, recoveryPoint == nil, sendUnacknowledged != sendMaximum, let srtt = rtt.smoothed,
+        // Not while recovering from a timeout either (RFC 8985 §7.2: the RTO's own backoff governs then).
+        guard !probeOutstanding, recoveryPoint == nil, rtt.backoffs == 0, sendUnacknowledged != sendMaximum,
+            let srtt = rtt.smoothed,
             state == .established || state == .closeWait || state == .finWait1 || state == .lastAck || state == .closing
         else {
             probeDeadline = nil
