@@ -11,7 +11,7 @@ import PackageDescription
 let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
-let fuzzers = ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText"]
+let fuzzers = ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack"]
 
 var targets: [Target] = [
     // Bytes ↔ values: every packet format the engine needs. Imports NIOCore only.
@@ -90,7 +90,7 @@ if fuzzing {
     targets += fuzzers.map { name in
         .executableTarget(
             name: name,
-            dependencies: ["KtWire", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")],
             path: "Fuzz/\(name)"
         )
     }

@@ -23,7 +23,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -35,6 +35,13 @@ for name, data in fixtures.items():
 for index, text in enumerate(["10.96.0.10", "fd00::1", "::ffff:10.0.0.1", "10.96.0.0/12", "fd00:10::/64",
                               "tomcat.default.svc.cluster.local.", "a\\.b.c\\032d", "2001:db8::2:1"]):
     seeds["FuzzAddressText"].append((f"text{index}", text.encode()))
+
+# FuzzStack reads a setup byte then operations; a few hand-made scripts start it in different states.
+seeds["FuzzStack"] += [
+    ("established-data", bytes([0, 0, 0x18, 0, 0, 0, 0, 10, 0xff, 0xff, 1, 5, 3, 0, 100])),
+    ("closing", bytes([0, 6, 4, 0, 200, 0, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 3, 0x10, 0])),
+    ("dialing", bytes([32, 3, 0x27, 0x10, 0, 0x04, 0, 0, 0, 0, 0, 0, 0, 0])),
+]
 
 for fuzzer, items in seeds.items():
     directory = os.path.join(sys.argv[1], fuzzer)
