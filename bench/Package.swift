@@ -17,6 +17,7 @@ let package = Package(
             dependencies: [
                 .product(name: "KtWire", package: "ktconnect"),
                 .product(name: "KtTun", package: "ktconnect"),
+                .product(name: "KtStack", package: "ktconnect"),
                 .product(name: "NamespaceTestSupport", package: "ktconnect"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

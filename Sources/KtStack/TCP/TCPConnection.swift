@@ -621,6 +621,9 @@ struct TCPConnection {
         upTo acknowledgement: TCPSequenceNumber, segment: TCPSegment, now: StackInstant, events: inout [StackEvent]
     ) {
         var acknowledged = Int(acknowledgement - sendUnacknowledged)
+        // RFC 7661: the window only grows while it is what limits the sender; an application- or receiver-limited flow
+        // would otherwise inflate it without bound (it reached 288 MiB in a receiver-limited benchmark).
+        let congestionLimited = Int(sendMaximum - sendUnacknowledged) * 2 >= congestion.window
         // RTT: the timestamp echo (RFC 7323 §4.1), or the timed segment (Karn).
         if timestampsEnabled, let echo = segment.options.timestamps?.echoReply, echo != 0 {
             sampleRTT(echo: echo, now: now)
@@ -658,7 +661,7 @@ struct TCPConnection {
                 sendNext = sendUnacknowledged
                 highestRetransmitted = sendUnacknowledged
             }
-        } else {
+        } else if congestionLimited {
             congestion.onAcknowledged(bytes: fromQueue, now: now, smoothedRTT: rtt.smoothed)
         }
         // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.

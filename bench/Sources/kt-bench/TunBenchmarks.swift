@@ -10,6 +10,8 @@ import NamespaceTestSupport
 /// `iperf3` run made in the same invocation. Needs root and /dev/net/tun; everything runs in namespaces made here.
 enum TunBenchmarks {
     static let seconds = 3.0
+    /// The veth TCP figure of this run, for the KtStack table's ratios.
+    nonisolated(unsafe) static var lastVethTCP: Double?
     static let ours = IPv4Address(10, 204, 0, 1)
     static let peer = IPv4Address(10, 204, 0, 2)
     static let cluster = IPv4Address(10, 96, 0, 15)
@@ -20,6 +22,7 @@ enum TunBenchmarks {
         var table = Table(headers: ["path", "Gbit/s", "kpkt/s", "vs veth", "note"])
         do {
             let veth = try vethBaseline()
+            lastVethTCP = veth.tcp
             table.add([
                 "veth iperf3 TCP, 1 stream", formatted(veth.tcp, 2), "", "1.00", "kernel to kernel, the ceiling",
             ])
