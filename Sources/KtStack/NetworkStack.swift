@@ -92,14 +92,15 @@ public struct NetworkStack {
         let key = FlowKey(
             local: Endpoint(ip.destination, segment.destinationPort), remote: Endpoint(ip.source, segment.sourcePort))
         let flags = segment.flags
-        if let slot = flows[key], var connection = slots[Int(slot)] {
+        if let slot = flows[key], let existing = slots[Int(slot)] {
             let isNewSYN = flags.contains(.syn) && !flags.contains(.ack)
-            if connection.state == .timeWait, isNewSYN, connection.receiveNext < segment.sequenceNumber {
+            if existing.state == .timeWait, isNewSYN, existing.receiveNext < segment.sequenceNumber {
                 // RFC 9293 §3.10.7.4 and RFC 6191: a new SYN beyond the old connection's sequence space may reopen it.
                 free(slot)
             } else {
-                connection.handle(segment, now: now, emitter: &emitter, events: &events)
-                store(connection, slot: slot)
+                update(slot) { connection, emitter, events in
+                    connection.handle(segment, now: now, emitter: &emitter, events: &events)
+                }
                 return
             }
         }
@@ -128,12 +129,12 @@ public struct NetworkStack {
         }
         let slot = allocateSlot()
         let id = FlowID(slot: slot, generation: generations[Int(slot)])
-        let connection = TCPConnection(
+        slots[Int(slot)] = TCPConnection(
             id: id, key: key, syn: segment, configuration: configuration, initialSequence: random.next(),
             timestampOffset: random.next(), now: now)
         flows[key] = slot
         dialing.insert(slot)
-        store(connection, slot: slot)
+        settle(slot)
         events.append(.dial(id, key))
     }
 
@@ -215,10 +216,9 @@ public struct NetworkStack {
         let key = FlowKey(
             local: Endpoint(quoted.source, PortNumber(source)),
             remote: Endpoint(quoted.destination, PortNumber(destination)))
-        guard let slot = flows[key], var connection = slots[Int(slot)] else { return }
+        guard let slot = flows[key] else { return }
         counters.pathMTUUpdates += 1
-        connection.pathMTUDropped(to: mtu, now: now, emitter: &emitter)
-        store(connection, slot: slot)
+        update(slot) { connection, emitter, _ in connection.pathMTUDropped(to: mtu, now: now, emitter: &emitter) }
     }
 
     /// A router's answer to a packet whose TTL ran out (RFC 792; RFC 4443 §3.3), from the configured router address.
@@ -250,21 +250,21 @@ public struct NetworkStack {
 
     /// The tunnel reached `flow`'s destination: complete the handshake with the client.
     public mutating func acceptDial(_ flow: FlowID, now: StackInstant) {
-        guard var connection = connection(flow), connection.state == .dialing else { return }
+        guard connection(flow)?.state == .dialing else { return }
         dialing.remove(flow.slot)
-        connection.acceptDial(now: now, emitter: &emitter)
-        store(connection, slot: flow.slot)
+        update(flow.slot) { connection, emitter, _ in connection.acceptDial(now: now, emitter: &emitter) }
     }
 
     /// The tunnel could not dial `flow`: tell the client (RST or ICMP, per ``StackConfiguration/refusal``).
     public mutating func refuseDial(_ flow: FlowID, reason: DialFailure, now: StackInstant) {
-        guard var connection = connection(flow), connection.state == .dialing else { return }
+        guard let key = connection(flow)?.key, connection(flow)?.state == .dialing else { return }
         dialing.remove(flow.slot)
         let useICMP = configuration.refusal == .icmp || reason != .refused
-        if useICMP { sendUnreachable(for: connection.key, reason: reason) }
-        connection.refuseDial(emitter: &emitter, sendReset: !useICMP)
-        events.append(.closed(flow, .refused))
-        store(connection, slot: flow.slot)
+        if useICMP { sendUnreachable(for: key, reason: reason) }
+        update(flow.slot) { connection, emitter, events in
+            connection.refuseDial(emitter: &emitter, sendReset: !useICMP)
+            events.append(.closed(flow, .refused))
+        }
     }
 
     /// ICMP destination unreachable for a SYN on `key`, quoting a reconstructed SYN header.
@@ -311,12 +311,12 @@ public struct NetworkStack {
         let key = FlowKey(local: local, remote: remote)
         let slot = allocateSlot()
         let id = FlowID(slot: slot, generation: generations[Int(slot)])
-        let connection = TCPConnection(
+        slots[Int(slot)] = TCPConnection(
             id: id, key: key, configuration: configuration, initialSequence: random.next(),
             timestampOffset: random.next(),
             now: now, emitter: &emitter)
         flows[key] = slot
-        store(connection, slot: slot)
+        settle(slot)
         return id
     }
 
@@ -324,35 +324,33 @@ public struct NetworkStack {
 
     /// Up to `maximum` bytes the client sent on `flow`, in order; nil when none are ready.
     public mutating func read(_ flow: FlowID, maximum: Int, now: StackInstant) -> ByteBuffer? {
-        guard var connection = connection(flow) else { return nil }
-        let bytes = connection.read(maximum: maximum, now: now, emitter: &emitter)
-        store(connection, slot: flow.slot)
-        return bytes
+        guard connection(flow) != nil else { return nil }
+        return update(flow.slot) { connection, emitter, _ in
+            connection.read(maximum: maximum, now: now, emitter: &emitter)
+        } ?? nil
     }
 
     /// Queues bytes for the client; returns how many were taken. When fewer than offered, wait for `writable`.
     public mutating func write(_ flow: FlowID, _ bytes: ByteBuffer, now: StackInstant) -> Int {
-        guard var connection = connection(flow) else { return 0 }
-        let taken = connection.write(bytes, now: now, emitter: &emitter)
-        store(connection, slot: flow.slot)
-        return taken
+        guard connection(flow) != nil else { return 0 }
+        return update(flow.slot) { connection, emitter, _ in connection.write(bytes, now: now, emitter: &emitter) } ?? 0
     }
 
     /// Nothing more will be written to the client: FIN after the queued bytes.
     public mutating func shutdownWrite(_ flow: FlowID, now: StackInstant) {
-        guard var connection = connection(flow) else { return }
-        connection.shutdownWrite(now: now, emitter: &emitter)
-        store(connection, slot: flow.slot)
+        guard connection(flow) != nil else { return }
+        update(flow.slot) { connection, emitter, _ in connection.shutdownWrite(now: now, emitter: &emitter) }
     }
 
     /// Resets the flow (the client sees ECONNRESET) and forgets it.
     public mutating func abort(_ flow: FlowID, now: StackInstant) {
-        guard var connection = connection(flow) else { return }
+        guard let state = connection(flow)?.state else { return }
         dialing.remove(flow.slot)
-        let reported = connection.state == .closed || connection.state == .timeWait
-        connection.abort(emitter: &emitter)
-        if !reported { events.append(.closed(flow, .aborted)) }
-        store(connection, slot: flow.slot)
+        let reported = state == .closed || state == .timeWait
+        update(flow.slot) { connection, emitter, events in
+            connection.abort(emitter: &emitter)
+            if !reported { events.append(.closed(flow, .aborted)) }
+        }
     }
 
     /// What a flow looks like now, or nil if it is gone.
@@ -451,10 +449,17 @@ public struct NetworkStack {
         while let top = timers.first, !(now < top.deadline) {
             _ = timers.pop()
             guard isCurrent(top) else { continue }
-            scheduled[Int(top.slot)] = nil
-            guard var connection = slots[Int(top.slot)] else { continue }
-            connection.fireTimers(now: now, emitter: &emitter, events: &events)
-            store(connection, slot: top.slot)
+            let index = Int(top.slot)
+            scheduled[index] = nil
+            guard slots[index] != nil else { continue }
+            // The entry may be older than the connection's current deadline (see `settle`): only fire what is due.
+            if let actual = slots[index]!.nextDeadline, now < actual {
+                settle(top.slot)
+                continue
+            }
+            update(top.slot) { connection, emitter, events in
+                connection.fireTimers(now: now, emitter: &emitter, events: &events)
+            }
         }
         if let sweep = nextUDPSweep, !(now < sweep) {
             var earliest: StackInstant?
@@ -508,21 +513,35 @@ public struct NetworkStack {
         return UInt32(slots.count - 1)
     }
 
-    /// Puts a connection back after it changed: frees finished ones, and keeps its timer on the heap.
-    private mutating func store(_ connection: TCPConnection, slot: UInt32) {
-        if connection.isFinished {
+    /// Runs `body` on the connection in `slot` in place, then settles it. In place matters: a copy taken out of the
+    /// array and written back would make every buffer inside the connection copy itself on its next change, which
+    /// was several heap allocations per packet.
+    @discardableResult
+    private mutating func update<Result>(
+        _ slot: UInt32, _ body: (inout TCPConnection, inout Emitter, inout [StackEvent]) -> Result
+    ) -> Result? {
+        let index = Int(slot)
+        guard slots[index] != nil else { return nil }
+        let result = body(&slots[index]!, &emitter, &events)
+        settle(slot)
+        return result
+    }
+
+    /// After a connection changed: frees it when finished, and makes sure the heap holds an entry no later than its
+    /// next deadline. Later deadlines are not pushed (the earlier entry fires, finds nothing due, and re-settles), so
+    /// a deadline that moves on every ACK costs no heap traffic.
+    private mutating func settle(_ slot: UInt32) {
+        let index = Int(slot)
+        guard slots[index] != nil else { return }
+        if slots[index]!.isFinished {
             free(slot)
             return
         }
-        if connection.state != .dialing { dialing.remove(slot) }
-        slots[Int(slot)] = connection
-        let deadline = connection.nextDeadline
-        if deadline != scheduled[Int(slot)] {
-            scheduled[Int(slot)] = deadline
-            if let deadline {
-                timers.push(TimerHeap.Entry(deadline: deadline, slot: slot, generation: generations[Int(slot)]))
-            }
-        }
+        if slots[index]!.state != .dialing, !dialing.isEmpty { dialing.remove(slot) }
+        guard let deadline = slots[index]!.nextDeadline else { return }
+        if let current = scheduled[index], !(deadline < current) { return }
+        scheduled[index] = deadline
+        timers.push(TimerHeap.Entry(deadline: deadline, slot: slot, generation: generations[index]))
     }
 
     private mutating func free(_ slot: UInt32) {

@@ -98,21 +98,24 @@ struct KernelStackTests {
 
     /// `ss -ti` shows the kernel's view (wscale, mss); this iproute2 (6.1) does not print the `ts` and `sack` words
     /// on this kernel even between two kernel sockets, so the same tcp_info is also read through getsockopt.
-    @Test func kernelNegotiatesWindowScalingSACKAndTimestamps() throws {
+    @Test(arguments: [false, true])
+    func kernelNegotiatesWindowScalingSACKAndTimestamps(v6: Bool) throws {
         let harness = try KernelHarness(prefix: "ktstack-ss")
         defer { harness.stop() }
+        let host = v6 ? "fd00:96::15" : "10.96.0.15"
         let script =
-            "import socket,struct,time; s=socket.create_connection(('10.96.0.15', 6000)); time.sleep(0.3); "
+            "import socket,struct,time; s=socket.create_connection(('\(host)', 6000)); time.sleep(0.3); "
             + "i=s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104); print('options', i[5], 'wscale', i[6] & 15, i[6] >> 4); time.sleep(1.5)"
         let result = try harness.shell("python3 -c \"\(script)\" & sleep 1; ss -tin; wait")
         #expect(
             result.output.contains("wscale:7,10"),
             "ss: the kernel sends with our shift 7 and receives with its 10: \(result.output)")
-        #expect(result.output.contains("mss:1448"), "ss: 1460 minus 12 bytes of timestamps: \(result.output)")
+        let mss = v6 ? 1428 : 1448
+        #expect(result.output.contains("mss:\(mss)"), "ss: the MSS minus 12 bytes of timestamps: \(result.output)")
         // tcpi_options: TCPI_OPT_TIMESTAMPS 1 | TCPI_OPT_SACK 2 | TCPI_OPT_WSCALE 4; then snd_wscale (ours), rcv_wscale.
         #expect(result.output.contains("options 7 wscale 7 10"), "\(result.output)")
         let info = try #require(harness.connectedInfos.first)
-        #expect(info.sackPermitted && info.timestamps && info.peerWindowScale == 10 && info.sendMSS == 1448)
+        #expect(info.sackPermitted && info.timestamps && info.peerWindowScale == 10 && info.sendMSS == mss)
     }
 
     @Test func dnsOverUDPIsAnsweredAndIdleFlowsExpire() throws {
@@ -171,13 +174,14 @@ struct KernelStackTests {
 
     // MARK: - Many flows
 
-    @Test func thousandConcurrentConnectionsEachMove64KiB() throws {
+    @Test(arguments: [false, true])
+    func thousandConcurrentConnectionsEachMove64KiB(v6: Bool) throws {
         let harness = try KernelHarness(prefix: "ktstack-many")
         defer { harness.stop() }
         let script = """
             import asyncio
             async def one(i):
-                r, w = await asyncio.open_connection('10.96.0.15', 80)
+                r, w = await asyncio.open_connection('\(v6 ? "fd00:96::15" : "10.96.0.15")', 80)
                 w.write(b'GET /65536 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); await w.drain()
                 data = await r.read()
                 body = data.split(b'\\r\\n\\r\\n', 1)[1]
@@ -191,10 +195,13 @@ struct KernelStackTests {
         let started = Date()
         let result = try harness.shell("ulimit -n 4096; python3 - <<'PYEOF'\n\(script)\nPYEOF", timeout: 300)
         #expect(result.output.contains("1000 ok of 1000"), "\(result.output) \(result.error)")
-        print("1000 concurrent 64 KiB downloads: \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        print(
+            "1000 concurrent 64 KiB downloads over IPv\(v6 ? 6 : 4): \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+        )
     }
 
-    @Test func tenThousandIdleConnectionsAndTheirMemory() throws {
+    @Test(arguments: [false, true])
+    func tenThousandIdleConnectionsAndTheirMemory(v6: Bool) throws {
         let harness = try KernelHarness(prefix: "ktstack-idle")
         defer { harness.stop() }
         let before = residentBytes()
@@ -202,8 +209,8 @@ struct KernelStackTests {
             import socket, time, sys
             socks = []
             for i in range(10000):
-                s = socket.socket(); s.setblocking(False)
-                try: s.connect(('10.96.0.15', 6000))
+                s = socket.socket(socket.AF_INET6 if \(v6 ? "True" : "False") else socket.AF_INET); s.setblocking(False)
+                try: s.connect(('\(v6 ? "fd00:96::15" : "10.96.0.15")', 6000))
                 except BlockingIOError: pass
                 socks.append(s)
             import select

@@ -57,16 +57,19 @@ struct Emitter {
         if let queue, payloadLength > 0 { queue.copy(offset: payloadOffset, length: payloadLength, into: &packet) }
         var sum = InternetChecksum()
         key.outboundPseudoHeader.add(to: &sum, protocol: .tcp, length: tcpLength)
-        var output = OutputPacket(bytes: packet)
-        if checksumOffload || segmentSize != nil {
+        let partial = checksumOffload || segmentSize != nil
+        if partial {
             packet.setInteger(sum.foldedSum, at: tcpStart + 16)
-            output.checksumStart = UInt16(ipLength)
-            output.checksumOffset = 16
         } else {
             sum.add(packet, at: tcpStart, length: tcpLength)
             packet.setInteger(sum.value, at: tcpStart + 16)
         }
-        output.bytes = packet
+        // Wrapped only after the last write: a second reference before it would make that write copy the storage.
+        var output = OutputPacket(bytes: packet)
+        if partial {
+            output.checksumStart = UInt16(ipLength)
+            output.checksumOffset = 16
+        }
         if let segmentSize, payloadLength > segmentSize { output.segmentSize = UInt16(segmentSize) }
         packets.append(output)
         emitted += 1

@@ -1088,11 +1088,17 @@ struct TCPConnection {
 
     /// The earliest moment this connection needs ``fireTimers(now:emitter:events:)``.
     var nextDeadline: StackInstant? {
-        [
-            retransmitDeadline, probeDeadline, lossDetectionDeadline, delayedAcknowledgementDeadline, keepAliveDeadline,
-            timeWaitDeadline,
-        ]
-        .compactMap { $0 }.min()
+        // By hand, not with an array and compactMap: this runs after every segment and must not allocate.
+        func earlier(_ a: StackInstant?, _ b: StackInstant?) -> StackInstant? {
+            guard let a else { return b }
+            guard let b else { return a }
+            return a < b ? a : b
+        }
+        return earlier(
+            earlier(
+                earlier(retransmitDeadline, probeDeadline),
+                earlier(lossDetectionDeadline, delayedAcknowledgementDeadline)),
+            earlier(keepAliveDeadline, timeWaitDeadline))
     }
 
     mutating func fireTimers(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {

@@ -22,8 +22,12 @@ enum StackBenchmarks {
                     formatted(result.cpuPerGB, 2), note,
                 ])
             }
-            add("kernel → TUN → KtStack → sink", try measure(direction: .upload), "socat /dev/zero sender, TSO super-packets taken whole")
-            add("source → KtStack → TUN → kernel", try measure(direction: .download), "socat to /dev/null receiver, GSO super-segments")
+            add(
+                "kernel → TUN → KtStack → sink", try measure(direction: .upload),
+                "socat /dev/zero sender, TSO super-packets taken whole")
+            add(
+                "source → KtStack → TUN → kernel", try measure(direction: .download),
+                "socat to /dev/null receiver, GSO super-segments")
             let idle = try idleFlowMemory(count: 10000)
             table.add(["memory per idle flow", "", "", "", "\(idle) bytes (10000 flows held; goal ≤ 4096)"])
             for line in activeFlowBuffers { table.add(["active flow at full speed", "", "", "", line]) }
@@ -47,13 +51,20 @@ enum StackBenchmarks {
             namespace = try TestNamespace(prefix: "ktbench-stack")
             do {
                 let (netlink, device) = try namespace.inside { () throws -> (Netlink, TunDevice) in
-                    (try Netlink(), try TunDevice.open(TunOptions(name: "kt0", virtioHeader: true, keepSuperPackets: true)))
+                    (
+                        try Netlink(),
+                        try TunDevice.open(TunOptions(name: "kt0", virtioHeader: true, keepSuperPackets: true))
+                    )
                 }
                 self.device = device
                 let link = try netlink.link(named: "kt0")
                 try netlink.setUp(true, link.index)
-                try netlink.addAddress(InterfaceAddress(interface: link.index, address: .v4(IPv4Address(10, 210, 0, 1)), prefixLength: 24))
-                try netlink.addRoute(Route(destination: .v4(try IPv4Prefix.parse("10.96.0.0/12")), outputInterface: link.index, scope: .link))
+                try netlink.addAddress(
+                    InterfaceAddress(interface: link.index, address: .v4(IPv4Address(10, 210, 0, 1)), prefixLength: 24))
+                try netlink.addRoute(
+                    Route(
+                        destination: .v4(try IPv4Prefix.parse("10.96.0.0/12")), outputInterface: link.index,
+                        scope: .link))
                 try TestNamespace.check(namespace.run(["ip", "link", "set", "kt0", "txqueuelen", "20000"]))
             } catch {
                 namespace.delete()
@@ -74,13 +85,17 @@ enum StackBenchmarks {
 
         var now: StackInstant {
             let elapsed = start.duration(to: clock.now)
-            return StackInstant(nanoseconds: 1_000_000_000 + UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000))
+            return StackInstant(
+                nanoseconds: 1_000_000_000 + UInt64(elapsed.components.seconds) * 1_000_000_000
+                    + UInt64(elapsed.components.attoseconds / 1_000_000_000))
         }
 
         /// One turn of the loop; `act` handles each event.
         func turn(_ packets: inout [ByteBuffer], _ act: (inout NetworkStack, StackEvent, StackInstant) -> Void) throws {
             var timeout: Int32 = 5
-            if let deadline = stack.nextDeadline { timeout = deadline <= now ? 0 : Int32(min(5, deadline.since(now).nanoseconds / 1_000_000)) }
+            if let deadline = stack.nextDeadline {
+                timeout = deadline <= now ? 0 : Int32(min(5, deadline.since(now).nanoseconds / 1_000_000))
+            }
             if device.waitUntilReadable(timeout: timeout) {
                 packets.removeAll(keepingCapacity: true)
                 _ = try device.read(into: &packets, maximum: 64)
@@ -97,9 +112,12 @@ enum StackBenchmarks {
             guard let start = packet.checksumStart, let offset = packet.checksumOffset else {
                 return OffloadedPacket(header: .plain, packet: packet.bytes)
             }
-            var header = VirtioNetHeader(flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start, checksumOffset: offset)
+            var header = VirtioNetHeader(
+                flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start,
+                checksumOffset: offset)
             if let size = packet.segmentSize {
-                let dataOffset = packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
+                let dataOffset =
+                    packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
                 header.gsoType = start == 40 ? .tcpv6 : .tcpv4
                 header.gsoSize = size
                 header.headerLength = start + UInt16(dataOffset >> 4) * 4
@@ -111,7 +129,8 @@ enum StackBenchmarks {
     static func cpuSeconds() -> Double {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(
+            usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     /// Buffers of the last measured flow: what one active flow holds at full speed.
@@ -119,8 +138,10 @@ enum StackBenchmarks {
 
     static func measure(direction: Direction) throws -> (bits: Double, cpuPerGB: Double) {
         let rig = try Rig()
-        let command = direction == .upload
-            ? ["socat", "-u", "-b", "1048576", "/dev/zero", "TCP:10.96.0.15:9"] : ["socat", "-u", "-b", "1048576", "TCP:10.96.0.15:19", "/dev/null"]
+        let command =
+            direction == .upload
+            ? ["socat", "-u", "-b", "1048576", "/dev/zero", "TCP:10.96.0.15:9"]
+            : ["socat", "-u", "-b", "1048576", "TCP:10.96.0.15:19", "/dev/null"]
         let tool = try TunBenchmarks.Background(rig.namespace, command)
         defer { tool.stop() }
         let zeros = ByteBuffer(repeating: 0, count: 256 * 1024)
@@ -156,7 +177,8 @@ enum StackBenchmarks {
                 if let flow, let info = rig.stack.info(flow) {
                     activeFlowBuffers.append(
                         "\(direction): receive buffer \(info.receiveBuffer >> 10) KiB (\(info.readableBytes >> 10) KiB unread), "
-                            + "send queue \(info.unacknowledgedBytes >> 10) KiB, cwnd \(info.congestionWindow >> 10) KiB")
+                            + "send queue \(info.unacknowledgedBytes >> 10) KiB, cwnd \(info.congestionWindow >> 10) KiB"
+                    )
                 }
                 return (moved * 8 / elapsed, (cpuSeconds() - start.cpu) / (moved / 1e9))
             }
@@ -167,10 +189,12 @@ enum StackBenchmarks {
     /// Resident memory added by holding `count` idle flows, per flow.
     static func idleFlowMemory(count: Int) throws -> Int {
         let rig = try Rig()
-        let script = "import socket,time\nsocks=[]\nfor i in range(\(count)):\n  s=socket.socket(); s.setblocking(False)\n  "
+        let script =
+            "import socket,time\nsocks=[]\nfor i in range(\(count)):\n  s=socket.socket(); s.setblocking(False)\n  "
             + "try: s.connect(('10.96.0.15', 6000))\n  except BlockingIOError: pass\n  socks.append(s)\ntime.sleep(30)"
         let before = residentBytes()
-        let tool = try TunBenchmarks.Background(rig.namespace, ["bash", "-c", "ulimit -n \(count + 1000); python3 -c \"\(script)\""])
+        let tool = try TunBenchmarks.Background(
+            rig.namespace, ["bash", "-c", "ulimit -n \(count + 1000); python3 -c \"\(script)\""])
         defer { tool.stop() }
         var packets: [ByteBuffer] = []
         let deadline = Date().addingTimeInterval(25)

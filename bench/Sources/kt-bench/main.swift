@@ -1,9 +1,16 @@
 // kt-bench: prints the project's performance figures as tables. Run with `make bench` (release build).
+// `kt-bench allocations N` only moves N segments between two in-memory stacks (for bench/allocations.sh).
 
-print("kt-bench — \(Machine.description)\n")
-print(WireBenchmarks.run())
-print()
-print(TunBenchmarks.run())
-print()
-print(StackBenchmarks.run(vethTCP: TunBenchmarks.lastVethTCP))
-print("\nsink \(sink & 0xFF)")
+if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "allocations",
+    let count = Int(CommandLine.arguments[2])
+{
+    print("packets \(AllocationBenchmark.run(segments: count))")
+} else {
+    print("kt-bench — \(Machine.description)\n")
+    print(WireBenchmarks.run())
+    print()
+    print(TunBenchmarks.run())
+    print()
+    print(StackBenchmarks.run(vethTCP: TunBenchmarks.lastVethTCP))
+    print("\nsink \(sink & 0xFF)")
+}
