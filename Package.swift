@@ -60,6 +60,52 @@ var targets: [Target] = [
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]
     ),
+    // SSH between ktctl and kt-shadow: keys, the dial and datagram protocols, the client, and channel plumbing.
+    .target(
+        name: "KtTunnel",
+        dependencies: [
+            "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSH", package: "swift-nio-ssh"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    // The agent in the shadow pod: an SSH server that dials, listens and relays for ktctl.
+    .target(
+        name: "ShadowKit",
+        dependencies: [
+            "KtTunnel", "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSH", package: "swift-nio-ssh"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    .executableTarget(
+        name: "kt-shadow",
+        dependencies: [
+            "ShadowKit", "KtTunnel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSH", package: "swift-nio-ssh"),
+        ]
+    ),
+    .testTarget(
+        name: "KtTunnelTests",
+        dependencies: [
+            "KtTunnel", "ShadowKit", "KtWire", "NamespaceTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSH", package: "swift-nio-ssh"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     // One file per command: a pure plan (tested as values) and the step that applies it.
     .target(
         name: "KtctlKit",
@@ -102,6 +148,9 @@ let package = Package(
         .library(name: "KtWire", targets: ["KtWire"]),
         .library(name: "KtTun", targets: ["KtTun"]),
         .library(name: "KtStack", targets: ["KtStack"]),
+        .library(name: "KtTunnel", targets: ["KtTunnel"]),
+        .library(name: "ShadowKit", targets: ["ShadowKit"]),
+        .executable(name: "kt-shadow", targets: ["kt-shadow"]),
         // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
         .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
         .executable(name: "ktctl", targets: ["ktctl"]),
@@ -109,6 +158,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssh.git", from: "0.15.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: targets

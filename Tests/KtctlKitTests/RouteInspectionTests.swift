@@ -64,10 +64,7 @@ import Testing
 /// `ktctl route` run as a user would, in a namespace with routes the test made.
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil, "needs root and iproute2"))
 struct KtctlRouteCommandTests {
-    static let ktctl: String? = {
-        let candidates: [String] = ["debug", "release"].map { "\(repositoryRoot)/.build/\($0)/ktctl" }
-        return candidates.first { access($0, X_OK) == 0 }
-    }()
+    static let ktctl = builtExecutable("ktctl")
 
     @Test func checkFindsTheOverlapTheTestInstalledAndExitsZeroWhenNone() throws {
         let ktctl = try #require(Self.ktctl, "build ktctl first (make build)")

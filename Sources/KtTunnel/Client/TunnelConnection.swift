@@ -1,0 +1,500 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSH
+
+/// One SSH connection of a ``TunnelClient``.
+final class TunnelConnection: Sendable {
+    let channel: Channel
+    private let sshHandler: NIOLoopBound<NIOSSHHandler>
+    private let state: NIOLockedValueBox<State>
+    private let logger: Logger
+
+    struct State {
+        var serverIsShadow = false
+        var openFlows = 0
+        var listeners: [Int: @Sendable (TunnelFlow) -> Void] = [:]
+        var lastPong: NIODeadline = .now()
+        var control: Channel?
+        var firstError: Error?
+        var closedByUs = false
+    }
+
+    var serverIsShadow: Bool { state.withLockedValue { $0.serverIsShadow } }
+    var openFlows: Int { state.withLockedValue { $0.openFlows } }
+    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    private init(channel: Channel, sshHandler: NIOSSHHandler, logger: Logger, state: NIOLockedValueBox<State>) {
+        self.channel = channel
+        self.sshHandler = NIOLoopBound(sshHandler, eventLoop: channel.eventLoop)
+        self.logger = logger
+        self.state = state
+    }
+
+    // MARK: - Connecting
+
+    static func connect(
+        eventLoop: EventLoop, configuration: TunnelConfiguration, index: Int, logger: Logger,
+        transport: @escaping @Sendable (EventLoop) -> EventLoopFuture<Channel>
+    ) async throws -> TunnelConnection {
+        let channel: Channel
+        do {
+            channel = try await transport(eventLoop).get()
+        } catch {
+            throw TunnelError.connectionFailed("\(error)")
+        }
+        let state = NIOLockedValueBox(State())
+        let forwarded = ForwardedChannels(state: state)
+        let connection: TunnelConnection = try await channel.eventLoop.submit {
+            let clientConfiguration = SSHClientConfiguration(
+                userAuthDelegate: KeyOffer(username: configuration.username, key: configuration.key.sshPrivateKey),
+                serverAuthDelegate: HostKeyPin(expected: configuration.hostKey))
+            let handler = NIOSSHHandler(
+                role: .client(clientConfiguration), allocator: channel.allocator,
+                inboundChildChannelInitializer: { child, type in forwarded.initialize(child, type) })
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.pipeline.syncOperations.addHandler(ErrorRecorder(state: state))
+            let connection = TunnelConnection(channel: channel, sshHandler: handler, logger: logger, state: state)
+            forwarded.connection = connection
+            // Only now may bytes come in (the server's version line is usually already waiting).
+            try channel.syncOptions?.setOption(.autoRead, value: true)
+            channel.read()
+            return connection
+        }.get()
+        do {
+            try await connection.openControlChannel(configuration: configuration)
+        } catch {
+            connection.close()
+            if let recorded = state.withLockedValue({ $0.firstError }) { throw Self.translate(recorded) }
+            throw Self.translate(error)
+        }
+        logger.debug("tunnel connection \(index) up", metadata: ["shadow": "\(connection.serverIsShadow)"])
+        connection.closeFuture.whenComplete { _ in
+            if let failure = connection.failure {
+                logger.warning("tunnel connection \(index) lost: \(failure); its flows have ended")
+            }
+        }
+        return connection
+    }
+
+    static func translate(_ error: Error) -> Error {
+        if error is TunnelError { return error }
+        if let ssh = error as? NIOSSHError, ssh.type == .tcpShutdown || ssh.type == .creatingChannelAfterClosure {
+            return TunnelError.connectionLost
+        }
+        if let channel = error as? ChannelError, channel == .ioOnClosedChannel || channel == .eof || channel == .alreadyClosed {
+            return TunnelError.connectionLost
+        }
+        if let ssh = error as? NIOSSHError, ssh.type == .invalidUserAuthSignature || "\(ssh)".contains("auth") {
+            return TunnelError.authenticationFailed
+        }
+        return TunnelError.connectionFailed("\(error)")
+    }
+
+    func close() {
+        state.withLockedValue { $0.closedByUs = true }
+        channel.close(promise: nil)
+    }
+
+    /// Why the connection ended, when it was not closed by us: the first error it hit, or the peer's close.
+    var failure: TunnelError? {
+        state.withLockedValue { state in
+            guard !state.closedByUs, !channel.isActive else { return nil }
+            if let error = state.firstError { return .connectionFailed("\(error)") }
+            return .connectionLost
+        }
+    }
+
+    // MARK: - Control channel (kt-shadow detection and keep-alive)
+
+    private func openControlChannel(configuration: TunnelConfiguration) async throws {
+        let banner = channel.eventLoop.makePromise(of: Bool.self)
+        let state = self.state
+        let childChannel: Channel = try await channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+            self.sshHandler.value.createChannel(promise, channelType: .session) { child, _ in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+                    try child.pipeline.syncOperations.addHandler(ControlHandler(banner: banner, state: state))
+                }
+            }
+            return promise.futureResult
+        }.get()
+        try await childChannel.triggerUserOutboundEvent(
+            SSHChannelRequestEvent.ExecRequest(command: "kt-control", wantReply: false)
+        ).get()
+        // kt-shadow answers with its banner at once; a stock sshd runs "kt-control" as a shell command, which fails
+        // and closes the channel. Either way the answer comes within a round trip or two.
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(5)) { banner.succeed(false) }
+        let isShadow = try await banner.futureResult.get()
+        timeout.cancel()
+        state.withLockedValue {
+            $0.serverIsShadow = isShadow
+            $0.control = isShadow ? childChannel : nil
+            $0.lastPong = .now()
+        }
+        if !isShadow {
+            childChannel.close(promise: nil)
+            return
+        }
+        // Keep-alive: a ping every interval; no pong within the timeout ends the connection (and its flows).
+        let interval = configuration.keepAliveInterval
+        let timeoutAmount = configuration.keepAliveTimeout
+        let parent = channel
+        let logger = self.logger
+        channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            guard parent.isActive else {
+                task.cancel()
+                return
+            }
+            let (last, control) = state.withLockedValue { ($0.lastPong, $0.control) }
+            if NIODeadline.now() - last > timeoutAmount {
+                logger.warning("tunnel keep-alive: no answer for \(timeoutAmount.nanoseconds / 1_000_000_000) s; closing")
+                task.cancel()
+                parent.close(promise: nil)
+                return
+            }
+            control?.writeAndFlush(ByteBuffer(string: "ping\n"), promise: nil)
+        }
+    }
+
+    // MARK: - Flows
+
+    /// The originator a direct-tcpip open names: ours is not a socket, so loopback, as OpenSSH's -W does.
+    static let originator: SocketAddress = {
+        do {
+            return try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        } catch {
+            preconditionFailure("127.0.0.1 is an IPv4 address: \(error)")
+        }
+    }()
+
+    func openTCP(host: String, port: Int) async throws -> TunnelFlow {
+        let isShadow = serverIsShadow
+        let result = channel.eventLoop.makePromise(of: Void.self)
+        let childChannel: Channel
+        do {
+            childChannel = try await channel.eventLoop.flatSubmit {
+                let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+                let type: SSHChannelType =
+                    isShadow
+                    ? .session
+                    : .directTCPIP(
+                        .init(targetHost: host, targetPort: port, originatorAddress: Self.originator))
+                self.sshHandler.value.createChannel(promise, channelType: type) { child, _ in
+                    child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+                        try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
+                        if isShadow {
+                            try child.pipeline.syncOperations.addHandler(
+                                DialClientHandler(command: DialStatus.command(host: host, port: port), result: result))
+                        } else {
+                            result.succeed()
+                        }
+                    }.flatMap {
+                        child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                    }.flatMap {
+                        child.setOption(ChannelOptions.autoRead, value: false)
+                    }
+                }
+                return promise.futureResult
+            }.get()
+        } catch {
+            if let ssh = error as? NIOSSHError, ssh.type == .channelSetupRejected {
+                throw TunnelError.dial(.other("the server could not connect to \(host):\(port)"))
+            }
+            throw Self.translate(error)
+        }
+        if isShadow { childChannel.read() }
+        do {
+            try await result.futureResult.get()
+        } catch {
+            childChannel.close(promise: nil)
+            throw error
+        }
+        return TunnelFlow(channel: childChannel, connection: self)
+    }
+
+    func flowOpened() { state.withLockedValue { $0.openFlows += 1 } }
+    func flowClosed() { state.withLockedValue { $0.openFlows -= 1 } }
+
+    // MARK: - Reverse forwards
+
+    func listen(host: String, port: Int, handler: @escaping @Sendable (TunnelFlow) -> Void) async throws -> Int {
+        let response: GlobalRequest.TCPForwardingResponse?
+        do {
+            response = try await channel.eventLoop.flatSubmit {
+                let promise = self.channel.eventLoop.makePromise(of: GlobalRequest.TCPForwardingResponse?.self)
+                self.sshHandler.value.sendTCPForwardingRequest(.listen(host: host, port: port), promise: promise)
+                return promise.futureResult
+            }.get()
+        } catch {
+            throw TunnelError.forwardRejected(port: port)
+        }
+        let bound = response?.boundPort ?? port
+        state.withLockedValue { $0.listeners[bound] = handler }
+        return bound
+    }
+
+    func cancelListen(host: String, port: Int) async throws {
+        state.withLockedValue { _ = $0.listeners.removeValue(forKey: port) }
+        _ = try await channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: GlobalRequest.TCPForwardingResponse?.self)
+            self.sshHandler.value.sendTCPForwardingRequest(.cancel(host: host, port: port), promise: promise)
+            return promise.futureResult
+        }.get()
+    }
+
+    /// A forwarded-tcpip channel arrived for `port`.
+    func deliverForwarded(_ flow: TunnelFlow, port: Int) -> Bool {
+        guard let handler = state.withLockedValue({ $0.listeners[port] }) else { return false }
+        handler(flow)
+        return true
+    }
+
+    /// Opens a session and asks the server to run `command`; whether it agreed. For tests of what the server refuses.
+    func probeCommand(_ command: String) async throws -> Bool {
+        let childChannel: Channel = try await channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+            self.sshHandler.value.createChannel(promise, channelType: .session) { _, _ in
+                self.channel.eventLoop.makeSucceededVoidFuture()
+            }
+            return promise.futureResult
+        }.get()
+        defer { childChannel.close(promise: nil) }
+        let reply = channel.eventLoop.makePromise(of: Bool.self)
+        try await childChannel.pipeline.addHandler(RequestReplyHandler(reply: reply)).get()
+        try await childChannel.triggerUserOutboundEvent(
+            SSHChannelRequestEvent.ExecRequest(command: command, wantReply: true)
+        ).get()
+        return try await reply.futureResult.get()
+    }
+
+    // MARK: - Datagrams
+
+    func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws -> TunnelDatagramChannel {
+        guard serverIsShadow else { throw TunnelError.unsupported("datagram channels (kt-shadow only)") }
+        let childChannel: Channel = try await channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+            self.sshHandler.value.createChannel(promise, channelType: .session) { child, _ in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+                    try child.pipeline.syncOperations.addHandler(DatagramFrameHandler(onFrame: onFrame))
+                }
+            }
+            return promise.futureResult
+        }.get()
+        try await childChannel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false)).get()
+        return TunnelDatagramChannel(channel: childChannel)
+    }
+}
+
+// MARK: - Delegates
+
+/// Offers the session key once; if the server refuses it, there is nothing else to offer.
+final class KeyOffer: NIOSSHClientUserAuthenticationDelegate {
+    private let username: String
+    private let key: NIOSSHPrivateKey
+    private var offered = false
+
+    init(username: String, key: NIOSSHPrivateKey) {
+        self.username = username
+        self.key = key
+    }
+
+    func nextAuthenticationType(
+        availableMethods: NIOSSHAvailableUserAuthenticationMethods, nextChallengePromise: EventLoopPromise<NIOSSHUserAuthenticationOffer?>
+    ) {
+        guard !offered, availableMethods.contains(.publicKey) else {
+            nextChallengePromise.fail(TunnelError.authenticationFailed)
+            return
+        }
+        offered = true
+        nextChallengePromise.succeed(
+            NIOSSHUserAuthenticationOffer(username: username, serviceName: "", offer: .privateKey(.init(privateKey: key))))
+    }
+}
+
+/// Accepts only the pinned host key.
+struct HostKeyPin: NIOSSHClientServerAuthenticationDelegate {
+    let expected: NIOSSHPublicKey?
+
+    func validateHostKey(hostKey: NIOSSHPublicKey, validationCompletePromise: EventLoopPromise<Void>) {
+        guard let expected else {
+            validationCompletePromise.succeed()
+            return
+        }
+        if hostKey == expected {
+            validationCompletePromise.succeed()
+        } else {
+            validationCompletePromise.fail(
+                TunnelError.hostKeyMismatch(expected: hostKeyFingerprint(expected), presented: hostKeyFingerprint(hostKey)))
+        }
+    }
+}
+
+/// Keeps the first error the SSH connection hit, so that a failed connect can say why.
+final class ErrorRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+    private let state: NIOLockedValueBox<TunnelConnection.State>
+
+    init(state: NIOLockedValueBox<TunnelConnection.State>) { self.state = state }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        state.withLockedValue { if $0.firstError == nil { $0.firstError = error } }
+        context.close(promise: nil)
+    }
+}
+
+/// Routes forwarded-tcpip channels from the server to the listener registered for their port.
+final class ForwardedChannels: @unchecked Sendable {
+    private let state: NIOLockedValueBox<TunnelConnection.State>
+    weak var connection: TunnelConnection?
+
+    init(state: NIOLockedValueBox<TunnelConnection.State>) { self.state = state }
+
+    func initialize(_ child: Channel, _ type: SSHChannelType) -> EventLoopFuture<Void> {
+        guard case .forwardedTCPIP(let forwarded) = type, let connection,
+            state.withLockedValue({ $0.listeners[forwarded.listeningPort] }) != nil
+        else {
+            // Only forwards we asked for; session and direct-tcpip channels from the server are refused.
+            return child.eventLoop.makeFailedFuture(TunnelError.protocolViolation("unexpected channel from the server"))
+        }
+        return child.eventLoop.makeCompletedFuture {
+            try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+            try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
+        }.flatMap {
+            child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        }.flatMap {
+            child.setOption(ChannelOptions.autoRead, value: false)
+        }.map {
+            let flow = TunnelFlow(channel: child, connection: connection)
+            if !connection.deliverForwarded(flow, port: forwarded.listeningPort) { child.close(promise: nil) }
+        }
+    }
+}
+
+// MARK: - Control channel handler
+
+/// Reads kt-shadow's banner and pongs on the control channel.
+final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let banner: EventLoopPromise<Bool>
+    private let state: NIOLockedValueBox<TunnelConnection.State>
+    private var buffer = ByteBuffer()
+    private var sawBanner = false
+
+    init(banner: EventLoopPromise<Bool>, state: NIOLockedValueBox<TunnelConnection.State>) {
+        self.banner = banner
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        while let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = buffer.readString(length: newline - buffer.readerIndex) ?? ""
+            buffer.moveReaderIndex(forwardBy: 1)
+            if !sawBanner {
+                sawBanner = true
+                banner.succeed(line.hasPrefix("kt-shadow "))
+            } else if line == "pong" {
+                state.withLockedValue { $0.lastPong = .now() }
+            }
+        }
+        if buffer.readableBytes > 4096 { context.close(promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        banner.succeed(false)
+        context.fireChannelInactive()
+    }
+}
+
+// MARK: - Dial handshake
+
+/// Sends `exec kt-dial host port`, waits for the status line, and then steps aside, passing on whatever bytes came
+/// after the line.
+final class DialClientHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let command: String
+    private let result: EventLoopPromise<Void>
+    private var buffer = ByteBuffer()
+    private var done = false
+
+    init(command: String, result: EventLoopPromise<Void>) {
+        self.command = command
+        self.result = result
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: command, wantReply: false), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else {
+            context.fireChannelRead(data)
+            return
+        }
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        do {
+            guard let status = try DialStatus.read(from: &buffer) else {
+                context.read()
+                return
+            }
+            done = true
+            switch status {
+            case .connected:
+                result.succeed()
+                if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffer)) }
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            case .failed(let failure):
+                result.fail(TunnelError.dial(failure))
+                context.close(promise: nil)
+            }
+        } catch {
+            done = true
+            result.fail(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !done {
+            done = true
+            result.fail(TunnelError.connectionLost)
+        }
+        context.fireChannelInactive()
+    }
+}
+
+/// Turns the SSH connection's loss under a flow into ``TunnelError/connectionLost``, the error flows end with.
+final class ConnectionLossTranslator: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.fireErrorCaught(TunnelConnection.translate(error))
+    }
+}
+
+/// Waits for the answer to a channel request.
+final class RequestReplyHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = SSHChannelData
+    private let reply: EventLoopPromise<Bool>
+
+    init(reply: EventLoopPromise<Bool>) { self.reply = reply }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelSuccessEvent { reply.succeed(true) }
+        if event is ChannelFailureEvent { reply.succeed(false) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        reply.succeed(false)
+        context.fireChannelInactive()
+    }
+}
