@@ -12,7 +12,8 @@ FUZZ_BUILD := .build-fuzz
 # System packages the build and the tests use. Add to this list when a later part needs more.
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
-	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3
+	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
+	openssh-client openssh-server
 
 .PHONY: deps build lint test fuzz bench clean
 

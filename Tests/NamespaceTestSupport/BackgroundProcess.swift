@@ -8,15 +8,19 @@ public final class BackgroundProcess: @unchecked Sendable {
     private let process = Process()
     private let logPath: String
 
-    /// Starts `arguments` inside `namespace` (`ip netns exec` replaces itself with the program, so the process is the
-    /// program).
+    /// Starts `arguments` inside `namespace`.
     public init(_ namespace: TestNamespace, _ arguments: [String], environment: [String: String]? = nil) throws {
         self.arguments = arguments
         logPath = NSTemporaryDirectory() + "kt-bg-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: TestNamespace.findExecutable("ip") ?? "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace.name] + arguments
+        // Foundation learns that a child exited when a descriptor the child inherited closes, and then blocks in
+        // waitpid for it. OpenSSH's ssh and sshd close every inherited descriptor at start, which would leave
+        // Foundation's monitor thread stuck on them and every later Process waiting forever. So the program runs
+        // under a small shell that keeps the descriptor and passes SIGTERM on.
+        process.arguments =
+            ["netns", "exec", namespace.name, "sh", "-c", Self.supervisor, "supervisor"] + arguments
         if let environment { process.environment = environment }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
@@ -25,8 +29,20 @@ public final class BackgroundProcess: @unchecked Sendable {
         try? log.close()
     }
 
+    /// Runs "$@" in the background, forwards TERM and INT to it, and exits with its status.
+    static let supervisor =
+        #"trap 'kill -TERM "$child" 2>/dev/null' TERM INT; "$@" & child=$!; wait "$child"; status=$?; "#
+        + #"wait "$child" 2>/dev/null && status=$?; exit "$status""#
+
     public var isRunning: Bool { process.isRunning }
     public var pid: Int32 { process.processIdentifier }
+
+    /// Sends `signal` to the program itself (not the shell that supervises it): SIGKILL to kill a relay abruptly,
+    /// SIGSTOP to freeze it.
+    public func signalProgram(_ signal: Int32) {
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        for child in children.split(separator: " ").compactMap({ Int32($0) }) { kill(child, signal) }
+    }
 
     /// What the program has written so far.
     public var output: String {
@@ -45,19 +61,34 @@ public final class BackgroundProcess: @unchecked Sendable {
         return false
     }
 
-    /// SIGTERM, then SIGKILL after `grace` seconds; waits for the exit and removes the log. Returns the output.
+    /// SIGTERM, then SIGKILL after `grace` seconds, to the program and everything it started (a launcher such as
+    /// pyenv's shim may fork rather than exec, and a grandchild left running would keep Foundation waiting); waits
+    /// for the exit and removes the log. Returns the output.
     @discardableResult
     public func stop(grace: Double = 3) -> String {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
+        var family = Self.descendants(of: pid)
+        if process.isRunning || !family.isEmpty {
+            for member in family { kill(member, SIGTERM) }
+            kill(pid, SIGTERM)
             let deadline = Date().addingTimeInterval(grace)
-            while process.isRunning, Date() < deadline { usleep(10_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            while Date() < deadline, process.isRunning || family.contains(where: { kill($0, 0) == 0 }) {
+                usleep(10_000)
+            }
+            family += Self.descendants(of: pid)
+            for member in family { kill(member, SIGKILL) }
+            if process.isRunning { kill(pid, SIGKILL) }
         }
         process.waitUntilExit()
         let text = output
         unlink(logPath)
         return text
+    }
+
+    /// Every process below `pid`, children first.
+    static func descendants(of pid: Int32) -> [Int32] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        let children = text.split(separator: " ").compactMap { Int32($0) }
+        return children + children.flatMap { descendants(of: $0) }
     }
 
     /// The exit status once stopped.

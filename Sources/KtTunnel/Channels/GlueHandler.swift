@@ -61,6 +61,7 @@ public final class GlueHandler: ChannelDuplexHandler {
     public func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
         partner?.partnerBecameWritable()
+        partnerBecameWritable()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -95,8 +96,11 @@ public final class GlueHandler: ChannelDuplexHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// Reads pass only while this channel is active and the partner can take writes. A read asked of a socket
+    /// that is not registered yet (joined from a child-channel initializer) would be remembered by NIO but never
+    /// armed, so it waits here for `channelActive`.
     public func read(context: ChannelHandlerContext) {
-        if partner?.readyForWrites ?? false {
+        if context.channel.isActive, partner?.readyForWrites ?? false {
             context.read()
         } else {
             pendingRead = true
@@ -145,7 +149,7 @@ public final class GlueHandler: ChannelDuplexHandler {
     }
 
     private func partnerBecameWritable() {
-        guard pendingRead, let context, partner?.readyForWrites ?? false else { return }
+        guard pendingRead, let context, context.channel.isActive, partner?.readyForWrites ?? false else { return }
         pendingRead = false
         context.read()
     }
