@@ -5,8 +5,9 @@ import NIOSSH
 
 /// A `session` channel before it knows what it is for. kt-shadow runs no shell and no programs: the only commands are
 /// its own — `kt-dial <host> <port>` (a TCP flow with a status line, ``DialStatus``), `kt-control` (banner and
-/// keep-alive) and `kt-udp` (the datagram channel, ``DatagramFrame``). Anything else — a shell, a pty, another
-/// command, a subsystem — is refused, and the channel closed; other channels are unaffected.
+/// keep-alive) and `kt-udp` (the datagram channel, ``DatagramFrame``). A shell, another command or a subsystem is
+/// refused and the channel closed; `pty-req` and `env` only get a failure reply (the exec or shell that follows is
+/// what gets refused). Other channels are unaffected.
 final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer

@@ -34,6 +34,8 @@ public enum ShadowMain {
             return 1
         }
         logger.notice("\(fingerprintPrefix)\(server.hostKeyFingerprint) listening on \(address.endpoint)")
+        for warning in server.warnings { logger.warning("\(warning)") }
+        if let raised = raiseDescriptorLimit() { logger.info("open-file limit raised to \(raised)") }
         if let fingerprintFile {
             do {
                 try writeFile(fingerprintFile, contents: server.hostKeyFingerprint + "\n")
@@ -47,6 +49,16 @@ public enum ShadowMain {
         logger.notice("received \(signal); closing \(server.connectionCount) connection(s)")
         await server.stop()
         return 0
+    }
+
+    /// Every flow holds a socket: the soft open-file limit (often 1024) is raised to the hard one, as far as the
+    /// pod allows. Returns the new limit when it changed.
+    static func raiseDescriptorLimit() -> UInt64? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return nil }
+        limit.rlim_cur = min(limit.rlim_max, 1 << 20)
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        return UInt64(limit.rlim_cur)
     }
 
     /// Waits for SIGTERM or SIGINT and returns its name.

@@ -62,6 +62,11 @@ public final class ShadowServer: Sendable {
     /// The host key's fingerprint, as `ssh-keygen -l` prints it.
     public var hostKeyFingerprint: String { KtTunnel.hostKeyFingerprint(configuration.hostKey.publicKey) }
 
+    /// What `start()` found worth a warning (no nameserver, for one); the caller logs it after the fingerprint
+    /// line, which must stay the first.
+    public var warnings: [String] { startWarnings.withLockedValue { $0 } }
+    private let startWarnings = NIOLockedValueBox<[String]>([])
+
     /// Binds and starts accepting; returns the bound address.
     public func start() async throws -> SocketAddress {
         let configuration = self.configuration
@@ -71,7 +76,9 @@ public final class ShadowServer: Sendable {
             configuration.resolver ?? ResolvConf.load(path: configuration.resolvConfPath) ?? ResolvConf(nameservers: [])
         let hosts = configuration.hosts ?? HostsFile.load(path: configuration.hostsPath) ?? HostsFile()
         if resolver.nameservers.isEmpty {
-            logger.warning("no nameserver in \(configuration.resolvConfPath): names resolve from \(configuration.hostsPath) only")
+            startWarnings.withLockedValue {
+                $0.append("no nameserver in \(configuration.resolvConfPath): names resolve from \(configuration.hostsPath) only")
+            }
         }
         let group = self.group
         // The listening socket is made on an event-loop thread, so that it lives in the same network namespace

@@ -62,7 +62,10 @@ struct OpenSSHInteropTests {
 
     @Test func stockSSHClientForwardsBothWaysAndThroughSOCKS() async throws {
         try await TunnelLab.with("kttun-openssh") { lab in
-            _ = try TestNamespace.check(lab.shell("ssh-keygen -q -t ed25519 -N '' -f \(lab.directory)/key"))
+            // The session key as ktctl writes it: ssh reads the private half, kt-shadow the public one.
+            let sessionKey = SessionKey()
+            try sessionKey.writePrivateKey(to: lab.directory + "/key")
+            _ = try lab.write("key.pub", sessionKey.authorizedKeysLine() + "\n")
             _ = try TestNamespace.check(lab.shell("ssh-keygen -q -t ed25519 -N '' -f \(lab.directory)/stranger"))
             try await lab.dnsServer(records: ["web.default.svc.cluster.local": "127.0.0.1"])
             _ = try lab.write("hello.txt", "hello through the shadow\n")
@@ -74,6 +77,14 @@ struct OpenSSHInteropTests {
                 (try? String(contentsOfFile: lab.directory + "/fingerprint", encoding: .utf8))?
                     .trimmingCharacters(in: .whitespacesAndNewlines) == fingerprint)
             let options = Self.sshOptions(key: lab.directory + "/key", port: 2222)
+
+            // KtTunnel pins the fingerprint from that line; any other is refused.
+            let pinned = try await lab.connect(port: 2222, key: sessionKey, hostKey: nil, fingerprint: fingerprint)
+            #expect(pinned.serverIsShadow)
+            pinned.close()
+            await #expect(throws: TunnelError.hostKeyMismatch(expected: "SHA256:AAAA", presented: fingerprint)) {
+                _ = try await lab.connect(port: 2222, key: sessionKey, hostKey: nil, fingerprint: "SHA256:AAAA")
+            }
 
             // The host key the client sees is the one the first log line printed.
             let verbose = try lab.shell("ssh -v \(options.joined(separator: " ")) -o ExitOnForwardFailure=no kt@127.0.0.1 true 2>&1; true")

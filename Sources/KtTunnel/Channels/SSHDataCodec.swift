@@ -71,6 +71,9 @@ public final class SSHDataCodec: ChannelDuplexHandler, @unchecked Sendable {
                     context.channel.closeFuture.cascade(to: promise)
                 }
             }
+        case .output:
+            // A second output close: EOF is already on its way (or the channel is closing).
+            promise?.fail(ChannelError.outputClosed)
         default:
             context.close(mode: mode, promise: promise)
         }

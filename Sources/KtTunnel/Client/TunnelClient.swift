@@ -10,9 +10,11 @@ public struct TunnelConfiguration: Sendable {
     public var key: SessionKey
     /// The user name to authenticate as (kt-shadow ignores it; a stock sshd needs a real account).
     public var username: String
-    /// The server's host key, pinned: any other key is refused. `nil` accepts any key, for tests of stock servers
-    /// only.
+    /// The server's host key, pinned: any other key is refused.
     public var hostKey: NIOSSHPublicKey?
+    /// Or only its SHA256 fingerprint ("SHA256:…", from the shadow's first log line or its fingerprint file),
+    /// pinned the same way. With neither set any key is accepted, which only tests of stock servers do.
+    public var hostKeyFingerprint: String?
     /// SSH connections to stripe flows over (each is one TCP stream and one core's worth of crypto on each side).
     public var connections: Int
     /// Pings on kt-shadow's control channel; a connection whose pings go unanswered for `keepAliveTimeout` is closed
@@ -21,12 +23,14 @@ public struct TunnelConfiguration: Sendable {
     public var keepAliveTimeout: TimeAmount
 
     public init(
-        key: SessionKey, username: String = "kt", hostKey: NIOSSHPublicKey?, connections: Int = 1,
+        key: SessionKey, username: String = "kt", hostKey: NIOSSHPublicKey?, hostKeyFingerprint: String? = nil,
+        connections: Int = 1,
         keepAliveInterval: TimeAmount = .seconds(5), keepAliveTimeout: TimeAmount = .seconds(15)
     ) {
         self.key = key
         self.username = username
         self.hostKey = hostKey
+        self.hostKeyFingerprint = hostKeyFingerprint
         self.connections = max(1, connections)
         self.keepAliveInterval = keepAliveInterval
         self.keepAliveTimeout = keepAliveTimeout

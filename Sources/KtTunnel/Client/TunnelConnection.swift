@@ -48,7 +48,7 @@ final class TunnelConnection: Sendable {
         let connection: TunnelConnection = try await channel.eventLoop.submit {
             let clientConfiguration = SSHClientConfiguration(
                 userAuthDelegate: KeyOffer(username: configuration.username, key: configuration.key.sshPrivateKey),
-                serverAuthDelegate: HostKeyPin(expected: configuration.hostKey))
+                serverAuthDelegate: HostKeyPin(expected: configuration.hostKey, fingerprint: configuration.hostKeyFingerprint))
             let handler = NIOSSHHandler(
                 role: .client(clientConfiguration), allocator: channel.allocator,
                 inboundChildChannelInitializer: { child, type in forwarded.initialize(child, type) })
@@ -318,17 +318,18 @@ final class KeyOffer: NIOSSHClientUserAuthenticationDelegate {
 /// Accepts only the pinned host key.
 struct HostKeyPin: NIOSSHClientServerAuthenticationDelegate {
     let expected: NIOSSHPublicKey?
+    /// The SHA256 fingerprint ("SHA256:…", as the shadow's first log line prints it), when only that is known.
+    let fingerprint: String?
 
     func validateHostKey(hostKey: NIOSSHPublicKey, validationCompletePromise: EventLoopPromise<Void>) {
-        guard let expected else {
-            validationCompletePromise.succeed()
-            return
-        }
-        if hostKey == expected {
-            validationCompletePromise.succeed()
-        } else {
+        let presented = hostKeyFingerprint(hostKey)
+        if let expected, hostKey != expected {
             validationCompletePromise.fail(
-                TunnelError.hostKeyMismatch(expected: hostKeyFingerprint(expected), presented: hostKeyFingerprint(hostKey)))
+                TunnelError.hostKeyMismatch(expected: hostKeyFingerprint(expected), presented: presented))
+        } else if let fingerprint, fingerprint != presented {
+            validationCompletePromise.fail(TunnelError.hostKeyMismatch(expected: fingerprint, presented: presented))
+        } else {
+            validationCompletePromise.succeed()
         }
     }
 }
@@ -397,7 +398,8 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             buffer.moveReaderIndex(forwardBy: 1)
             if !sawBanner {
                 sawBanner = true
-                banner.succeed(line.hasPrefix("kt-shadow "))
+                // Another protocol version is treated as a stock server: direct-tcpip still works.
+                banner.succeed(line == "kt-shadow 1")
             } else if line == "pong" {
                 state.withLockedValue { $0.lastPong = .now() }
             }

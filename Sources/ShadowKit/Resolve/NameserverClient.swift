@@ -168,7 +168,8 @@ public final class NameserverClient: @unchecked Sendable {
     /// Fails only when no nameserver answered for some candidate and no later one had an address.
     public func addresses(of name: String) -> EventLoopFuture<[IPAddress]> {
         guard let dnsName = try? DNSName(parsing: name) else { return eventLoop.makeSucceededFuture([]) }
-        let candidates = configuration.candidates(for: dnsName)
+        // A name with a trailing dot is absolute: asked as it is, never with the search list.
+        let candidates = name.hasSuffix(".") ? [dnsName] : configuration.candidates(for: dnsName)
         return addresses(candidates: candidates[...], firstError: nil)
     }
 

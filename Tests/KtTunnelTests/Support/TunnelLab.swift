@@ -120,11 +120,12 @@ final class TunnelLab: @unchecked Sendable {
 
     /// A client connected to `port` on the lab's loopback.
     func connect(
-        port: Int, key: SessionKey, hostKey: NIOSSHPublicKey?, username: String = "kt", connections: Int = 1,
+        port: Int, key: SessionKey, hostKey: NIOSSHPublicKey?, fingerprint: String? = nil, username: String = "kt",
+        connections: Int = 1,
         keepAlive: (TimeAmount, TimeAmount) = (.seconds(5), .seconds(15))
     ) async throws -> TunnelClient {
         let configuration = TunnelConfiguration(
-            key: key, username: username, hostKey: hostKey, connections: connections, keepAliveInterval: keepAlive.0,
+            key: key, username: username, hostKey: hostKey, hostKeyFingerprint: fingerprint, connections: connections, keepAliveInterval: keepAlive.0,
             keepAliveTimeout: keepAlive.1)
         return try await TunnelClient.connect(
             group: group, configuration: configuration, transport: TunnelClient.tcp(host: "127.0.0.1", port: port))
