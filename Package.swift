@@ -11,7 +11,9 @@ import PackageDescription
 let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
-let fuzzers = ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack"]
+let fuzzers = [
+    "FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel",
+]
 
 var targets: [Target] = [
     // Bytes ↔ values: every packet format the engine needs. Imports NIOCore only.
@@ -136,7 +138,8 @@ if fuzzing {
     targets += fuzzers.map { name in
         .executableTarget(
             name: name,
-            dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")]
+                + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : []),
             path: "Fuzz/\(name)"
         )
     }

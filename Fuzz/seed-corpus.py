@@ -23,7 +23,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -41,6 +41,19 @@ seeds["FuzzStack"] += [
     ("established-data", bytes([0, 0, 0x18, 0, 0, 0, 0, 10, 0xff, 0xff, 1, 5, 3, 0, 100])),
     ("closing", bytes([0, 6, 4, 0, 200, 0, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 3, 0x10, 0])),
     ("dialing", bytes([32, 3, 0x27, 0x10, 0, 0x04, 0, 0, 0, 0, 0, 0, 0, 0])),
+]
+
+# FuzzTunnel: a selector byte, then the format's text or bytes.
+seeds["FuzzTunnel"] += [
+    ("frames", bytes([0]) + bytes([0, 14, 0, 0, 0, 0, 1, 4, 10, 96, 0, 10, 0, 53, ord("q"), ord("x")])
+     + bytes([0, 8, 2, 0, 0, 0, 7, 0, 0, 53])),
+    ("status-ok", b"\x01ok\nbytes"),
+    ("status-err", b"\x01err refused connection refused\n"),
+    ("dial", b"\x02kt-dial tomcat 8080"),
+    ("resolv", b"\x03search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\n"
+     b"options ndots:5 timeout:2\n"),
+    ("hosts", b"\x04127.0.0.1 localhost\n10.1.2.3 shadow shadow-abc # pod\n"),
+    ("keys", b"\x05# session\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhpaGlodGhpc2lzbm90YXJlYWxrZXlhdGFsbDAwMDA= kt\n"),
 ]
 
 for fuzzer, items in seeds.items():

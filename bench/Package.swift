@@ -10,6 +10,8 @@ let package = Package(
     dependencies: [
         .package(name: "ktconnect", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssh.git", from: "0.15.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .executableTarget(
@@ -18,6 +20,10 @@ let package = Package(
                 .product(name: "KtWire", package: "ktconnect"),
                 .product(name: "KtTun", package: "ktconnect"),
                 .product(name: "KtStack", package: "ktconnect"),
+                .product(name: "KtTunnel", package: "ktconnect"),
+                .product(name: "ShadowKit", package: "ktconnect"),
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NamespaceTestSupport", package: "ktconnect"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

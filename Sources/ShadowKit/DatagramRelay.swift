@@ -115,7 +115,8 @@ final class DatagramRelay: ChannelInboundHandler, @unchecked Sendable {
         var message = ByteBuffer()
         switch destination {
         case .v4:
-            ICMPv4Message.echoRequest(ICMPEcho(identifier: 0, sequenceNumber: sequence, data: payload)).emit(into: &message)
+            ICMPv4Message.echoRequest(ICMPEcho(identifier: 0, sequenceNumber: sequence, data: payload)).emit(
+                into: &message)
         case .v6:
             // Type 128; the kernel fills in the checksum (it covers the pseudo-header) and the identifier.
             message.writeInteger(UInt8(128))
@@ -166,7 +167,8 @@ final class DatagramRelay: ChannelInboundHandler, @unchecked Sendable {
                 if !echoUnavailableLogged {
                     echoUnavailableLogged = true
                     connection.logger.info(
-                        "ICMP echo unavailable: the pod allows no ping sockets (net.ipv4.ping_group_range), errno \(errno)")
+                        "ICMP echo unavailable: the pod allows no ping sockets (net.ipv4.ping_group_range), errno \(errno)"
+                    )
                 }
                 reply(DatagramFrame(kind: .closed, flow: id, address: .nameserver, port: 0, payload: ByteBuffer()))
                 return nil
@@ -188,10 +190,12 @@ final class DatagramRelay: ChannelInboundHandler, @unchecked Sendable {
     private static func pingSocket(family: NIOBSDSocket.ProtocolFamily) -> NIOBSDSocket.Handle? {
         let isV4 = family == .inet
         let descriptor = socket(
-            isV4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            isV4 ? AF_INET : AF_INET6,
+            Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
             isV4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6))
         guard descriptor >= 0 else { return nil }
-        let address = isV4 ? SocketAddress(.v4(IPv4Address(bits: 0)), port: 0) : SocketAddress(.v6(IPv6Address(bits: 0)), port: 0)
+        let address =
+            isV4 ? SocketAddress(.v4(IPv4Address(bits: 0)), port: 0) : SocketAddress(.v6(IPv6Address(bits: 0)), port: 0)
         let bound = address.withSockAddr { pointer, length in bind(descriptor, pointer, socklen_t(length)) }
         guard bound == 0 else {
             Glibc.close(descriptor)

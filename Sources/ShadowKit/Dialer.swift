@@ -35,7 +35,8 @@ struct Dialer {
         if let error = error as? NIOConnectionError {
             if error.connectionErrors.isEmpty {
                 // NXDOMAIN is an empty answer; an error means no nameserver answered at all.
-                if let lookup = error.dnsAError ?? error.dnsAAAAError, error.dnsAError != nil, error.dnsAAAAError != nil {
+                if let lookup = error.dnsAError ?? error.dnsAAAAError, error.dnsAError != nil, error.dnsAAAAError != nil
+                {
                     return .other("looking up \(error.host) failed: \(lookup)")
                 }
                 return .nameNotFound
@@ -90,7 +91,9 @@ final class PodResolver: Resolver, @unchecked Sendable {
                 all = lookup
             } else {
                 let fromFile = self.hosts.addresses(for: host)
-                all = fromFile.isEmpty ? self.nameservers.addresses(of: host) : self.eventLoop.makeSucceededFuture(fromFile)
+                all =
+                    fromFile.isEmpty
+                    ? self.nameservers.addresses(of: host) : self.eventLoop.makeSucceededFuture(fromFile)
                 self.lookup = all
             }
             return all.map { addresses in

@@ -85,8 +85,8 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
                     GlueHandler.join(child, socket)
                 }
             }
-            // A failure refuses the open with "connect failed" and no reason (swift-nio-ssh sends none); the debug
-            // log has the reason, and kt-dial sessions carry it to the client.
+        // A failure refuses the open with "connect failed" and no reason (swift-nio-ssh sends none); the debug
+        // log has the reason, and kt-dial sessions carry it to the client.
         case .forwardedTCPIP:
             logger.info("refusing a forwarded-tcpip channel from the client")
             return child.eventLoop.makeFailedFuture(ShadowRefusal.unsupportedChannel)
@@ -131,7 +131,8 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
         case .listen(let host, let port):
             listen(host: host, port: port, promise: promise)
         case .cancel(let host, let port):
-            guard let listener = listeners[port], listener.host == host || bindHost(for: listener.host) == bindHost(for: host)
+            guard let listener = listeners[port],
+                listener.host == host || bindHost(for: listener.host) == bindHost(for: host)
             else {
                 promise.fail(ShadowRefusal.noSuchForward)
                 return

@@ -17,7 +17,8 @@ public enum ShadowMain {
         configuration: ShadowConfiguration, fingerprintFile: String?, logger: Logger, threads: Int
     ) async -> Int32 {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let status = await serve(configuration: configuration, fingerprintFile: fingerprintFile, logger: logger, group: group)
+        let status = await serve(
+            configuration: configuration, fingerprintFile: fingerprintFile, logger: logger, group: group)
         try? await group.shutdownGracefully()
         return status
     }

@@ -51,7 +51,8 @@ public final class ShadowServer: Sendable {
     private let serverChannel: NIOLockedValueBox<Channel?>
     private let connections: NIOLockedValueBox<[ObjectIdentifier: Channel]>
 
-    public init(configuration: ShadowConfiguration, group: EventLoopGroup, logger: Logger = Logger(label: "kt-shadow")) {
+    public init(configuration: ShadowConfiguration, group: EventLoopGroup, logger: Logger = Logger(label: "kt-shadow"))
+    {
         self.configuration = configuration
         self.group = group
         self.logger = logger
@@ -77,7 +78,9 @@ public final class ShadowServer: Sendable {
         let hosts = configuration.hosts ?? HostsFile.load(path: configuration.hostsPath) ?? HostsFile()
         if resolver.nameservers.isEmpty {
             startWarnings.withLockedValue {
-                $0.append("no nameserver in \(configuration.resolvConfPath): names resolve from \(configuration.hostsPath) only")
+                $0.append(
+                    "no nameserver in \(configuration.resolvConfPath): names resolve from \(configuration.hostsPath) only"
+                )
             }
         }
         let group = self.group
@@ -85,37 +88,42 @@ public final class ShadowServer: Sendable {
         // as everything else the server opens (a bootstrap makes its socket on the calling thread).
         let channel = try await group.next().flatSubmit {
             ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .childChannelInitializer { channel in
-                let key = ObjectIdentifier(channel)
-                connections.withLockedValue { $0[key] = channel }
-                channel.closeFuture.whenComplete { _ in connections.withLockedValue { _ = $0.removeValue(forKey: key) } }
-                logger.debug("connection from \(channel.remoteAddress?.endpoint ?? "?")")
-                return channel.eventLoop.makeCompletedFuture {
-                    let connection = ShadowConnection(
-                        configuration: configuration, resolver: resolver, hosts: hosts, logger: logger,
-                        peer: channel.remoteAddress?.endpoint ?? "?", eventLoop: channel.eventLoop)
-                    let serverConfiguration = SSHServerConfiguration(
-                        hostKeys: [configuration.hostKey], userAuthDelegate: AuthorizedKeys(keys: configuration.authorizedKeys, logger: logger),
-                        globalRequestDelegate: connection)
-                    let handler = NIOSSHHandler(
-                        role: .server(serverConfiguration), allocator: channel.allocator,
-                        inboundChildChannelInitializer: { child, type in connection.initialize(child, type) })
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                    try channel.pipeline.syncOperations.addHandler(ConnectionErrorLogger(connection: connection))
-                    connection.attach(handler: handler)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.socketOption(.so_keepalive), value: 1)
+                .childChannelInitializer { channel in
+                    let key = ObjectIdentifier(channel)
+                    connections.withLockedValue { $0[key] = channel }
                     channel.closeFuture.whenComplete { _ in
-                        connection.closeAll()
-                        connection.logger.debug("connection closed")
+                        connections.withLockedValue { _ = $0.removeValue(forKey: key) }
+                    }
+                    logger.debug("connection from \(channel.remoteAddress?.endpoint ?? "?")")
+                    return channel.eventLoop.makeCompletedFuture {
+                        let connection = ShadowConnection(
+                            configuration: configuration, resolver: resolver, hosts: hosts, logger: logger,
+                            peer: channel.remoteAddress?.endpoint ?? "?", eventLoop: channel.eventLoop)
+                        let serverConfiguration = SSHServerConfiguration(
+                            hostKeys: [configuration.hostKey],
+                            userAuthDelegate: AuthorizedKeys(keys: configuration.authorizedKeys, logger: logger),
+                            globalRequestDelegate: connection)
+                        let handler = NIOSSHHandler(
+                            role: .server(serverConfiguration), allocator: channel.allocator,
+                            inboundChildChannelInitializer: { child, type in connection.initialize(child, type) })
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        try channel.pipeline.syncOperations.addHandler(ConnectionErrorLogger(connection: connection))
+                        connection.attach(handler: handler)
+                        channel.closeFuture.whenComplete { _ in
+                            connection.closeAll()
+                            connection.logger.debug("connection closed")
+                        }
                     }
                 }
-            }
-            .bind(to: configuration.listen)
+                .bind(to: configuration.listen)
         }.get()
         serverChannel.withLockedValue { $0 = channel }
-        guard let address = channel.localAddress else { throw TunnelError.connectionFailed("no local address after bind") }
+        guard let address = channel.localAddress else {
+            throw TunnelError.connectionFailed("no local address after bind")
+        }
         return address
     }
 
@@ -141,7 +149,9 @@ struct AuthorizedKeys: NIOSSHServerUserAuthenticationDelegate {
 
     var supportedAuthenticationMethods: NIOSSHAvailableUserAuthenticationMethods { .publicKey }
 
-    func requestReceived(request: NIOSSHUserAuthenticationRequest, responsePromise: EventLoopPromise<NIOSSHUserAuthenticationOutcome>) {
+    func requestReceived(
+        request: NIOSSHUserAuthenticationRequest, responsePromise: EventLoopPromise<NIOSSHUserAuthenticationOutcome>
+    ) {
         guard case .publicKey(let offer) = request.request, keys.contains(offer.publicKey) else {
             if case .publicKey(let offer) = request.request {
                 logger.info("refused key \(hostKeyFingerprint(offer.publicKey)) for user \(request.username)")

@@ -41,7 +41,8 @@ struct KtShadow: AsyncParsableCommand {
     @Option(help: "Seconds a dial may take before it is reported as timed out.")
     var dialTimeout: Int = 10
 
-    @Option(help: ArgumentHelp("Bind reverse forwards to this address instead of the one requested.", visibility: .hidden))
+    @Option(
+        help: ArgumentHelp("Bind reverse forwards to this address instead of the one requested.", visibility: .hidden))
     var forwardBind: String?
 
     @Option(help: "Event-loop threads.")

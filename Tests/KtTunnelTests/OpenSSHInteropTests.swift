@@ -17,7 +17,8 @@ let openSSHInteropUnavailable: String? = {
 
 /// Stock OpenSSH against our pieces, both ways: Debian's `ssh` client against the kt-shadow executable, and
 /// KtTunnel's client against Debian's `sshd`. Everything runs inside a throwaway namespace.
-@Suite(.serialized, .enabled(if: openSSHInteropUnavailable == nil, "needs root, ssh, sshd, curl, python3 and kt-shadow"))
+@Suite(
+    .serialized, .enabled(if: openSSHInteropUnavailable == nil, "needs root, ssh, sshd, curl, python3 and kt-shadow"))
 struct OpenSSHInteropTests {
     /// Options that keep `ssh` away from the user's configuration and known hosts, and make it fail instead of
     /// prompting.
@@ -31,7 +32,9 @@ struct OpenSSHInteropTests {
 
     /// Starts the kt-shadow executable in the lab with a pod-like resolv.conf (the lab's DNS on 127.0.0.1:53) and
     /// waits for its first log line; returns the process and the fingerprint that line printed.
-    static func startShadowProcess(lab: TunnelLab, authorizedKeys: String, port: Int) throws -> (BackgroundProcess, String) {
+    static func startShadowProcess(lab: TunnelLab, authorizedKeys: String, port: Int) throws -> (
+        BackgroundProcess, String
+    ) {
         let resolv = try lab.write(
             "resolv.conf",
             "nameserver 127.0.0.1\nsearch \(TunnelLab.podSearch.joined(separator: " "))\noptions ndots:5\n")
@@ -44,7 +47,9 @@ struct OpenSSHInteropTests {
             throw TestNamespaceError("kt-shadow did not start: \(shadow.output)")
         }
         let firstLine = shadow.output.split(separator: "\n").first.map(String.init) ?? ""
-        guard let range = firstLine.range(of: "SHA256:") else { throw TestNamespaceError("no fingerprint in \(firstLine)") }
+        guard let range = firstLine.range(of: "SHA256:") else {
+            throw TestNamespaceError("no fingerprint in \(firstLine)")
+        }
         let fingerprint = String(firstLine[range.lowerBound...].prefix { !$0.isWhitespace })
         return (shadow, fingerprint)
     }
@@ -69,10 +74,15 @@ struct OpenSSHInteropTests {
             _ = try TestNamespace.check(lab.shell("ssh-keygen -q -t ed25519 -N '' -f \(lab.directory)/stranger"))
             try await lab.dnsServer(records: ["web.default.svc.cluster.local": "127.0.0.1"])
             _ = try lab.write("hello.txt", "hello through the shadow\n")
-            let web = try lab.spawn(["python3", "-m", "http.server", "--bind", "127.0.0.1", "18080", "--directory", lab.directory])
-            #expect(try Self.curl(lab, "http://127.0.0.1:18080/hello.txt").output == "hello through the shadow\n", "\(web.output)")
+            let web = try lab.spawn([
+                "python3", "-m", "http.server", "--bind", "127.0.0.1", "18080", "--directory", lab.directory,
+            ])
+            #expect(
+                try Self.curl(lab, "http://127.0.0.1:18080/hello.txt").output == "hello through the shadow\n",
+                "\(web.output)")
 
-            let (_, fingerprint) = try Self.startShadowProcess(lab: lab, authorizedKeys: lab.directory + "/key.pub", port: 2222)
+            let (_, fingerprint) = try Self.startShadowProcess(
+                lab: lab, authorizedKeys: lab.directory + "/key.pub", port: 2222)
             #expect(
                 (try? String(contentsOfFile: lab.directory + "/fingerprint", encoding: .utf8))?
                     .trimmingCharacters(in: .whitespacesAndNewlines) == fingerprint)
@@ -87,16 +97,22 @@ struct OpenSSHInteropTests {
             }
 
             // The host key the client sees is the one the first log line printed.
-            let verbose = try lab.shell("ssh -v \(options.joined(separator: " ")) -o ExitOnForwardFailure=no kt@127.0.0.1 true 2>&1; true")
+            let verbose = try lab.shell(
+                "ssh -v \(options.joined(separator: " ")) -o ExitOnForwardFailure=no kt@127.0.0.1 true 2>&1; true")
             #expect(verbose.output.contains("Server host key: ssh-ed25519 \(fingerprint)"), "\(verbose.output)")
 
             // -L to a name the shadow resolves with the pod's search list.
             let local = try lab.spawn(["ssh", "-N", "-L", "127.0.0.1:18001:web:18080"] + options + ["kt@127.0.0.1"])
-            #expect(try Self.curl(lab, "http://127.0.0.1:18001/hello.txt").output == "hello through the shadow\n", "\(local.output)")
+            #expect(
+                try Self.curl(lab, "http://127.0.0.1:18001/hello.txt").output == "hello through the shadow\n",
+                "\(local.output)")
 
             // -R: a connection to the shadow's port comes back to a server on the client's side.
-            let remote = try lab.spawn(["ssh", "-N", "-R", "127.0.0.1:18002:127.0.0.1:18080"] + options + ["kt@127.0.0.1"])
-            #expect(try Self.curl(lab, "http://127.0.0.1:18002/hello.txt").output == "hello through the shadow\n", "\(remote.output)")
+            let remote = try lab.spawn(
+                ["ssh", "-N", "-R", "127.0.0.1:18002:127.0.0.1:18080"] + options + ["kt@127.0.0.1"])
+            #expect(
+                try Self.curl(lab, "http://127.0.0.1:18002/hello.txt").output == "hello through the shadow\n",
+                "\(remote.output)")
 
             // -D: SOCKS with the name resolved on the shadow's side.
             let socks = try lab.spawn(["ssh", "-N", "-D", "127.0.0.1:18003"] + options + ["kt@127.0.0.1"])
@@ -106,7 +122,8 @@ struct OpenSSHInteropTests {
 
             // A key the shadow does not know gets nothing; a shell command is refused.
             let stranger = try lab.shell(
-                "ssh \(Self.sshOptions(key: lab.directory + "/stranger", port: 2222).joined(separator: " ")) kt@127.0.0.1 true 2>&1")
+                "ssh \(Self.sshOptions(key: lab.directory + "/stranger", port: 2222).joined(separator: " ")) kt@127.0.0.1 true 2>&1"
+            )
             #expect(stranger.status == 255 && stranger.output.contains("Permission denied"), "\(stranger.output)")
             let shell = try lab.shell("ssh \(options.joined(separator: " ")) kt@127.0.0.1 ls / 2>&1")
             #expect(shell.status != 0 && !shell.output.contains("bin"), "\(shell.output)")
@@ -141,7 +158,8 @@ struct OpenSSHInteropTests {
             #expect(sshd.waitForOutput("Server listening on 127.0.0.1 port 2200"), "\(sshd.output)")
 
             let hostKeyLine = try String(contentsOfFile: lab.directory + "/hostkey.pub", encoding: .utf8)
-            let hostKey = try NIOSSHPublicKey(openSSHPublicKey: hostKeyLine.split(separator: " ").prefix(2).joined(separator: " "))
+            let hostKey = try NIOSSHPublicKey(
+                openSSHPublicKey: hostKeyLine.split(separator: " ").prefix(2).joined(separator: " "))
 
             // The wrong pinned key is refused before anything else happens.
             await #expect(throws: TunnelError.self) {
@@ -180,8 +198,11 @@ struct OpenSSHInteropTests {
             #expect(listening > 0)
             let result = try lab.shell(
                 "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', \(listening))); s.sendall(b'x'*100000); "
-                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\"")
-            #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "100000", "\(result.error) \(sshd.output)")
+                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\""
+            )
+            #expect(
+                result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "100000",
+                "\(result.error) \(sshd.output)")
         }
     }
 }

@@ -40,7 +40,9 @@ struct ShadowTunnelTests {
             }
             let seconds = milliseconds(since: started) / 1000
             #expect(answer == "\(size) -1\n", "the sink's count and first wrong offset")
-            print("tunnel upload \(size >> 20) MiB: \(String(format: "%.2f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s")
+            print(
+                "tunnel upload \(size >> 20) MiB: \(String(format: "%.2f", seconds)) s, \(String(format: "%.0f", Double(size) / seconds / 1e6)) MB/s"
+            )
 
             // And the other way, a quarter of it.
             let download = size / 4
@@ -56,7 +58,9 @@ struct ShadowTunnelTests {
                 }
                 return (received, mismatch)
             }
-            #expect(result.0 == download && result.1 == nil, "downloaded \(result.0) of \(download), mismatch \(String(describing: result.1))")
+            #expect(
+                result.0 == download && result.1 == nil,
+                "downloaded \(result.0) of \(download), mismatch \(String(describing: result.1))")
         }
     }
 
@@ -172,14 +176,18 @@ struct ShadowTunnelTests {
             for flow: UInt32 in 1...3 {
                 let payload = ByteBuffer(string: "datagram \(flow)")
                 channel.send(
-                    DatagramFrame(kind: .udp, flow: flow, address: .v4(IPv4Address(127, 0, 0, 1)), port: UInt16(echo), payload: payload))
+                    DatagramFrame(
+                        kind: .udp, flow: flow, address: .v4(IPv4Address(127, 0, 0, 1)), port: UInt16(echo),
+                        payload: payload))
                 let frame = try #require(await iterator.next())
                 #expect(frame.kind == .udp && frame.flow == flow && frame.payload == payload)
                 #expect(frame.address == .v4(IPv4Address(127, 0, 0, 1)) && frame.port == UInt16(echo))
             }
             // A big datagram (close to the UDP maximum) arrives whole.
             let big = Pattern.chunk(at: 0, length: 60_000, allocator: .init())
-            channel.send(DatagramFrame(kind: .udp, flow: 9, address: .v4(IPv4Address(127, 0, 0, 1)), port: UInt16(echo), payload: big))
+            channel.send(
+                DatagramFrame(
+                    kind: .udp, flow: 9, address: .v4(IPv4Address(127, 0, 0, 1)), port: UInt16(echo), payload: big))
             let frame = try #require(await iterator.next())
             #expect(frame.payload == big)
         }
@@ -200,7 +208,8 @@ struct ShadowTunnelTests {
             payload.writeInteger(UInt16(0xBEEF))
             payload.writeInteger(UInt16(3))
             payload.writeString("ping data")
-            channel.send(DatagramFrame(kind: .echo, flow: 1, address: .v4(IPv4Address(127, 0, 0, 1)), port: 0, payload: payload))
+            channel.send(
+                DatagramFrame(kind: .echo, flow: 1, address: .v4(IPv4Address(127, 0, 0, 1)), port: 0, payload: payload))
             var iterator = frames.stream.makeAsyncIterator()
             let frame = try #require(await iterator.next())
             #expect(frame.kind == .echo && frame.flow == 1)
@@ -245,7 +254,8 @@ struct ShadowTunnelTests {
             #expect(listening > 0)
             let result = try lab.shell(
                 "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', \(listening))); s.sendall(b'x'*100000); "
-                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\"")
+                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\""
+            )
             #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "100000", "\(result.error)")
             try await client.cancelListen(port: listening)
             let after = try lab.shell("curl -sS -m 2 http://127.0.0.1:\(listening)/ 2>&1; true")

@@ -6,13 +6,17 @@ import NamespaceTestSupport
 import Testing
 
 /// What happens when the SSH connection's TCP stream dies or goes silent, and when a reader is slow.
-@Suite(.serialized, .enabled(if: tunnelLabUnavailable == nil && TestNamespace.findExecutable("socat") != nil, "needs root and socat"))
+@Suite(
+    .serialized,
+    .enabled(if: tunnelLabUnavailable == nil && TestNamespace.findExecutable("socat") != nil, "needs root and socat"))
 struct TunnelFailureTests {
     /// A `socat` relay between the client and the shadow, so the test can kill or freeze the TCP connection the
     /// SSH session runs on.
     static func relay(_ lab: TunnelLab, to port: Int) throws -> (BackgroundProcess, Int) {
         let relayPort = Int.random(in: 20_000..<30_000)
-        let process = try lab.spawn(["socat", "TCP-LISTEN:\(relayPort),bind=127.0.0.1,reuseaddr", "TCP:127.0.0.1:\(port)"])
+        let process = try lab.spawn([
+            "socat", "TCP-LISTEN:\(relayPort),bind=127.0.0.1,reuseaddr", "TCP:127.0.0.1:\(port)",
+        ])
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline {
             if let listening = try? lab.shell("ss -Hltn sport = :\(relayPort)"), !listening.output.isEmpty { break }
@@ -55,7 +59,9 @@ struct TunnelFailureTests {
                 }
                 // Every flow has echoed once; now the TCP connection under the session dies.
                 let deadline = Date().addingTimeInterval(5)
-                while started.withLockedValue({ $0 }) < flows, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+                while started.withLockedValue({ $0 }) < flows, Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
                 #expect(started.withLockedValue { $0 } == flows)
                 relay.signalProgram(SIGKILL)
                 var outcomes: [String] = []

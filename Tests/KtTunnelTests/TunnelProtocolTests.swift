@@ -36,7 +36,9 @@ struct TunnelProtocolTests {
     @Test func dialCommandParsing() {
         #expect(DialStatus.parseCommand(DialStatus.command(host: "tomcat", port: 8080))! == ("tomcat", 8080))
         #expect(DialStatus.parseCommand("kt-dial [fd00::1] 443")! == ("[fd00::1]", 443))
-        for bad in ["kt-dial tomcat", "kt-dial tomcat 0", "kt-dial tomcat 65536", "kt-dial a b c", "ls /", "kt-dial tomcat x"] {
+        for bad in [
+            "kt-dial tomcat", "kt-dial tomcat 0", "kt-dial tomcat 65536", "kt-dial a b c", "ls /", "kt-dial tomcat x",
+        ] {
             #expect(DialStatus.parseCommand(bad) == nil, "\(bad)")
         }
     }
@@ -44,7 +46,8 @@ struct TunnelProtocolTests {
     // MARK: - Datagram frames
 
     static let frames: [DatagramFrame] = [
-        DatagramFrame(kind: .udp, flow: 1, address: .v4(IPv4Address(10, 96, 0, 10)), port: 53, payload: ByteBuffer(string: "q")),
+        DatagramFrame(
+            kind: .udp, flow: 1, address: .v4(IPv4Address(10, 96, 0, 10)), port: 53, payload: ByteBuffer(string: "q")),
         DatagramFrame(
             kind: .echo, flow: 0xFFFF_FFFF, address: .v6(IPv6Address("fd00::1")!), port: 0,
             payload: ByteBuffer(bytes: [0, 1, 0, 2, 9, 9])),
@@ -116,7 +119,8 @@ struct TunnelProtocolTests {
     }
 
     @Test func hostsFileAnswersFirst() {
-        let hosts = HostsFile(parsing: "127.0.0.1 localhost\n10.1.2.3 shadow-abc shadow # pod\nfd00::3 shadow\nbad line\n")
+        let hosts = HostsFile(
+            parsing: "127.0.0.1 localhost\n10.1.2.3 shadow-abc shadow # pod\nfd00::3 shadow\nbad line\n")
         #expect(hosts.addresses(for: "shadow").count == 2)
         #expect(hosts.addresses(for: "SHADOW-ABC").count == 1, "names are case-insensitive")
         #expect(hosts.addresses(for: "nosuch").isEmpty)
@@ -161,7 +165,8 @@ struct TunnelProtocolTests {
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
         // ssh-keygen derives the public key from our private key file, and fingerprints it as we do.
         let derived = try TestNamespace.check(TestNamespace.run(["ssh-keygen", "-y", "-f", path]))
-        #expect(derived.output.split(separator: " ").prefix(2) == key.authorizedKeysLine().split(separator: " ").prefix(2))
+        #expect(
+            derived.output.split(separator: " ").prefix(2) == key.authorizedKeysLine().split(separator: " ").prefix(2))
         let fingerprint = try TestNamespace.check(TestNamespace.run(["ssh-keygen", "-l", "-f", path]))
         #expect(fingerprint.output.contains(hostKeyFingerprint(key.sshPublicKey)), "\(fingerprint.output)")
     }

@@ -121,7 +121,9 @@ public final class TunnelClient: Sendable {
 
     /// Asks the server to listen on `port` (0: any) and hand each accepted connection to `handler`; returns the
     /// port it listens on.
-    public func listen(host: String = "0.0.0.0", port: Int, handler: @escaping @Sendable (TunnelFlow) -> Void) async throws -> Int {
+    public func listen(host: String = "0.0.0.0", port: Int, handler: @escaping @Sendable (TunnelFlow) -> Void)
+        async throws -> Int
+    {
         try await connections[0].listen(host: host, port: port, handler: handler)
     }
 
@@ -131,7 +133,9 @@ public final class TunnelClient: Sendable {
     }
 
     /// A channel for UDP datagrams and DNS queries (kt-shadow only).
-    public func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws -> TunnelDatagramChannel {
+    public func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws
+        -> TunnelDatagramChannel
+    {
         try await leastLoaded.openDatagramChannel(onFrame: onFrame)
     }
 

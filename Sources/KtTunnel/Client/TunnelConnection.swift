@@ -48,7 +48,8 @@ final class TunnelConnection: Sendable {
         let connection: TunnelConnection = try await channel.eventLoop.submit {
             let clientConfiguration = SSHClientConfiguration(
                 userAuthDelegate: KeyOffer(username: configuration.username, key: configuration.key.sshPrivateKey),
-                serverAuthDelegate: HostKeyPin(expected: configuration.hostKey, fingerprint: configuration.hostKeyFingerprint))
+                serverAuthDelegate: HostKeyPin(
+                    expected: configuration.hostKey, fingerprint: configuration.hostKeyFingerprint))
             let handler = NIOSSHHandler(
                 role: .client(clientConfiguration), allocator: channel.allocator,
                 inboundChildChannelInitializer: { child, type in forwarded.initialize(child, type) })
@@ -82,7 +83,9 @@ final class TunnelConnection: Sendable {
         if let ssh = error as? NIOSSHError, ssh.type == .tcpShutdown || ssh.type == .creatingChannelAfterClosure {
             return TunnelError.connectionLost
         }
-        if let channel = error as? ChannelError, channel == .ioOnClosedChannel || channel == .eof || channel == .alreadyClosed {
+        if let channel = error as? ChannelError,
+            channel == .ioOnClosedChannel || channel == .eof || channel == .alreadyClosed
+        {
             return TunnelError.connectionLost
         }
         if let ssh = error as? NIOSSHError, ssh.type == .invalidUserAuthSignature || "\(ssh)".contains("auth") {
@@ -149,7 +152,8 @@ final class TunnelConnection: Sendable {
             }
             let (last, control) = state.withLockedValue { ($0.lastPong, $0.control) }
             if NIODeadline.now() - last > timeoutAmount {
-                logger.warning("tunnel keep-alive: no answer for \(timeoutAmount.nanoseconds / 1_000_000_000) s; closing")
+                logger.warning(
+                    "tunnel keep-alive: no answer for \(timeoutAmount.nanoseconds / 1_000_000_000) s; closing")
                 task.cancel()
                 parent.close(promise: nil)
                 return
@@ -272,7 +276,8 @@ final class TunnelConnection: Sendable {
 
     // MARK: - Datagrams
 
-    func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws -> TunnelDatagramChannel {
+    func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws -> TunnelDatagramChannel
+    {
         guard serverIsShadow else { throw TunnelError.unsupported("datagram channels (kt-shadow only)") }
         let childChannel: Channel = try await channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
@@ -284,7 +289,9 @@ final class TunnelConnection: Sendable {
             }
             return promise.futureResult
         }.get()
-        try await childChannel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false)).get()
+        try await childChannel.triggerUserOutboundEvent(
+            SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false)
+        ).get()
         return TunnelDatagramChannel(channel: childChannel)
     }
 }
@@ -303,7 +310,8 @@ final class KeyOffer: NIOSSHClientUserAuthenticationDelegate {
     }
 
     func nextAuthenticationType(
-        availableMethods: NIOSSHAvailableUserAuthenticationMethods, nextChallengePromise: EventLoopPromise<NIOSSHUserAuthenticationOffer?>
+        availableMethods: NIOSSHAvailableUserAuthenticationMethods,
+        nextChallengePromise: EventLoopPromise<NIOSSHUserAuthenticationOffer?>
     ) {
         guard !offered, availableMethods.contains(.publicKey) else {
             nextChallengePromise.fail(TunnelError.authenticationFailed)
@@ -311,7 +319,8 @@ final class KeyOffer: NIOSSHClientUserAuthenticationDelegate {
         }
         offered = true
         nextChallengePromise.succeed(
-            NIOSSHUserAuthenticationOffer(username: username, serviceName: "", offer: .privateKey(.init(privateKey: key))))
+            NIOSSHUserAuthenticationOffer(
+                username: username, serviceName: "", offer: .privateKey(.init(privateKey: key))))
     }
 }
 
@@ -431,7 +440,8 @@ final class DialClientHandler: ChannelInboundHandler, RemovableChannelHandler, @
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: command, wantReply: false), promise: nil)
+        context.triggerUserOutboundEvent(
+            SSHChannelRequestEvent.ExecRequest(command: command, wantReply: false), promise: nil)
         context.fireChannelActive()
     }
 

@@ -97,7 +97,9 @@ public struct DatagramFrame: Hashable, Sendable {
         let address: Address
         switch family {
         case 4:
-            guard let bits = frame.readInteger(as: UInt32.self) else { throw WireError(.truncated, "DatagramFrame.address") }
+            guard let bits = frame.readInteger(as: UInt32.self) else {
+                throw WireError(.truncated, "DatagramFrame.address")
+            }
             address = .v4(IPv4Address(bits: bits))
         case 6:
             guard let high = frame.readInteger(as: UInt64.self), let low = frame.readInteger(as: UInt64.self) else {

@@ -55,7 +55,9 @@ public enum DialStatus: Hashable, Sendable {
         buffer.moveReaderIndex(forwardBy: 1)
         if line == "ok" { return .connected }
         let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts[0] == "err" else { throw .protocolViolation("bad dial status '\(line.prefix(40))'") }
+        guard parts.count >= 2, parts[0] == "err" else {
+            throw .protocolViolation("bad dial status '\(line.prefix(40))'")
+        }
         let text = parts.count == 3 ? String(parts[2]) : ""
         switch parts[1] {
         case "refused": return .failed(.refused)

@@ -32,7 +32,8 @@ public enum TunnelError: Error, Hashable, Sendable, CustomStringConvertible {
         case .connectionLost: return "the SSH connection to the shadow was lost"
         case .unsupported(let what): return "the server does not support \(what)"
         case .forwardRejected(let port): return "the shadow refused to listen on port \(port)"
-        case .keyFile(let path, let code): return "could not write the session key \(path): \(String(cString: strerror(code)))"
+        case .keyFile(let path, let code):
+            return "could not write the session key \(path): \(String(cString: strerror(code)))"
         case .protocolViolation(let what): return "protocol violation: \(what)"
         }
     }

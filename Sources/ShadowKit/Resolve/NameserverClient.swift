@@ -133,7 +133,9 @@ public final class NameserverClient: @unchecked Sendable {
         return search(query, candidates: candidates[...], noData: nil)
     }
 
-    private func search(_ query: DNSMessage, candidates: ArraySlice<DNSName>, noData: DNSMessage?) -> EventLoopFuture<DNSMessage> {
+    private func search(_ query: DNSMessage, candidates: ArraySlice<DNSName>, noData: DNSMessage?) -> EventLoopFuture<
+        DNSMessage
+    > {
         guard let candidate = candidates.first else {
             return eventLoop.makeFailedFuture(LookupError.timedOut)
         }
@@ -143,7 +145,9 @@ public final class NameserverClient: @unchecked Sendable {
         return exchange(expanded).flatMap { answer -> EventLoopFuture<DNSMessage> in
             let rewritten = Self.rewrite(answer, from: candidate, to: asked)
             let rest = candidates.dropFirst()
-            if answer.responseCode == .noError, !answer.answers.isEmpty { return self.eventLoop.makeSucceededFuture(rewritten) }
+            if answer.responseCode == .noError, !answer.answers.isEmpty {
+                return self.eventLoop.makeSucceededFuture(rewritten)
+            }
             let nextNoData = noData ?? (answer.responseCode == .noError ? rewritten : nil)
             if rest.isEmpty { return self.eventLoop.makeSucceededFuture(nextNoData ?? rewritten) }
             return self.search(query, candidates: rest, noData: nextNoData)

@@ -125,7 +125,8 @@ final class TunnelLab: @unchecked Sendable {
         keepAlive: (TimeAmount, TimeAmount) = (.seconds(5), .seconds(15))
     ) async throws -> TunnelClient {
         let configuration = TunnelConfiguration(
-            key: key, username: username, hostKey: hostKey, hostKeyFingerprint: fingerprint, connections: connections, keepAliveInterval: keepAlive.0,
+            key: key, username: username, hostKey: hostKey, hostKeyFingerprint: fingerprint, connections: connections,
+            keepAliveInterval: keepAlive.0,
             keepAliveTimeout: keepAlive.1)
         return try await TunnelClient.connect(
             group: group, configuration: configuration, transport: TunnelClient.tcp(host: "127.0.0.1", port: port))
@@ -140,12 +141,12 @@ final class TunnelLab: @unchecked Sendable {
         let group = self.group
         let channel = try await group.next().flatSubmit {
             ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { child in
-                child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(handler()) }
-            }
-            .bind(host: "127.0.0.1", port: port)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { child in
+                    child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(handler()) }
+                }
+                .bind(host: "127.0.0.1", port: port)
         }.get()
         keep(channel)
         return channel.localAddress?.port ?? 0
@@ -166,11 +167,11 @@ final class TunnelLab: @unchecked Sendable {
         let group = self.group
         let channel = try await group.next().flatSubmit {
             DatagramBootstrap(group: group)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEcho()) }
-            }
-            .bind(host: "127.0.0.1", port: 0)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEcho()) }
+                }
+                .bind(host: "127.0.0.1", port: 0)
         }.get()
         keep(channel)
         return channel.localAddress?.port ?? 0
@@ -178,19 +179,20 @@ final class TunnelLab: @unchecked Sendable {
 
     /// An authoritative DNS server for the lab on 127.0.0.1:53: A records for `records`, NXDOMAIN for the rest.
     /// `queries` collects the names asked, in order.
-    func dnsServer(records: [String: String], queries: NIOLockedValueBox<[String]> = NIOLockedValueBox([])) async throws {
+    func dnsServer(records: [String: String], queries: NIOLockedValueBox<[String]> = NIOLockedValueBox([])) async throws
+    {
         var table: [DNSName: IPv4Address] = [:]
         for (name, address) in records { table[try DNSName(parsing: name)] = IPv4Address(address) }
         let frozen = table
         let group = self.group
         let channel = try await group.next().flatSubmit {
             DatagramBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(TestDNS(records: frozen, queries: queries))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(TestDNS(records: frozen, queries: queries))
+                    }
                 }
-            }
-            .bind(host: "127.0.0.1", port: 53)
+                .bind(host: "127.0.0.1", port: 53)
         }.get()
         keep(channel)
     }
@@ -299,7 +301,8 @@ final class PatternSource: ChannelInboundHandler, @unchecked Sendable {
 
     private func pump(context: ChannelHandlerContext) {
         while context.channel.isWritable, sent < size {
-            let chunk = Pattern.chunk(at: sent, length: min(64 * 1024, size - sent), allocator: context.channel.allocator)
+            let chunk = Pattern.chunk(
+                at: sent, length: min(64 * 1024, size - sent), allocator: context.channel.allocator)
             sent += chunk.readableBytes
             if sent == size {
                 // The last write's completion, not `close(mode: .output)` at once: NIO turns an output close on a

@@ -1,10 +1,13 @@
 // kt-bench: prints the project's performance figures as tables. Run with `make bench` (release build).
-// `kt-bench allocations N` only moves N segments between two in-memory stacks (for bench/allocations.sh).
+// `kt-bench tunnel` runs only the KtTunnel-against-OpenSSH table. `kt-bench allocations N` only moves N segments between two in-memory stacks (for bench/allocations.sh).
 
 if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "allocations",
     let count = Int(CommandLine.arguments[2])
 {
     print("packets \(AllocationBenchmark.run(segments: count))")
+} else if CommandLine.arguments.dropFirst().first == "tunnel" {
+    print("kt-bench tunnel — \(Machine.description)\n")
+    print(TunnelBenchmarks.run())
 } else {
     print("kt-bench — \(Machine.description)\n")
     print(WireBenchmarks.run())
@@ -12,5 +15,7 @@ if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "allocations",
     print(TunBenchmarks.run())
     print()
     print(StackBenchmarks.run(vethTCP: TunBenchmarks.lastVethTCP))
+    print()
+    print(TunnelBenchmarks.run())
     print("\nsink \(sink & 0xFF)")
 }
