@@ -49,7 +49,8 @@ seeds["FuzzTunnel"] += [
      + bytes([0, 8, 2, 0, 0, 0, 7, 0, 0, 53])),
     ("status-ok", b"\x01ok\nbytes"),
     ("status-err", b"\x01err refused connection refused\n"),
-    ("dial", b"\x02kt-dial tomcat 8080"),
+    ("why", b"\x02why tomcat 8080"),
+    ("why-answer", b"\x02why tomcat 8080 err refused connection refused"),
     ("resolv", b"\x03search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\n"
      b"options ndots:5 timeout:2\n"),
     ("hosts", b"\x04127.0.0.1 localhost\n10.1.2.3 shadow shadow-abc # pod\n"),

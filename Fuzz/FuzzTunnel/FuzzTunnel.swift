@@ -5,7 +5,7 @@ import ShadowKit
 
 /// The tunnel's own formats. The first byte picks the parser, the rest is its input:
 /// 0 a datagram-channel byte stream (every decoded frame encodes back to the same bytes), 1 a dial status line,
-/// 2 a `kt-dial` command, 3 a resolv.conf (and the search candidates it gives), 4 a hosts file, 5 an
+/// 2 a control-channel `why` line (question or answer), 3 a resolv.conf (and the search candidates it gives), 4 a hosts file, 5 an
 /// authorized-keys list. No input may crash; errors are fine.
 func fuzzTunnel(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let data, count > 0 else { return 0 }
@@ -33,9 +33,12 @@ func fuzzTunnel(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
             }
         }
     case 2:
-        if let (host, port) = DialStatus.parseCommand(String(decoding: body, as: UTF8.self)) {
-            precondition(DialStatus.parseCommand(DialStatus.command(host: host, port: port))! == (host, port))
+        let line = String(decoding: body, as: UTF8.self)[...]
+        if let (host, port) = DialStatus.parseWhyRequest(line) {
+            precondition(
+                DialStatus.parseWhyRequest(DialStatus.whyRequest(host: host, port: port).dropLast())! == (host, port))
         }
+        _ = DialStatus.parseWhyAnswer(line)
     case 3:
         let conf = ResolvConf(parsing: String(decoding: body, as: UTF8.self))
         precondition(conf.nameservers.count <= ResolvConf.maximumNameservers)

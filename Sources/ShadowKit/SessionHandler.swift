@@ -4,8 +4,8 @@ import NIOCore
 import NIOSSH
 
 /// A `session` channel before it knows what it is for. kt-shadow runs no shell and no programs: the only commands are
-/// its own — `kt-dial <host> <port>` (a TCP flow with a status line, ``DialStatus``), `kt-control` (banner and
-/// keep-alive) and `kt-udp` (the datagram channel, ``DatagramFrame``). A shell, another command or a subsystem is
+/// its own — `kt-control` (banner, keep-alive and the reasons of failed
+/// dials, ``DialStatus``) and `kt-udp` (the datagram channel, ``DatagramFrame``). A shell, another command or a subsystem is
 /// refused and the channel closed; `pty-req` and `env` only get a failure reply (the exec or shell that follows is
 /// what gets refused). Other channels are unaffected.
 final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
@@ -65,13 +65,10 @@ final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unc
         if command == "kt-control" {
             accept()
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: Self.banner)), promise: nil)
-            replace(with: ControlResponder(), context: context)
+            replace(with: ControlResponder(connection: connection), context: context)
         } else if command == "kt-udp" {
             accept()
             replace(with: DatagramRelay(connection: connection), context: context)
-        } else if let (host, port) = DialStatus.parseCommand(command) {
-            accept()
-            dial(host: host, port: port, context: context)
         } else {
             refuse("command '\(command.prefix(60))'", wantReply: wantReply, context: context)
         }
@@ -88,48 +85,44 @@ final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unc
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         channel.startReading().whenFailure { _ in channel.close(promise: nil) }
     }
-
-    /// Dials, writes the status line, and on success joins the channel to the socket.
-    private func dial(host: String, port: Int, context: ChannelHandlerContext) {
-        let channel = context.channel
-        connection.dial(host: host, port: port).whenComplete { result in
-            switch result {
-            case .success(let socket):
-                guard channel.isActive else {
-                    socket.close(promise: nil)
-                    return
-                }
-                channel.writeAndFlush(ByteBuffer(string: DialStatus.connected.line), promise: nil)
-                channel.pipeline.removeHandler(self).flatMap {
-                    GlueHandler.join(channel, socket)
-                }.whenFailure { _ in
-                    socket.close(promise: nil)
-                    channel.close(promise: nil)
-                }
-            case .failure(let error):
-                let status = DialStatus.failed(Dialer.failure(for: error))
-                channel.writeAndFlush(ByteBuffer(string: status.line)).whenComplete { _ in
-                    channel.close(promise: nil)
-                }
-            }
-        }
-    }
 }
 
-/// The control channel: answers `ping` with `pong`.
-final class ControlResponder: ChannelInboundHandler, Sendable {
+/// The control channel: answers `ping` with `pong`, and `why <host> <port>` with the reason the last dial there
+/// failed (``DialStatus``).
+final class ControlResponder: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    private let connection: ShadowConnection
+    private var buffer = ByteBuffer()
+    /// A line longer than this ends the channel.
+    static let maximumLine = 512
+
+    init(connection: ShadowConnection) {
+        self.connection = connection
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
-        // Pings are whole lines of four letters; counting them is enough, and keeps no state between reads.
-        let pings = bytes.readableBytesView.split(separator: UInt8(ascii: "\n")).filter {
-            $0.elementsEqual("ping".utf8)
-        }.count
-        guard pings > 0 else { return }
-        context.writeAndFlush(
-            wrapOutboundOut(ByteBuffer(string: String(repeating: "pong\n", count: min(pings, 16)))), promise: nil)
+        var bytes = unwrapInboundIn(data)
+        buffer.writeBuffer(&bytes)
+        var answers = ""
+        while let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = buffer.readString(length: newline - buffer.readerIndex) ?? ""
+            buffer.moveReaderIndex(forwardBy: 1)
+            if line == "ping" {
+                answers += "pong\n"
+            } else if let (host, port) = DialStatus.parseWhyRequest(line[...]) {
+                let failure =
+                    connection.recentFailure(host: host, port: port)
+                    ?? .other("the shadow has no record of a failed dial to \(host):\(port)")
+                answers += DialStatus.whyAnswer(host: host, port: port, status: .failed(failure))
+            }
+        }
+        buffer.discardReadBytes()
+        if buffer.readableBytes > Self.maximumLine {
+            context.close(promise: nil)
+            return
+        }
+        if !answers.isEmpty { context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answers)), promise: nil) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

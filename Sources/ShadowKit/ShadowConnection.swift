@@ -21,6 +21,10 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
     private var sshHandler: NIOSSHHandler?
     private var openChannels = 0
     private var pendingDials = 0
+    /// Recent direct-tcpip dial failures by "host port", for the client's `why` question on the control channel.
+    private var recentFailures: [String: (failure: DialFailure, at: NIODeadline)] = [:]
+    static let failureMemory = TimeAmount.seconds(30)
+    static let maximumRememberedFailures = 256
     private var listeners: [Int: Listener] = [:]
     private var closed = false
 
@@ -76,7 +80,10 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
                 child.setOption(ChannelOptions.autoRead, value: false)
             }
         case .directTCPIP(let target):
-            return dial(host: target.targetHost, port: target.targetPort).flatMap { socket in
+            return dial(host: target.targetHost, port: target.targetPort).flatMapError { error in
+                self.remember(Dialer.failure(for: error), host: target.targetHost, port: target.targetPort)
+                return child.eventLoop.makeFailedFuture(error)
+            }.flatMap { socket in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(SSHDataCodec())
                 }.flatMap {
@@ -85,12 +92,29 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
                     GlueHandler.join(child, socket)
                 }
             }
-        // A failure refuses the open with "connect failed" and no reason (swift-nio-ssh sends none); the debug
-        // log has the reason, and kt-dial sessions carry it to the client.
+        // A failure refuses the open with "connect failed" and no reason (swift-nio-ssh sends none); the reason is
+        // remembered for the client's `why` on the control channel.
         case .forwardedTCPIP:
             logger.info("refusing a forwarded-tcpip channel from the client")
             return child.eventLoop.makeFailedFuture(ShadowRefusal.unsupportedChannel)
         }
+    }
+
+    private func remember(_ failure: DialFailure, host: String, port: Int) {
+        let now = NIODeadline.now()
+        if recentFailures.count >= Self.maximumRememberedFailures {
+            recentFailures = recentFailures.filter { now - $0.value.at < Self.failureMemory }
+            if recentFailures.count >= Self.maximumRememberedFailures { recentFailures.removeAll() }
+        }
+        recentFailures["\(host) \(port)"] = (failure, now)
+    }
+
+    /// Why the last dial to `host:port` failed, if it did within the last 30 s.
+    func recentFailure(host: String, port: Int) -> DialFailure? {
+        guard let entry = recentFailures["\(host) \(port)"], NIODeadline.now() - entry.at < Self.failureMemory else {
+            return nil
+        }
+        return entry.failure
     }
 
     /// Dials for the client, within the limit on dials in progress.

@@ -16,6 +16,7 @@ public enum ShadowMain {
     public static func run(
         configuration: ShadowConfiguration, fingerprintFile: String?, logger: Logger, threads: Int
     ) async -> Int32 {
+        AllocatorTuning.apply()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let status = await serve(
             configuration: configuration, fingerprintFile: fingerprintFile, logger: logger, group: group)

@@ -33,14 +33,18 @@ struct TunnelProtocolTests {
         }
     }
 
-    @Test func dialCommandParsing() {
-        #expect(DialStatus.parseCommand(DialStatus.command(host: "tomcat", port: 8080))! == ("tomcat", 8080))
-        #expect(DialStatus.parseCommand("kt-dial [fd00::1] 443")! == ("[fd00::1]", 443))
-        for bad in [
-            "kt-dial tomcat", "kt-dial tomcat 0", "kt-dial tomcat 65536", "kt-dial a b c", "ls /", "kt-dial tomcat x",
-        ] {
-            #expect(DialStatus.parseCommand(bad) == nil, "\(bad)")
+    @Test func whyQuestionsAndAnswers() {
+        let request = DialStatus.whyRequest(host: "tomcat", port: 8080)
+        #expect(request == "why tomcat 8080\n")
+        #expect(DialStatus.parseWhyRequest(request.dropLast())! == ("tomcat", 8080))
+        #expect(DialStatus.parseWhyRequest("why [fd00::1] 443")! == ("[fd00::1]", 443))
+        for bad in ["why tomcat", "why tomcat 0", "why tomcat 65536", "why a b c", "ping", "why tomcat x"] {
+            #expect(DialStatus.parseWhyRequest(bad[...]) == nil, "\(bad)")
         }
+        let answer = DialStatus.whyAnswer(host: "tomcat", port: 8080, status: .failed(.refused))
+        let parsed = DialStatus.parseWhyAnswer(answer.dropLast())
+        #expect(parsed?.host == "tomcat" && parsed?.port == 8080 && parsed?.status == .failed(.refused))
+        #expect(DialStatus.parseWhyAnswer("why tomcat 8080 nonsense") == nil)
     }
 
     // MARK: - Datagram frames

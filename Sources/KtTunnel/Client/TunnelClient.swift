@@ -115,8 +115,15 @@ public final class TunnelClient: Sendable {
     /// Dials `host:port` from the server side and returns the flow once connected. With kt-shadow a failure says
     /// why (``DialFailure``); a stock server only says that it failed.
     public func openTCP(host: String, port: Int) async throws -> TunnelFlow {
-        if let failure { throw failure }
-        return try await leastLoaded.openTCP(host: host, port: port)
+        try await openTCPFuture(host: host, port: port).get()
+    }
+
+    /// ``openTCP(host:port:)`` as a future, completed on the connection's event loop: for callers that live on
+    /// event loops (the stack, local forwards), with no hop through Swift concurrency on the way.
+    public func openTCPFuture(host: String, port: Int) -> EventLoopFuture<TunnelFlow> {
+        let connection = leastLoaded
+        if let failure { return connection.channel.eventLoop.makeFailedFuture(failure) }
+        return connection.openTCPFuture(host: host, port: port)
     }
 
     /// Asks the server to listen on `port` (0: any) and hand each accepted connection to `handler`; returns the

@@ -18,6 +18,8 @@ final class TunnelConnection: Sendable {
         var control: Channel?
         var firstError: Error?
         var closedByUs = false
+        /// Questions about failed dials waiting for the shadow's answer, by "host port", oldest first.
+        var pendingWhy: [String: [EventLoopPromise<DialFailure>]] = [:]
     }
 
     var serverIsShadow: Bool { state.withLockedValue { $0.serverIsShadow } }
@@ -174,49 +176,63 @@ final class TunnelConnection: Sendable {
     }()
 
     func openTCP(host: String, port: Int) async throws -> TunnelFlow {
+        try await openTCPFuture(host: host, port: port).get()
+    }
+
+    /// Opens a `direct-tcpip` channel: the server dials before it confirms, so a flow costs one round trip. On a
+    /// refusal kt-shadow is asked why (``DialStatus``). Everything happens on the connection's event loop, with no
+    /// hop through Swift concurrency.
+    func openTCPFuture(host: String, port: Int) -> EventLoopFuture<TunnelFlow> {
         let isShadow = serverIsShadow
-        let result = channel.eventLoop.makePromise(of: Void.self)
-        let childChannel: Channel
-        do {
-            childChannel = try await channel.eventLoop.flatSubmit {
-                let promise = self.channel.eventLoop.makePromise(of: Channel.self)
-                let type: SSHChannelType =
-                    isShadow
-                    ? .session
-                    : .directTCPIP(
-                        .init(targetHost: host, targetPort: port, originatorAddress: Self.originator))
-                self.sshHandler.value.createChannel(promise, channelType: type) { child, _ in
-                    child.eventLoop.makeCompletedFuture {
-                        try child.pipeline.syncOperations.addHandler(SSHDataCodec())
-                        try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
-                        if isShadow {
-                            try child.pipeline.syncOperations.addHandler(
-                                DialClientHandler(command: DialStatus.command(host: host, port: port), result: result))
-                        } else {
-                            result.succeed()
-                        }
-                    }.flatMap {
-                        child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-                    }.flatMap {
-                        child.setOption(ChannelOptions.autoRead, value: false)
-                    }
+        return channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+            let type = SSHChannelType.directTCPIP(
+                .init(targetHost: host, targetPort: port, originatorAddress: Self.originator))
+            self.sshHandler.value.createChannel(promise, channelType: type) { child, _ in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+                    try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
+                }.flatMap {
+                    child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                }.flatMap {
+                    child.setOption(ChannelOptions.autoRead, value: false)
                 }
-                return promise.futureResult
-            }.get()
-        } catch {
-            if let ssh = error as? NIOSSHError, ssh.type == .channelSetupRejected {
-                throw TunnelError.dial(.other("the server could not connect to \(host):\(port)"))
             }
-            throw Self.translate(error)
+            return promise.futureResult.map { TunnelFlow(channel: $0, connection: self) }
+        }.flatMapError { error in
+            guard let ssh = error as? NIOSSHError, ssh.type == .channelSetupRejected else {
+                return self.channel.eventLoop.makeFailedFuture(Self.translate(error))
+            }
+            // kt-shadow remembers why; a stock sshd says nothing more than that it failed.
+            let generic = DialFailure.other("the server could not connect to \(host):\(port)")
+            guard isShadow else { return self.channel.eventLoop.makeFailedFuture(TunnelError.dial(generic)) }
+            return self.askWhy(host: host, port: port).flatMapThrowing { failure -> TunnelFlow in
+                throw TunnelError.dial(failure ?? generic)
+            }
         }
-        if isShadow { childChannel.read() }
-        do {
-            try await result.futureResult.get()
-        } catch {
-            childChannel.close(promise: nil)
-            throw error
+    }
+
+    /// Asks the shadow why the dial to `host:port` failed; nil when no answer comes within 2 s.
+    private func askWhy(host: String, port: Int) -> EventLoopFuture<DialFailure?> {
+        let key = "\(host) \(port)"
+        let promise = channel.eventLoop.makePromise(of: DialFailure.self)
+        let control: Channel? = state.withLockedValue { state in
+            guard let control = state.control else { return nil }
+            state.pendingWhy[key, default: []].append(promise)
+            return control
         }
-        return TunnelFlow(channel: childChannel, connection: self)
+        guard let control else { return channel.eventLoop.makeSucceededFuture(nil) }
+        control.writeAndFlush(ByteBuffer(string: DialStatus.whyRequest(host: host, port: port)), promise: nil)
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(2)) {
+            promise.fail(TunnelError.dial(.timedOut))
+        }
+        return promise.futureResult.map { Optional($0) }.recover { _ in nil }.always { _ in
+            timeout.cancel()
+            self.state.withLockedValue { state in
+                state.pendingWhy[key]?.removeAll { $0.futureResult === promise.futureResult }
+                if state.pendingWhy[key]?.isEmpty == true { state.pendingWhy[key] = nil }
+            }
+        }
     }
 
     func flowOpened() { state.withLockedValue { $0.openFlows += 1 } }
@@ -411,6 +427,15 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
                 banner.succeed(line == "kt-shadow 1")
             } else if line == "pong" {
                 state.withLockedValue { $0.lastPong = .now() }
+            } else if let answer = DialStatus.parseWhyAnswer(line[...]), case .failed(let failure) = answer.status {
+                let waiting = state.withLockedValue { state -> EventLoopPromise<DialFailure>? in
+                    let key = "\(answer.host) \(answer.port)"
+                    guard var queue = state.pendingWhy[key], !queue.isEmpty else { return nil }
+                    let first = queue.removeFirst()
+                    state.pendingWhy[key] = queue.isEmpty ? nil : queue
+                    return first
+                }
+                waiting?.succeed(failure)
             }
         }
         if buffer.readableBytes > 4096 { context.close(promise: nil) }
@@ -418,67 +443,6 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         banner.succeed(false)
-        context.fireChannelInactive()
-    }
-}
-
-// MARK: - Dial handshake
-
-/// Sends `exec kt-dial host port`, waits for the status line, and then steps aside, passing on whatever bytes came
-/// after the line.
-final class DialClientHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    private let command: String
-    private let result: EventLoopPromise<Void>
-    private var buffer = ByteBuffer()
-    private var done = false
-
-    init(command: String, result: EventLoopPromise<Void>) {
-        self.command = command
-        self.result = result
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        context.triggerUserOutboundEvent(
-            SSHChannelRequestEvent.ExecRequest(command: command, wantReply: false), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !done else {
-            context.fireChannelRead(data)
-            return
-        }
-        var bytes = unwrapInboundIn(data)
-        buffer.writeBuffer(&bytes)
-        do {
-            guard let status = try DialStatus.read(from: &buffer) else {
-                context.read()
-                return
-            }
-            done = true
-            switch status {
-            case .connected:
-                result.succeed()
-                if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffer)) }
-                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            case .failed(let failure):
-                result.fail(TunnelError.dial(failure))
-                context.close(promise: nil)
-            }
-        } catch {
-            done = true
-            result.fail(error)
-            context.close(promise: nil)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if !done {
-            done = true
-            result.fail(TunnelError.connectionLost)
-        }
         context.fireChannelInactive()
     }
 }

@@ -1,30 +1,44 @@
 import NIOCore
 
-/// kt-shadow's dial protocol on a `session` channel.
+/// Why a dial through kt-shadow failed.
 ///
-/// A stock `direct-tcpip` open can only fail with one generic reason (swift-nio-ssh always sends
-/// SSH_OPEN_CONNECT_FAILED with no text), but the stack must tell refused from unreachable from timed out. So a
-/// kt-shadow client opens a session channel and sends `exec` with the command `kt-dial <host> <port>`; the shadow
-/// dials and writes one status line first, then the channel carries the raw byte stream:
+/// Flows open as standard `direct-tcpip` channels: the shadow dials before it confirms, so a flow costs one round
+/// trip, as with OpenSSH. A refused open carries no reason (swift-nio-ssh always sends SSH_OPEN_CONNECT_FAILED with
+/// no text), but the stack must tell refused from unreachable from timed out. So after a refusal the client asks on
+/// the control channel, and the shadow answers from its record of recent failures on that connection:
 ///
-///     ok\n
-///     err <refused|unreachable|timeout|nxdomain|busy|error> <free text>\n
+///     why <host> <port>\n
+///     why <host> <port> err <refused|unreachable|timeout|nxdomain|busy|error> <free text>\n
 ///
-/// Stock OpenSSH clients keep using `direct-tcpip`, which the shadow also serves.
+/// Only failures pay the second round trip.
 public enum DialStatus: Hashable, Sendable {
     case connected
     case failed(DialFailure)
 
-    /// The command that asks for a dial.
-    public static func command(host: String, port: Int) -> String { "kt-dial \(host) \(port)" }
+    /// The control-channel question about a failed dial to `host:port`.
+    public static func whyRequest(host: String, port: Int) -> String { "why \(host) \(port)\n" }
 
-    /// Parses `kt-dial <host> <port>`; nil if the command is something else or malformed.
-    public static func parseCommand(_ command: String) -> (host: String, port: Int)? {
-        let parts = command.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 3, parts[0] == "kt-dial", let port = Int(parts[2]), (1...65535).contains(port),
+    /// Parses a `why <host> <port>` line (newline removed); nil if it is something else or malformed.
+    public static func parseWhyRequest(_ line: Substring) -> (host: String, port: Int)? {
+        let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 3, parts[0] == "why", let port = Int(parts[2]), (1...65535).contains(port),
             !parts[1].isEmpty, parts[1].count <= 253
         else { return nil }
         return (String(parts[1]), port)
+    }
+
+    /// The shadow's answer line, newline included.
+    public static func whyAnswer(host: String, port: Int, status: DialStatus) -> String {
+        "why \(host) \(port) " + status.line
+    }
+
+    /// Parses an answer line (newline removed): the dial it is about and its status; nil if malformed.
+    public static func parseWhyAnswer(_ line: Substring) -> (host: String, port: Int, status: DialStatus)? {
+        let parts = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "why", let port = Int(parts[2]) else { return nil }
+        var rest = ByteBuffer(string: parts[3] + "\n")
+        guard let status = try? read(from: &rest) else { return nil }
+        return (String(parts[1]), port, status)
     }
 
     /// The longest status line we accept: a word and a short explanation.

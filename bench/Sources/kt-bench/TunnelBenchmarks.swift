@@ -31,6 +31,8 @@ enum TunnelBenchmarks {
     }
 
     static func measure() throws -> String {
+        // What kt-shadow and ktctl do at start.
+        AllocatorTuning.apply()
         let namespace = try TestNamespace(prefix: "ktbench-ssh")
         defer { namespace.delete() }
         let directory = NSTemporaryDirectory() + namespace.name
@@ -55,7 +57,13 @@ enum TunnelBenchmarks {
         // The sink (iperf3 server) and an echo server for the latency rows.
         let iperf = try spawn(["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"])
         _ = iperf.waitForOutput("Server listening", timeout: 5)
-        let echo = try spawn(["socat", "TCP-LISTEN:7,bind=127.0.0.1,reuseaddr,fork", "EXEC:cat"])
+        // One asyncio process: no fork per connection, so the latency rows measure the tunnels, not the echo.
+        let echo = try spawn([
+            "python3", "-c",
+            "import asyncio\nasync def h(r, w):\n    while d := await r.read(65536):\n        w.write(d)\n        await w.drain()\n"
+                + "    w.close()\nasync def m():\n    s = await asyncio.start_server(h, '127.0.0.1', 7)\n    await s.serve_forever()\n"
+                + "asyncio.run(m())",
+        ])
         waitForListener(namespace, port: 7)
 
         // OpenSSH: sshd with the session key, ssh -N -L for iperf3 and for the echo port.
@@ -203,9 +211,7 @@ enum LocalForward {
                 .childChannelOption(.autoRead, value: false)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { accepted in
-                    accepted.eventLoop.makeFutureWithTask {
-                        try await client.openTCP(host: "127.0.0.1", port: remotePort)
-                    }.flatMap { flow in
+                    client.openTCPFuture(host: "127.0.0.1", port: remotePort).flatMap { flow in
                         flow.glue(to: accepted)
                     }.flatMapError { error in
                         accepted.close(promise: nil)
