@@ -196,6 +196,11 @@ enum TunnelBenchmarks {
             }
             return samples.sorted()
         }
+        if ProcessInfo.processInfo.environment["KT_BENCH_DEBUG"] != nil {
+            let marks = [50, 75, 90, 95, 98, 99].map { formatted(samples[samples.count * $0 / 100], 2) }
+            FileHandle.standardError.write(
+                "port \(port): p50-p99 \(marks) max \(formatted(samples.last ?? 0, 2))\n".data(using: .utf8)!)
+        }
         return (samples[samples.count / 2], samples[min(samples.count - 1, samples.count * 99 / 100)])
     }
 }
