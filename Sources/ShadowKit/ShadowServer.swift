@@ -176,6 +176,13 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
         connection.logger.info("connection error: \(error)")
         context.close(promise: nil)
     }
+
+    /// Stops the connection's listeners and lookups as soon as it goes inactive, before the SSH handler is removed:
+    /// a forwarded connection accepted after that would ask a removed handler for a channel and wait forever.
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.closeAll()
+        context.fireChannelInactive()
+    }
 }
 
 // MARK: - Authorized keys

@@ -188,18 +188,9 @@ struct OpenSSHInteropTests {
             }
 
             // A reverse forward: sshd listens, connections come back as forwarded-tcpip channels.
-            let listening = try await client.listen(host: "127.0.0.1", port: 0) { flow in
-                _ = ClientBootstrap(group: flow.channel.eventLoop)
-                    .channelOption(.autoRead, value: false)
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .connect(host: "127.0.0.1", port: echo)
-                    .flatMap { flow.glue(to: $0) }
-            }
+            let listening = try await client.listen(host: "127.0.0.1", port: 0, handler: forwardToLocal(port: echo))
             #expect(listening > 0)
-            let result = try lab.shell(
-                "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', \(listening))); s.sendall(b'x'*100000); "
-                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\""
-            )
+            let result = try pythonRoundTrip(lab, port: listening)
             #expect(
                 result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "100000",
                 "\(result.error) \(sshd.output)")

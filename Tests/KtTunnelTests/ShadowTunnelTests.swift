@@ -27,12 +27,7 @@ struct ShadowTunnelTests {
             let size = Self.bigTransfer
             let started = ContinuousClock.now
             let answer = try await flow.asyncChannel().executeThenClose { inbound, outbound in
-                var sent = 0
-                while sent < size {
-                    let chunk = Pattern.chunk(at: sent, length: min(256 * 1024, size - sent), allocator: .init())
-                    sent += chunk.readableBytes
-                    try await outbound.write(chunk)
-                }
+                try await Pattern.send(size, to: outbound)
                 outbound.finish()
                 var collected = ByteBuffer()
                 for try await var chunk in inbound { collected.writeBuffer(&chunk) }
@@ -244,18 +239,9 @@ struct ShadowTunnelTests {
             let client = try await lab.connect(port: port, key: key, hostKey: nil)
             defer { client.close() }
             let local = try await lab.echoServer()
-            let listening = try await client.listen(port: 0) { flow in
-                _ = ClientBootstrap(group: flow.channel.eventLoop)
-                    .channelOption(.autoRead, value: false)
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .connect(host: "127.0.0.1", port: local)
-                    .flatMap { flow.glue(to: $0) }
-            }
+            let listening = try await client.listen(port: 0, handler: forwardToLocal(port: local))
             #expect(listening > 0)
-            let result = try lab.shell(
-                "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', \(listening))); s.sendall(b'x'*100000); "
-                    + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\""
-            )
+            let result = try pythonRoundTrip(lab, port: listening)
             #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "100000", "\(result.error)")
             try await client.cancelListen(port: listening)
             let after = try lab.shell("curl -sS -m 2 http://127.0.0.1:\(listening)/ 2>&1; true")
@@ -279,12 +265,7 @@ struct ShadowTunnelTests {
             let greeting = try await flow.asyncChannel().executeThenClose { inbound, outbound in
                 var greeting = ByteBuffer()
                 for try await var chunk in inbound { greeting.writeBuffer(&chunk) }
-                var sent = 0
-                while sent < size {
-                    let chunk = Pattern.chunk(at: sent, length: min(256 * 1024, size - sent), allocator: .init())
-                    sent += chunk.readableBytes
-                    try await outbound.write(chunk)
-                }
+                try await Pattern.send(size, to: outbound)
                 outbound.finish()
                 return String(buffer: greeting)
             }

@@ -100,7 +100,10 @@ struct TunnelFailureTests {
             }
             let waited = milliseconds(since: started)
             #expect(outcome == "\(TunnelError.connectionLost)")
-            #expect(waited >= 900 && waited < 3000, "detected after \(waited) ms")
+            // 1 s without a pong, checked every 0.2 s: about 1.2 s on a quiet machine (measured 1.1 s); the bound
+            // leaves room for a machine busy with the other suites (measured up to 6 s there).
+            print("keep-alive: a frozen connection was closed after \(Int(waited)) ms")
+            #expect(waited >= 900 && waited < 9000, "detected after \(waited) ms")
             #expect(client.failure != nil)
         }
     }

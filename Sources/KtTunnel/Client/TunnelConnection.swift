@@ -117,7 +117,7 @@ final class TunnelConnection: Sendable {
         let state = self.state
         let childChannel: Channel = try await channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
-            self.sshHandler.value.createChannel(promise, channelType: .session) { child, _ in
+            self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(SSHDataCodec())
                     try child.pipeline.syncOperations.addHandler(ControlHandler(banner: banner, state: state))
@@ -188,15 +188,8 @@ final class TunnelConnection: Sendable {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
             let type = SSHChannelType.directTCPIP(
                 .init(targetHost: host, targetPort: port, originatorAddress: Self.originator))
-            self.sshHandler.value.createChannel(promise, channelType: type) { child, _ in
-                child.eventLoop.makeCompletedFuture {
-                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
-                    try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
-                }.flatMap {
-                    child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-                }.flatMap {
-                    child.setOption(ChannelOptions.autoRead, value: false)
-                }
+            self.openHandler(failing: promise)?.createChannel(promise, channelType: type) { child, _ in
+                Self.prepareFlowChannel(child)
             }
             return promise.futureResult.map { TunnelFlow(channel: $0, connection: self) }
         }.flatMapError { error in
@@ -209,6 +202,31 @@ final class TunnelConnection: Sendable {
             return self.askWhy(host: host, port: port).flatMapThrowing { failure -> TunnelFlow in
                 throw TunnelError.dial(failure ?? generic)
             }
+        }
+    }
+
+    /// The SSH handler while the connection is open; otherwise `promise` fails and nil comes back. swift-nio-ssh
+    /// never answers a channel or request asked of a handler already removed from a closed connection, so asking
+    /// after the close (a host key refused while the caller was between two awaits) would wait forever.
+    private func openHandler<T>(failing promise: EventLoopPromise<T>) -> NIOSSHHandler? {
+        channel.eventLoop.preconditionInEventLoop()
+        guard channel.isActive else {
+            promise.fail(TunnelError.connectionLost)
+            return nil
+        }
+        return sshHandler.value
+    }
+
+    /// A flow's SSH channel, either way: bytes in and out, connection loss as ``TunnelError/connectionLost``,
+    /// half-closure on, reads only when the consumer asks.
+    static func prepareFlowChannel(_ child: Channel) -> EventLoopFuture<Void> {
+        child.eventLoop.makeCompletedFuture {
+            try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+            try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
+        }.flatMap {
+            child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        }.flatMap {
+            child.setOption(ChannelOptions.autoRead, value: false)
         }
     }
 
@@ -245,7 +263,8 @@ final class TunnelConnection: Sendable {
         do {
             response = try await channel.eventLoop.flatSubmit {
                 let promise = self.channel.eventLoop.makePromise(of: GlobalRequest.TCPForwardingResponse?.self)
-                self.sshHandler.value.sendTCPForwardingRequest(.listen(host: host, port: port), promise: promise)
+                self.openHandler(failing: promise)?.sendTCPForwardingRequest(
+                    .listen(host: host, port: port), promise: promise)
                 return promise.futureResult
             }.get()
         } catch {
@@ -260,7 +279,8 @@ final class TunnelConnection: Sendable {
         state.withLockedValue { _ = $0.listeners.removeValue(forKey: port) }
         _ = try await channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: GlobalRequest.TCPForwardingResponse?.self)
-            self.sshHandler.value.sendTCPForwardingRequest(.cancel(host: host, port: port), promise: promise)
+            self.openHandler(failing: promise)?.sendTCPForwardingRequest(
+                .cancel(host: host, port: port), promise: promise)
             return promise.futureResult
         }.get()
     }
@@ -276,7 +296,7 @@ final class TunnelConnection: Sendable {
     func probeCommand(_ command: String) async throws -> Bool {
         let childChannel: Channel = try await channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
-            self.sshHandler.value.createChannel(promise, channelType: .session) { _, _ in
+            self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { _, _ in
                 self.channel.eventLoop.makeSucceededVoidFuture()
             }
             return promise.futureResult
@@ -297,7 +317,7 @@ final class TunnelConnection: Sendable {
         guard serverIsShadow else { throw TunnelError.unsupported("datagram channels (kt-shadow only)") }
         let childChannel: Channel = try await channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
-            self.sshHandler.value.createChannel(promise, channelType: .session) { child, _ in
+            self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(SSHDataCodec())
                     try child.pipeline.syncOperations.addHandler(DatagramFrameHandler(onFrame: onFrame))
@@ -386,14 +406,7 @@ final class ForwardedChannels: @unchecked Sendable {
             // Only forwards we asked for; session and direct-tcpip channels from the server are refused.
             return child.eventLoop.makeFailedFuture(TunnelError.protocolViolation("unexpected channel from the server"))
         }
-        return child.eventLoop.makeCompletedFuture {
-            try child.pipeline.syncOperations.addHandler(SSHDataCodec())
-            try child.pipeline.syncOperations.addHandler(ConnectionLossTranslator())
-        }.flatMap {
-            child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-        }.flatMap {
-            child.setOption(ChannelOptions.autoRead, value: false)
-        }.map {
+        return TunnelConnection.prepareFlowChannel(child).map {
             let flow = TunnelFlow(channel: child, connection: connection)
             if !connection.deliverForwarded(flow, port: forwarded.listeningPort) { child.close(promise: nil) }
         }

@@ -214,6 +214,16 @@ enum Pattern {
         return buffer
     }
 
+    /// Writes `size` bytes of the pattern to `outbound` in chunks of up to 256 KiB.
+    static func send(_ size: Int, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        var sent = 0
+        while sent < size {
+            let chunk = chunk(at: sent, length: min(256 * 1024, size - sent), allocator: .init())
+            sent += chunk.readableBytes
+            try await outbound.write(chunk)
+        }
+    }
+
     /// Whether `bytes` are the pattern from `offset` on; the index of the first wrong byte if not.
     static func firstMismatch(_ bytes: ByteBuffer, at offset: Int) -> Int? {
         var checked = 0
@@ -390,6 +400,27 @@ final class TestDNS: ChannelInboundHandler, Sendable {
             wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: response.encoded())),
             promise: nil)
     }
+}
+
+// MARK: - Reverse forwards
+
+/// A reverse-forward handler that joins each forwarded flow to a new connection to `port` on the lab's loopback.
+func forwardToLocal(port: Int) -> @Sendable (TunnelFlow) -> Void {
+    { flow in
+        _ = ClientBootstrap(group: flow.channel.eventLoop)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(host: "127.0.0.1", port: port)
+            .flatMap { flow.glue(to: $0) }
+    }
+}
+
+/// Sends 100 000 bytes from python in the lab to `port` and returns how many came back before EOF.
+func pythonRoundTrip(_ lab: TunnelLab, port: Int) throws -> TestNamespace.CommandResult {
+    try lab.shell(
+        "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', \(port))); s.sendall(b'x'*100000); "
+            + "s.shutdown(socket.SHUT_WR); n=0\nwhile True:\n  b=s.recv(65536)\n  if not b: break\n  n+=len(b)\nprint(n)\""
+    )
 }
 
 // MARK: - Reading flows
