@@ -61,9 +61,7 @@ struct ShadowTunnelTests {
 
     @Test func twoHundredConcurrentFlows() async throws {
         try await TunnelLab.with("kttun-many") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil, connections: 2)
+            let client = try await lab.shadowClient(connections: 2)
             defer { client.close() }
             let echo = try await lab.echoServer()
             let started = ContinuousClock.now
@@ -87,9 +85,7 @@ struct ShadowTunnelTests {
 
     @Test func refusedDialIsReportedAsRefusedWithin100Milliseconds() async throws {
         try await TunnelLab.with("kttun-refused") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             var worst = 0.0
             for _ in 0..<20 {
@@ -108,9 +104,7 @@ struct ShadowTunnelTests {
         try await TunnelLab.with("kttun-names") { lab in
             let queries = NIOLockedValueBox<[String]>([])
             try await lab.dnsServer(records: ["tomcat.default.svc.cluster.local": "127.0.0.1"], queries: queries)
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let echo = try await lab.echoServer()
             let flow = try await client.openTCP(host: "tomcat", port: echo)
@@ -127,9 +121,7 @@ struct ShadowTunnelTests {
     @Test func dnsQueryThroughTheDatagramChannel() async throws {
         try await TunnelLab.with("kttun-dns") { lab in
             try await lab.dnsServer(records: ["tomcat.default.svc.cluster.local": "10.96.0.15"])
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let frames = AsyncStream.makeStream(of: DatagramFrame.self)
             let channel = try await client.openDatagramChannel { frames.continuation.yield($0) }
@@ -160,9 +152,7 @@ struct ShadowTunnelTests {
     @Test func udpDatagramsAreRelayedBothWays() async throws {
         try await TunnelLab.with("kttun-udp") { lab in
             let echo = try await lab.udpEchoServer()
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let frames = AsyncStream.makeStream(of: DatagramFrame.self)
             let channel = try await client.openDatagramChannel { frames.continuation.yield($0) }
@@ -192,9 +182,7 @@ struct ShadowTunnelTests {
         try await TunnelLab.with("kttun-ping") { lab in
             // Ping sockets are allowed per namespace; this one is ours.
             _ = try lab.shell("sysctl -qw net.ipv4.ping_group_range='0 2147483647'")
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let frames = AsyncStream.makeStream(of: DatagramFrame.self)
             let channel = try await client.openDatagramChannel { frames.continuation.yield($0) }
@@ -234,9 +222,7 @@ struct ShadowTunnelTests {
 
     @Test func reverseForwardDeliversConnectionsToTheClient() async throws {
         try await TunnelLab.with("kttun-reverse") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let local = try await lab.echoServer()
             let listening = try await client.listen(port: 0, handler: forwardToLocal(port: local))
@@ -254,9 +240,7 @@ struct ShadowTunnelTests {
     /// input ended, swift-nio-ssh's EOF after the peer's EOF).
     @Test func dataSentAfterTheServerHalfClosedArrivesWhole() async throws {
         try await TunnelLab.with("kttun-late") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let counted = NIOLockedValueBox<(bytes: Int, mismatch: Int?, ended: Bool)>((0, nil, false))
             let server = try await lab.tcpServer { SayThenCount(counted: counted) }
@@ -281,9 +265,7 @@ struct ShadowTunnelTests {
 
     @Test func refusedRequestsLeaveOtherChannelsAlone() async throws {
         try await TunnelLab.with("kttun-refuse") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let echo = try await lab.echoServer()
             let flow = try await client.openTCP(host: "127.0.0.1", port: echo)

@@ -110,9 +110,7 @@ struct TunnelFailureTests {
 
     @Test func aSlowReaderSlowsItsSender() async throws {
         try await TunnelLab.with("kttun-slow") { lab in
-            let key = SessionKey()
-            let (_, port) = try await lab.startShadow(keys: [key.sshPublicKey])
-            let client = try await lab.connect(port: port, key: key, hostKey: nil)
+            let client = try await lab.shadowClient()
             defer { client.close() }
             let size = 256 << 20
             let progress = NIOLockedValueBox(0)

@@ -118,6 +118,13 @@ final class TunnelLab: @unchecked Sendable {
         return (server, address.port ?? 0)
     }
 
+    /// A kt-shadow in the lab and a client connected to it (host key not pinned).
+    func shadowClient(connections: Int = 1) async throws -> TunnelClient {
+        let key = SessionKey()
+        let (_, port) = try await startShadow(keys: [key.sshPublicKey])
+        return try await connect(port: port, key: key, hostKey: nil, connections: connections)
+    }
+
     /// A client connected to `port` on the lab's loopback.
     func connect(
         port: Int, key: SessionKey, hostKey: NIOSSHPublicKey?, fingerprint: String? = nil, username: String = "kt",
