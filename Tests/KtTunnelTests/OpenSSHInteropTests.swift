@@ -35,9 +35,7 @@ struct OpenSSHInteropTests {
     static func startShadowProcess(lab: TunnelLab, authorizedKeys: String, port: Int) throws -> (
         BackgroundProcess, String
     ) {
-        let resolv = try lab.write(
-            "resolv.conf",
-            "nameserver 127.0.0.1\nsearch \(TunnelLab.podSearch.joined(separator: " "))\noptions ndots:5\n")
+        let resolv = try lab.write("resolv.conf", TunnelLab.podResolvConf)
         let hosts = try lab.write("hosts", "127.0.0.1 localhost\n")
         let shadow = try lab.spawn([
             builtExecutable("kt-shadow")!, "--listen", "127.0.0.1:\(port)", "--authorized-keys", authorizedKeys,

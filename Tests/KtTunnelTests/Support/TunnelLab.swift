@@ -92,12 +92,12 @@ final class TunnelLab: @unchecked Sendable {
 
     // MARK: - kt-shadow
 
-    /// The resolver a pod in `default` would have, pointed at the lab's DNS on 127.0.0.1:53.
-    static var podResolver: ResolvConf {
-        ResolvConf(
-            nameservers: [try! SocketAddress(ipAddress: "127.0.0.1", port: 53)],
-            search: podSearch.map { try! DNSName(parsing: $0) }, ndots: 5, timeout: .seconds(1), attempts: 2)
-    }
+    /// The resolv.conf a pod in `default` would have, pointed at the lab's DNS on 127.0.0.1:53; the kt-shadow
+    /// process reads it from a file, the in-process shadow through the same parser.
+    static let podResolvConf =
+        "nameserver 127.0.0.1\nsearch \(podSearch.joined(separator: " "))\noptions ndots:5 timeout:1 attempts:2\n"
+
+    static var podResolver: ResolvConf { ResolvConf(parsing: podResolvConf) }
 
     /// An in-process kt-shadow on 127.0.0.1 (any port), reverse forwards kept on loopback.
     func startShadow(
