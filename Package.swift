@@ -108,6 +108,34 @@ var targets: [Target] = [
             .product(name: "Logging", package: "swift-log"),
         ]
     ),
+    // A Kubernetes client: kubeconfig as kubectl reads it, typed models, REST and watch over AsyncHTTPClient,
+    // patches, and port-forward over WebSocket as a byte stream for KtTunnel.
+    .target(
+        name: "KubeKit",
+        dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+        ]
+    ),
+    .testTarget(
+        name: "KubeKitTests",
+        dependencies: [
+            "KubeKit", "NamespaceTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     // One file per command: a pure plan (tested as values) and the step that applies it.
     .target(
         name: "KtctlKit",
@@ -153,6 +181,7 @@ let package = Package(
         .library(name: "KtStack", targets: ["KtStack"]),
         .library(name: "KtTunnel", targets: ["KtTunnel"]),
         .library(name: "ShadowKit", targets: ["ShadowKit"]),
+        .library(name: "KubeKit", targets: ["KubeKit"]),
         .executable(name: "kt-shadow", targets: ["kt-shadow"]),
         // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
         .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
@@ -165,6 +194,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: targets
 )
