@@ -1,0 +1,214 @@
+import NIOCore
+import NIOWebSocket
+
+/// The client side of the `v4.channel.k8s.io` port-forward protocol, as a handler between WebSocket frames and a
+/// plain byte stream: what the pod's port sends comes out as `ByteBuffer`s, what is written goes to the pod.
+///
+/// The protocol (kubelet `portforward/websocket.go`): for the i-th requested port, channel 2i carries data both
+/// ways and channel 2i+1 carries error text from the server; every binary message starts with its channel byte;
+/// the server's first message on each channel is the port number as a little-endian UInt16.
+///
+/// Inbound data is held until someone downstream asks to read (`read()`), so that bytes the pod sends right after
+/// the handshake (an SSH server's version line) wait for the handler that will consume them.
+final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = WebSocketFrame
+
+    /// The most error text kept from the error channel (it is one line in practice).
+    static let maximumErrorBytes = 16 << 10
+
+    private let port: UInt16
+    private var seenPortHeader: [Bool] = [false, false]
+    /// A fragmented message in progress: its channel, and for the error channel its text so far.
+    private var fragmentChannel: UInt8?
+    private var errorText: [UInt8] = []
+    private var pending: [ByteBuffer] = []
+    private var delivering = false
+    private var readRequested = false
+    private var closeSent = false
+
+    init(port: UInt16) {
+        self.port = port
+    }
+
+    /// From now on inbound bytes go downstream whenever a read is asked for. Called on the event loop once the
+    /// pipeline's consumer is in place.
+    func startDelivering(context: ChannelHandlerContext) {
+        delivering = true
+        if readRequested { flushPending(context: context) }
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .binary:
+            var payload = frame.unmaskedData
+            guard let channel = payload.readInteger(as: UInt8.self) else {
+                return protocolError(context: context, "an empty message (no channel byte)")
+            }
+            fragmentChannel = frame.fin ? nil : channel
+            receive(context: context, channel: channel, payload: payload)
+        case .continuation:
+            guard let channel = fragmentChannel else {
+                return protocolError(context: context, "a continuation frame without a message")
+            }
+            if frame.fin { fragmentChannel = nil }
+            receive(context: context, channel: channel, payload: frame.unmaskedData, continuing: true)
+        case .text:
+            protocolError(context: context, "a text message (the base64 protocol was not asked for)")
+        case .ping:
+            var pong = context.channel.allocator.buffer(capacity: frame.length)
+            var data = frame.unmaskedData
+            pong.writeBuffer(&data)
+            let reply = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: pong)
+            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        case .pong:
+            break
+        case .connectionClose:
+            finishError(context: context)
+            sendClose(context: context, code: .normalClosure)
+            context.close(promise: nil)
+        default:
+            protocolError(context: context, "an unknown opcode \(frame.opcode)")
+        }
+    }
+
+    private func receive(context: ChannelHandlerContext, channel: UInt8, payload: ByteBuffer, continuing: Bool = false) {
+        var payload = payload
+        switch channel {
+        case 0, 1:
+            if !seenPortHeader[Int(channel)] && !continuing {
+                guard let low = payload.readInteger(as: UInt8.self), let high = payload.readInteger(as: UInt8.self)
+                else {
+                    return protocolError(context: context, "a first message on channel \(channel) without the port")
+                }
+                let announced = UInt16(low) | UInt16(high) << 8
+                guard announced == port else {
+                    return protocolError(context: context, "port \(announced) announced, \(port) asked for")
+                }
+                seenPortHeader[Int(channel)] = true
+            }
+            guard payload.readableBytes > 0 else { return }
+            if channel == 0 {
+                deliver(context: context, payload)
+            } else if errorText.count < Self.maximumErrorBytes {
+                errorText += payload.readableBytesView.prefix(Self.maximumErrorBytes - errorText.count)
+                // The kubelet writes the whole message at once, then closes: report it as soon as it is complete.
+                if fragmentChannel == nil { finishError(context: context) }
+            }
+        default:
+            protocolError(context: context, "a message on channel \(channel), which was not asked for")
+        }
+    }
+
+    private func deliver(context: ChannelHandlerContext, _ buffer: ByteBuffer) {
+        if delivering && pending.isEmpty {
+            context.fireChannelRead(wrapInboundOut(buffer))
+        } else {
+            pending.append(buffer)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if delivering { context.fireChannelReadComplete() }
+    }
+
+    private func flushPending(context: ChannelHandlerContext) {
+        guard !pending.isEmpty else { return }
+        let buffers = pending
+        pending = []
+        for buffer in buffers { context.fireChannelRead(wrapInboundOut(buffer)) }
+        context.fireChannelReadComplete()
+    }
+
+    private func finishError(context: ChannelHandlerContext) {
+        guard !errorText.isEmpty else { return }
+        let text = String(decoding: errorText, as: UTF8.self)
+        errorText = []
+        context.fireErrorCaught(PortForwardError.remote(text))
+        sendClose(context: context, code: .normalClosure)
+        context.close(promise: nil)
+    }
+
+    private func protocolError(context: ChannelHandlerContext, _ problem: String) {
+        context.fireErrorCaught(PortForwardError.protocolViolation("the server sent \(problem)"))
+        sendClose(context: context, code: .protocolError)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Whatever arrived before the end is still delivered, then the end.
+        if !pending.isEmpty {
+            flushPending(context: context)
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: - Outbound
+
+    func read(context: ChannelHandlerContext) {
+        if delivering {
+            if !pending.isEmpty {
+                flushPending(context: context)
+            }
+        } else {
+            readRequested = true
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let payload = unwrapOutboundIn(data)
+        guard payload.readableBytes > 0 else {
+            // An empty message would read as "no data" to some servers; nothing to send.
+            promise?.succeed(())
+            return
+        }
+        var channelByte = context.channel.allocator.buffer(capacity: 1)
+        channelByte.writeInteger(UInt8(0))
+        let frame = WebSocketFrame(
+            fin: true, opcode: .binary, maskKey: .random(), data: payload, extensionData: channelByte)
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // The v4 protocol cannot half-close a port's stream: any close ends the connection.
+        if mode == .output || mode == .all { sendClose(context: context, code: .normalClosure) }
+        if mode == .output {
+            context.close(mode: .all, promise: promise)
+        } else {
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    private func sendClose(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        guard !closeSent, context.channel.isActive else { return }
+        closeSent = true
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data)
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+}
+
+/// Why a port-forward ended or could not start.
+public enum PortForwardError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The server's error channel said this (e.g. nothing listens on the pod's port).
+    case remote(String)
+    case protocolViolation(String)
+    /// The upgrade to WebSocket was refused; the server's answer.
+    case upgradeRefused(status: Int, message: String)
+
+    public var description: String {
+        switch self {
+        case .remote(let text): return "port-forward: the cluster reported: \(text)"
+        case .protocolViolation(let problem): return "port-forward: protocol error: \(problem)"
+        case .upgradeRefused(let status, let message):
+            return "port-forward: the API server refused the WebSocket upgrade (HTTP \(status)): \(message)"
+        }
+    }
+}

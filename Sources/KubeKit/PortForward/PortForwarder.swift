@@ -1,0 +1,204 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+
+/// Port-forward to one TCP port of a pod through the API server, over WebSocket (`v4.channel.k8s.io`, the
+/// protocol the Python client speaks and every kubelet serves). Each `connect` is a new WebSocket carrying one TCP
+/// connection to the pod's port, so reconnecting is calling `connect` again.
+///
+/// The result is a NIO `Channel` whose inbound and outbound messages are `ByteBuffer`s of the pod's byte stream,
+/// with autoRead off: exactly what `TunnelClient`'s transport closure hands to SSH.
+public struct PortForwarder: Sendable {
+    public let client: KubeClient
+    public let pod: String
+    public let namespace: String
+    public let port: UInt16
+
+    /// The largest WebSocket frame accepted from the server (kubelets send up to 32 KiB; proxies may coalesce).
+    public static let maximumFrameBytes = 16 << 20
+
+    public init(client: KubeClient, pod: String, namespace: String? = nil, port: UInt16) {
+        self.client = client
+        self.pod = pod
+        self.namespace = namespace ?? client.access.namespace
+        self.port = port
+    }
+
+    /// Opens a new forwarded connection on `eventLoop` (for use as a `TunnelClient` transport).
+    public func connect(on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        let promise = eventLoop.makePromise(of: (any Channel).self)
+        promise.completeWithTask { try await self.connect(on: eventLoop) }
+        return promise.futureResult
+    }
+
+    /// Opens a new forwarded connection; throws `PortForwardError`, `KubeAPIError` or `KubeTransportError`.
+    public func connect(on eventLoop: any EventLoop) async throws -> any Channel {
+        let access = client.access
+        if access.proxyURL != nil {
+            throw KubeconfigError(
+                path: access.clusterOrigin, field: "clusters[\(access.clusterName)].cluster.proxy-url",
+                problem: "is set, and port-forward through a proxy is not supported yet",
+                hint: "reach the API server directly for ktctl connect")
+        }
+        let host = access.server.host ?? "localhost"
+        let serverPort = access.server.port ?? 443
+        let tlsContext: NIOSSLContext? =
+            access.server.scheme == "https"
+            ? try NIOSSLContext(configuration: try TLSFactory.configuration(for: access)) : nil
+        let serverName = access.tls.serverName ?? (Self.isIPAddress(host) ? nil : host)
+        let authorization = try await client.authorizationHeaders()
+        let request = APIRequest.portForward(pod: pod, namespace: namespace, ports: [Int(port)])
+        let upgraded = eventLoop.makePromise(of: Void.self)
+
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(10))
+                .connect(host: host, port: serverPort).get()
+        } catch {
+            throw KubeTransportError(kind: .connection, server: access.server.absoluteString, detail: "\(error)")
+        }
+        let port = self.port
+        let frames: NIOLoopBound<PortForwardFrameHandler>
+        do {
+            frames = try await channel.eventLoop.submit {
+                let frames = NIOLoopBound(PortForwardFrameHandler(port: port), eventLoop: channel.eventLoop)
+                let sync = channel.pipeline.syncOperations
+                if let tlsContext {
+                    try sync.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName))
+                }
+                let upgrader = NIOWebSocketClientUpgrader(
+                    maxFrameSize: Self.maximumFrameBytes,
+                    upgradePipelineHandler: { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(frames.value)
+                        }
+                    })
+                try sync.addHTTPClientHandlers(
+                    leftOverBytesStrategy: .forwardBytes,
+                    withClientUpgrade: (
+                        upgraders: [upgrader],
+                        completionHandler: { context in
+                            // The pipeline is now WebSocket frames → PortForwardFrameHandler. From here on the
+                            // caller decides when to read.
+                            context.channel.setOption(.autoRead, value: false).whenComplete { _ in
+                                upgraded.succeed(())
+                            }
+                        }
+                    ))
+                try sync.addHandler(UpgradeRefusalCatcher(request: request, upgraded: upgraded))
+                return frames
+            }.get()
+            var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: access.apiPrefix + request.target)
+            head.headers.add(name: "Host", value: Self.hostHeader(serverName ?? host, port: serverPort))
+            head.headers.add(name: "Sec-WebSocket-Protocol", value: "v4.channel.k8s.io")
+            head.headers.add(name: "User-Agent", value: "ktctl (linux) kubekit")
+            for header in authorization { head.headers.add(name: header.name, value: header.value) }
+            head.headers.add(name: "Content-Length", value: "0")
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+            channel.closeFuture.whenComplete { _ in upgraded.fail(ChannelError.eof) }
+            try await withTimeout(.seconds(30), on: eventLoop) { upgraded.futureResult }
+        } catch {
+            channel.close(promise: nil)
+            throw translate(error, access: access)
+        }
+        // Deliver what arrived with the 101, and everything after, on the consumer's reads.
+        try await channel.eventLoop.submit {
+            let context = try channel.pipeline.syncOperations.context(handler: frames.value)
+            frames.value.startDelivering(context: context)
+        }.get()
+        return channel
+    }
+
+    func translate(_ error: any Error, access: ClusterAccess) -> any Error {
+        if error is PortForwardError || error is KubeAPIError || error is KubeTransportError { return error }
+        if let refused = error as? RefusedUpgrade { return refused.error }
+        let text = String(describing: error)
+        if error is NIOSSLError || error is BoringSSLError || text.contains("SSL") {
+            return KubeTransportError(
+                kind: .tls, server: access.server.absoluteString,
+                detail: text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed")
+                    ? "the server's certificate is not signed by the trusted CA (certificate verify failed)" : text,
+                certificateAuthority: access.tls.certificateAuthoritySource)
+        }
+        if let channelError = error as? ChannelError, channelError == .eof {
+            return PortForwardError.protocolViolation("the connection closed during the WebSocket handshake")
+        }
+        return KubeTransportError(kind: .connection, server: access.server.absoluteString, detail: text)
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+
+    static func hostHeader(_ host: String, port: Int) -> String {
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        return port == 443 ? bracketed : "\(bracketed):\(port)"
+    }
+}
+
+/// Completes `body`'s future or fails after `timeout`.
+func withTimeout(
+    _ timeout: TimeAmount, on eventLoop: any EventLoop, _ body: () -> EventLoopFuture<Void>
+) async throws {
+    let future = body()
+    let timer = eventLoop.scheduleTask(in: timeout) {}
+    defer { timer.cancel() }
+    let promise = eventLoop.makePromise(of: Void.self)
+    future.cascade(to: promise)
+    timer.futureResult.whenSuccess {
+        promise.fail(KubeTransportError(kind: .timeout, server: "", detail: "no WebSocket upgrade within \(timeout)"))
+    }
+    try await promise.futureResult.get()
+}
+
+struct RefusedUpgrade: Error {
+    var error: any Error
+}
+
+/// After the HTTP client codec: sees the answer only when the upgrade did not happen, and turns it into an error
+/// (the server's Status: pod not found, forbidden, ...).
+final class UpgradeRefusalCatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let request: APIRequest
+    private let upgraded: EventLoopPromise<Void>
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+
+    init(request: APIRequest, upgraded: EventLoopPromise<Void>) {
+        self.request = request
+        self.upgraded = upgraded
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body(let buffer):
+            if body.count < 1 << 16 { body += buffer.readableBytesView }
+        case .end:
+            let status = Int(head?.status.code ?? 0)
+            let response = APIResponse(
+                status: status, headers: head?.headers.map { .init($0.name, $0.value) } ?? [], body: body)
+            let error: any Error =
+                (200..<300).contains(status)
+                ? PortForwardError.upgradeRefused(
+                    status: status, message: "the server answered without switching to WebSocket")
+                : KubeAPIError.from(response, request: request)
+            upgraded.fail(RefusedUpgrade(error: error))
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        upgraded.fail(error)
+        context.close(promise: nil)
+    }
+}
