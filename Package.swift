@@ -124,17 +124,32 @@ var targets: [Target] = [
             .product(name: "Yams", package: "Yams"),
         ]
     ),
+    // ktlab: the embedded one-machine Kubernetes (API server, controllers, pods in network namespaces).
+    .target(
+        name: "LabKit",
+        dependencies: [
+            "KubeKit",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     .testTarget(
         name: "KubeKitTests",
         dependencies: [
-            "KubeKit", "NamespaceTestSupport",
+            "KubeKit", "LabKit", "NamespaceTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
-        ]
+        ],
+        exclude: ["Fixtures"]
     ),
     // One file per command: a pure plan (tested as values) and the step that applies it.
     .target(

@@ -203,6 +203,10 @@ public struct KubeconfigError: Error, Sendable, Hashable, CustomStringConvertibl
             return KubeconfigError(
                 path: path, field: fieldPath(context.codingPath + [key]), problem: "is missing")
         case .dataCorrupted(let context):
+            if let underlying = context.underlyingError {
+                let detail = String(describing: underlying).split(separator: "\n").first ?? ""
+                return KubeconfigError(path: path, field: nil, problem: "is not valid YAML: \(detail)")
+            }
             return KubeconfigError(
                 path: path, field: fieldPath(context.codingPath),
                 problem: "cannot be read: \(context.debugDescription)")
