@@ -24,6 +24,9 @@ public final class HTTPTransport: KubeTransport {
         configuration.redirectConfiguration = .disallow
         configuration.decompression = access.disableCompression ? .disabled : .enabled(limit: .none)
         configuration.connectionPool = .init(idleTimeout: .seconds(90))
+        // KubeClient retries with its own backoff and never after a TLS failure; AsyncHTTPClient's own retries would
+        // hold a wrong-CA error for the whole connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
         if access.server.scheme == "https" {
             configuration.tlsConfiguration = try TLSFactory.configuration(for: access, clientIdentity: clientIdentity)
         }
@@ -158,6 +161,9 @@ public enum TLSFactory {
     ) throws -> TLSConfiguration {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
+        // On close, wait only briefly for the server's close_notify (NIOSSL's default is 5 s, which would hold
+        // ktctl's exit after a cancelled watch).
+        tls.shutdownTimeout = .milliseconds(300)
         if access.tls.insecureSkipVerify {
             tls.certificateVerification = .none
         } else if let ca = access.tls.certificateAuthority {

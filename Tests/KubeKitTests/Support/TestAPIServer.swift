@@ -45,7 +45,7 @@ final class TestAPIServer: Sendable {
     /// `portForward` maps a pod name to the local TCP port its forward goes to (nil: the upgrade is refused and
     /// `respond` answers the request instead).
     init(
-        pki: TestPKI?, requireClientCertificate: Bool = false,
+        pki: TestPKI?, requireClientCertificate: Bool = false, namedOnly: Bool = false,
         portForward: @escaping @Sendable (String) -> Int? = { _ in nil },
         respond: @escaping @Sendable (Request) -> Reply
     ) async throws {
@@ -53,7 +53,7 @@ final class TestAPIServer: Sendable {
         var sslContext: NIOSSLContext?
         if let pki {
             var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(pki.serverCertificate).map { .certificate($0) },
+                certificateChain: try NIOSSLCertificate.fromPEMFile(namedOnly ? pki.namedOnlyCertificate : pki.serverCertificate).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: pki.serverKey, format: .pem)))
             if requireClientCertificate {
                 configuration.certificateVerification = .noHostnameVerification

@@ -5,6 +5,8 @@ struct TestPKI {
     let directory: URL
     var caCertificate: String { directory.appendingPathComponent("ca.crt").path }
     var serverCertificate: String { directory.appendingPathComponent("server.crt").path }
+    /// The same key, certified for `ktlab.local` only (no IP address).
+    var namedOnlyCertificate: String { directory.appendingPathComponent("named.crt").path }
     var serverKey: String { directory.appendingPathComponent("server.key").path }
     var clientCertificate: String { directory.appendingPathComponent("client.crt").path }
     var clientKey: String { directory.appendingPathComponent("client.key").path }
@@ -26,6 +28,9 @@ struct TestPKI {
             printf 'subjectAltName=IP:127.0.0.1,DNS:ktlab.local\\nextendedKeyUsage=serverAuth\\n' > server.ext
             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
               -extfile server.ext -out server.crt 2>/dev/null
+            printf 'subjectAltName=DNS:ktlab.local\nextendedKeyUsage=serverAuth\n' > named.ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+              -extfile named.ext -out named.crt 2>/dev/null
             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=tester/O=system:masters \
               -keyout client.key -out client.csr 2>/dev/null
             printf 'extendedKeyUsage=clientAuth\\n' > client.ext
