@@ -28,7 +28,8 @@ import Testing
     }
 
     static func podListPages() throws -> (String, String) {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/pod-list.json")
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "Fixtures/pod-list.json")
         let first = try String(contentsOf: url, encoding: .utf8)
         var document = try JSONValue(json: Data(first.utf8))
         let items = document["items"]?.arrayValue ?? []
@@ -69,7 +70,9 @@ import Testing
         let scratch = try Scratch()
         let access = try Self.kubeconfig(scratch, server: "https://127.0.0.1:\(server.port)", ca: pki.otherCA)
         let client = try KubeClient(access: access)
-        let error = await #expect(throws: KubeTransportError.self) { try await client.get(Namespace.self, name: "default") }
+        let error = await #expect(throws: KubeTransportError.self) {
+            try await client.get(Namespace.self, name: "default")
+        }
         await client.shutdown()
         await server.stop()
         #expect(error?.kind == .tls)
@@ -88,7 +91,9 @@ import Testing
         // Neither 127.0.0.1 nor `localhost` is in the certificate: refused ...
         let plain = try Self.kubeconfig(scratch, server: "https://127.0.0.1:\(server.port)", ca: pki.caCertificate)
         let refused = try KubeClient(access: plain, retry: .init(attempts: 1))
-        let error = await #expect(throws: KubeTransportError.self) { try await refused.get(Namespace.self, name: "default") }
+        let error = await #expect(throws: KubeTransportError.self) {
+            try await refused.get(Namespace.self, name: "default")
+        }
         #expect(error?.kind == .tls)
         await refused.shutdown()
         // ... unless tls-server-name names one that is.
@@ -167,7 +172,8 @@ import Testing
                 let added = Self.event("ADDED", "b", 11)
                 let cut = added.index(added.startIndex, offsetBy: 30)
                 return .stream(
-                    [String(added[..<cut]), String(added[cut...]) + Self.event("MODIFIED", "b", 12)], pause: .milliseconds(5),
+                    [String(added[..<cut]), String(added[cut...]) + Self.event("MODIFIED", "b", 12)],
+                    pause: .milliseconds(5),
                     end: true)
             case 2:
                 return .stream(
@@ -175,7 +181,10 @@ import Testing
                     pause: .milliseconds(5), end: false)
             case 3:
                 return .stream(
-                    [#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 20 (40)","reason":"Expired","code":410}}"# + "\n"],
+                    [
+                        #"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 20 (40)","reason":"Expired","code":410}}"#
+                            + "\n"
+                    ],
                     pause: .milliseconds(5), end: true)
             default:
                 return .stream([Self.event("DELETED", "a", 51)], pause: .seconds(30), end: true)
@@ -205,6 +214,9 @@ import Testing
         let versions = server.requests.filter { $0.query["watch"] == "true" }.map { $0.query["resourceVersion"] ?? "-" }
         // 10 from the first list; 12 after the clean end; 20 (the bookmark) after the break; 50 from the re-list.
         #expect(versions == ["10", "12", "20", "50"])
-        #expect(server.requests.filter { $0.query["watch"] == "true" }.allSatisfy { $0.query["allowWatchBookmarks"] == "true" })
+        #expect(
+            server.requests.filter { $0.query["watch"] == "true" }.allSatisfy {
+                $0.query["allowWatchBookmarks"] == "true"
+            })
     }
 }

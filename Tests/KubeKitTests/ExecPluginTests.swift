@@ -19,7 +19,9 @@ import Testing
             """, mode: 0o755)
     }
 
-    static func configuration(_ scratch: Scratch, apiVersion: String = "client.authentication.k8s.io/v1", extra: String = "")
+    static func configuration(
+        _ scratch: Scratch, apiVersion: String = "client.authentication.k8s.io/v1", extra: String = ""
+    )
         throws -> ExecPluginConfiguration
     {
         let file = try scratch.write(
@@ -55,7 +57,8 @@ import Testing
     }
 
     static func calls(_ scratch: Scratch) -> [String] {
-        ((try? String(contentsOfFile: "\(scratch.path)/calls", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        ((try? String(contentsOfFile: "\(scratch.path)/calls", encoding: .utf8)) ?? "").split(separator: "\n").map(
+            String.init)
     }
 
     @Test func tokenIsCachedUntilExpiryAndThePluginSeesItsClusterAndEnv() async throws {
@@ -96,7 +99,9 @@ import Testing
         let scratch = try Scratch()
         try Self.plugin(
             in: scratch,
-            output: #"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"t"}}"#)
+            output:
+                #"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"t"}}"#
+        )
         let provider = ExecCredentialProvider(
             try Self.configuration(scratch, apiVersion: "client.authentication.k8s.io/v1beta1"), stdinIsTerminal: false)
         for _ in 0..<3 { _ = try await provider.credential() }
@@ -107,7 +112,8 @@ import Testing
         let scratch = try Scratch()
         try Self.plugin(
             in: scratch,
-            output: #"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"clientCertificateData":"CERT","clientKeyData":"KEY"}}"#
+            output:
+                #"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"clientCertificateData":"CERT","clientKeyData":"KEY"}}"#
         )
         let credential = try await ExecCredentialProvider(try Self.configuration(scratch), stdinIsTerminal: false)
             .credential()

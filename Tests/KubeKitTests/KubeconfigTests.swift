@@ -112,7 +112,8 @@ let pemCA = """
 
     @Test func currentContextTakesTheFirstNonEmptyValue() throws {
         let scratch = try Scratch()
-        let a = try scratch.write("a", Self.first.replacingOccurrences(of: "kind: Config", with: "kind: Config\ncurrent-context: plain"))
+        let a = try scratch.write(
+            "a", Self.first.replacingOccurrences(of: "kind: Config", with: "kind: Config\ncurrent-context: plain"))
         let b = try scratch.write("b", Self.second)
         try scratch.write("certs/ca.crt", pemCA)
         let config = try Kubeconfig.load(environment: ["KUBECONFIG": "\(a):\(b)"])
@@ -131,9 +132,10 @@ let pemCA = """
         #expect(config.files == [b])
         #expect(config.users["u1"]?.value.token == "B")
         let missing = "\(scratch.path)/nope"
-        #expect(throws: KubeconfigError(
-            path: missing, field: nil, problem: "does not exist",
-            hint: "check the --kubeconfig path (nothing was read or changed)")
+        #expect(
+            throws: KubeconfigError(
+                path: missing, field: nil, problem: "does not exist",
+                hint: "check the --kubeconfig path (nothing was read or changed)")
         ) {
             try Kubeconfig.load(explicitPath: missing, environment: [:])
         }
@@ -190,21 +192,27 @@ let pemCA = """
                 .hasPrefix("kubeconfig FILE: clusters[0].cluster.insecure-skip-tls-verify"))
         #expect(
             try problem(base + "clusters: [{name: k, cluster: {server: 'ftp://h'}}]")
-                == "kubeconfig FILE: clusters[k].cluster.server is \"ftp://h\", not an https:// (or http://) URL with a host")
+                == "kubeconfig FILE: clusters[k].cluster.server is \"ftp://h\", not an https:// (or http://) URL with a host"
+        )
         #expect(
             try problem(base + "clusters: [{name: k, cluster: {}}]")
                 == "kubeconfig FILE: clusters[k].cluster.server is not set")
         #expect(
-            try problem(base + "clusters: [{name: k, cluster: {server: 'https://h', certificate-authority: /no/ca.crt}}]")
-                .hasPrefix("kubeconfig FILE: clusters[k].cluster.certificate-authority names /no/ca.crt, which does not exist"))
+            try problem(
+                base + "clusters: [{name: k, cluster: {server: 'https://h', certificate-authority: /no/ca.crt}}]"
+            )
+            .hasPrefix(
+                "kubeconfig FILE: clusters[k].cluster.certificate-authority names /no/ca.crt, which does not exist"))
         #expect(
-            try problem(base + "clusters: [{name: k, cluster: {server: 'https://h', certificate-authority-data: '%%%'}}]")
+            try problem(
+                base + "clusters: [{name: k, cluster: {server: 'https://h', certificate-authority-data: '%%%'}}]")
                 == "kubeconfig FILE: clusters[k].cluster.certificate-authority-data is not valid base64")
         #expect(
             try problem(
                 base + "clusters: [{name: k, cluster: {server: 'https://h', insecure-skip-tls-verify: true, "
-                    + "certificate-authority-data: 'QQ=='}}]")
-                .contains("insecure-skip-tls-verify is true while a certificate authority is also set"))
+                    + "certificate-authority-data: 'QQ=='}}]"
+            )
+            .contains("insecure-skip-tls-verify is true while a certificate authority is also set"))
         #expect(
             try problem(base + "clusters: [{name: k, cluster: {server: 'https://h', proxy-url: 'ftp://p'}}]")
                 .contains("proxy-url is \"ftp://p\""))
@@ -212,8 +220,9 @@ let pemCA = """
             try problem(
                 "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
                     + "clusters: [{name: k, cluster: {server: 'https://h'}}]\n"
-                    + "users: [{name: u, user: {token: t, client-certificate-data: 'QQ==', client-key-data: 'QQ=='}}]")
-                .contains("has more than one authentication method (client certificate, token)"))
+                    + "users: [{name: u, user: {token: t, client-certificate-data: 'QQ==', client-key-data: 'QQ=='}}]"
+            )
+            .contains("has more than one authentication method (client certificate, token)"))
         #expect(
             try problem(
                 "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
@@ -260,7 +269,9 @@ let pemCA = """
             """)
         let access = try Kubeconfig.load(explicitPath: file).access()
         #expect(access.apiPrefix == "/k8s/clusters/c-1")
-        #expect(access.url(path: "/api/v1/pods").absoluteString == "https://rancher.example:443/k8s/clusters/c-1/api/v1/pods")
+        #expect(
+            access.url(path: "/api/v1/pods").absoluteString
+                == "https://rancher.example:443/k8s/clusters/c-1/api/v1/pods")
         #expect(access.tls.serverName == "api.internal")
         #expect(access.proxyURL?.absoluteString == "socks5://127.0.0.1:1080")
         #expect(access.tls.certificateAuthoritySource == "certificate-authority-data of cluster \"k\" in \(file)")
@@ -332,6 +343,8 @@ let pemCA = """
         #expect(
             try problem("{apiVersion: client.authentication.k8s.io/v1beta1, command: x, interactiveMode: Sometimes}")
                 .hasSuffix("expected Never, IfAvailable or Always"))
-        #expect(try problem("{apiVersion: client.authentication.k8s.io/v1beta1}") == "users[u].user.exec.command: is not set")
+        #expect(
+            try problem("{apiVersion: client.authentication.k8s.io/v1beta1}")
+                == "users[u].user.exec.command: is not set")
     }
 }

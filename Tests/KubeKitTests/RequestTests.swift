@@ -6,7 +6,9 @@ import Testing
 /// Requests built as values: the exact method, path, query, headers and body the API server receives.
 @Suite struct RequestTests {
     @Test func paths() {
-        #expect(APIRequest.get(Pod.resource, name: "web-1", namespace: "default").path == "/api/v1/namespaces/default/pods/web-1")
+        #expect(
+            APIRequest.get(Pod.resource, name: "web-1", namespace: "default").path
+                == "/api/v1/namespaces/default/pods/web-1")
         #expect(
             APIRequest.get(Deployment.resource, name: "tomcat", namespace: "dev", subresource: "scale").path
                 == "/apis/apps/v1/namespaces/dev/deployments/tomcat/scale")
@@ -44,7 +46,8 @@ import Testing
     @Test func writes() throws {
         var service = Service(
             metadata: ObjectMeta(name: "web", labels: ["app": "web"]),
-            spec: .init(selector: ["app": "web"], ports: [ServicePort(name: "http", port: 80, targetPort: .string("http"))]))
+            spec: .init(
+                selector: ["app": "web"], ports: [ServicePort(name: "http", port: 80, targetPort: .string("http"))]))
         service.metadata.namespace = "dev"
         let create = try APIRequest.create(
             Service.resource, namespace: "dev", body: try service.document(), fieldManager: "ktctl")
@@ -82,14 +85,16 @@ import Testing
         #expect(delete.method == .delete)
         #expect(
             String(decoding: delete.body ?? [], as: UTF8.self)
-                == #"{"apiVersion":"v1","gracePeriodSeconds":0,"kind":"DeleteOptions","propagationPolicy":"Background"}"#)
+                == #"{"apiVersion":"v1","gracePeriodSeconds":0,"kind":"DeleteOptions","propagationPolicy":"Background"}"#
+        )
 
         let forward = APIRequest.portForward(pod: "shadow-1", namespace: "dev", ports: [2222])
         #expect(forward.target == "/api/v1/namespaces/dev/pods/shadow-1/portforward?ports=2222")
     }
 
     @Test func clientUsesTheContextNamespaceAndDecodesStatusErrors() async throws {
-        let access = ClusterAccess(server: URL(string: "https://h:6443")!, namespace: "team", credentials: .bearer(token: "t", file: nil))
+        let access = ClusterAccess(
+            server: URL(string: "https://h:6443")!, namespace: "team", credentials: .bearer(token: "t", file: nil))
         let transport = RecordingTransport { request in
             switch request.path {
             case "/api/v1/namespaces/team/pods/gone":
@@ -118,7 +123,8 @@ import Testing
         #expect(forbidden?.reason == .forbidden)
         #expect(
             forbidden?.description.hasPrefix(
-                "not allowed to list secrets in namespace \"kube-system\": secrets is forbidden: User \"dev\" cannot list")
+                "not allowed to list secrets in namespace \"kube-system\": secrets is forbidden: User \"dev\" cannot list"
+            )
                 == true)
         let other = await #expect(throws: KubeAPIError.self) { try await client.get(Node.self, name: "n") }
         #expect(other?.reason == .serverError)
@@ -136,13 +142,19 @@ import Testing
             if request.method == .get {
                 return APIResponse(
                     status: 200,
-                    body: Array(#"{"metadata":{"name":"c","namespace":"default","resourceVersion":"\#(current)"},"data":{"n":"\#(current)"}}"#.utf8))
+                    body: Array(
+                        #"{"metadata":{"name":"c","namespace":"default","resourceVersion":"\#(current)"},"data":{"n":"\#(current)"}}"#
+                            .utf8))
             }
             let sent = try JSONValue(json: Data(request.body ?? []))
             // Someone else writes between our first read and our write.
             if current == 1 {
                 version.set(2)
-                return APIResponse(status: 409, body: Array(#"{"kind":"Status","reason":"Conflict","code":409,"message":"the object has been modified"}"#.utf8))
+                return APIResponse(
+                    status: 409,
+                    body: Array(
+                        #"{"kind":"Status","reason":"Conflict","code":409,"message":"the object has been modified"}"#
+                            .utf8))
             }
             #expect(sent["metadata"]?["resourceVersion"] == .string("2"))
             return APIResponse(status: 200, body: request.body ?? [])
@@ -235,7 +247,8 @@ import Testing
     @Test func addingAContainerKeepsTheOthersUnknownFields() throws {
         var deployment = try Deployment.decoding(try Self.fixture("deployment.json"))
         deployment.spec?.template.spec?.containers.insert(Container(name: "kt-agent", image: "agent"), at: 0)
-        let containers = try #require(try deployment.document()["spec"]?["template"]?["spec"]?["containers"]?.arrayValue)
+        let containers = try #require(
+            try deployment.document()["spec"]?["template"]?["spec"]?["containers"]?.arrayValue)
         #expect(containers.map { $0["name"]?.stringValue } == ["kt-agent", "tomcat", "sidecar"])
         #expect(containers[1]["terminationMessagePolicy"] == .string("File"))
         #expect(containers[0]["terminationMessagePolicy"] == nil)
@@ -269,9 +282,13 @@ import Testing
 
     @Test func garbageOutsideAValueIsAnError() {
         var framer = JSONStreamFramer()
-        #expect(throws: JSONStreamFramer.FramingError.unexpectedByte(UInt8(ascii: "x"))) { try framer.feed(Array("x{}".utf8)) }
+        #expect(throws: JSONStreamFramer.FramingError.unexpectedByte(UInt8(ascii: "x"))) {
+            try framer.feed(Array("x{}".utf8))
+        }
         var closing = JSONStreamFramer()
-        #expect(throws: JSONStreamFramer.FramingError.unexpectedByte(UInt8(ascii: "}"))) { try closing.feed(Array("}".utf8)) }
+        #expect(throws: JSONStreamFramer.FramingError.unexpectedByte(UInt8(ascii: "}"))) {
+            try closing.feed(Array("}".utf8))
+        }
     }
 
     @Test func watchEventsDecodeAndErrorEventsThrowTheirStatus() throws {
@@ -280,7 +297,8 @@ import Testing
         #expect(added.object?.name == "a {\"}")
         let bookmark = try WatchEvent<Pod>.decode(try JSONValue(json: Data(Self.events[2].utf8)), request: request)
         #expect(bookmark.resourceVersion == "3")
-        let gone = #"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 5 (12)","reason":"Expired","code":410}}"#
+        let gone =
+            #"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 5 (12)","reason":"Expired","code":410}}"#
         let error = #expect(throws: KubeAPIError.self) {
             try WatchEvent<Pod>.decode(try JSONValue(json: Data(gone.utf8)), request: request)
         }

@@ -139,7 +139,8 @@ public struct ClusterAccess: Sendable, Hashable {
         }
         if (tls.clientCertificate == nil) != (tls.clientKey == nil) {
             throw KubeconfigError(
-                path: user.origin, field: tls.clientCertificate == nil ? "\(userField).client-certificate" : "\(userField).client-key",
+                path: user.origin,
+                field: tls.clientCertificate == nil ? "\(userField).client-certificate" : "\(userField).client-key",
                 problem: "is missing: a client certificate and its key go together")
         }
         self.tls = tls

@@ -198,14 +198,16 @@ public actor ExecCredentialProvider {
                     process.waitUntilExit()
                     continuation.resume(returning: (process.terminationStatus, Array(bytes)))
                 } catch {
-                    continuation.resume(throwing: ExecPluginError.notFound(
-                        command: configuration.command, hint: configuration.installHint))
+                    continuation.resume(
+                        throwing: ExecPluginError.notFound(
+                            command: configuration.command, hint: configuration.installHint))
                 }
             }
             thread.start()
         }
         guard code == 0 else { throw ExecPluginError.failed(command: configuration.command, exitCode: code) }
-        return try ExecCredential.parse(stdout, expectedVersion: configuration.apiVersion, command: configuration.command)
+        return try ExecCredential.parse(
+            stdout, expectedVersion: configuration.apiVersion, command: configuration.command)
     }
 
     static func locate(_ command: String, path: String) -> String? {

@@ -187,7 +187,8 @@ public struct Namespace: KubeResource, Hashable {
 
 /// core/v1 Node: ktctl reads its pod CIDRs and addresses.
 public struct Node: KubeResource, Hashable {
-    public static let resource = ResourceType(group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false)
+    public static let resource = ResourceType(
+        group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false)
 
     public struct Spec: Codable, Sendable, Hashable {
         public var podCIDR: String?
@@ -213,7 +214,8 @@ public struct Node: KubeResource, Hashable {
 
 /// core/v1 Event: what ktctl reports when a pod cannot be scheduled or its image cannot be pulled.
 public struct Event: KubeResource, Hashable {
-    public static let resource = ResourceType(group: "", version: "v1", plural: "events", kind: "Event", namespaced: true)
+    public static let resource = ResourceType(
+        group: "", version: "v1", plural: "events", kind: "Event", namespaced: true)
 
     public var metadata: ObjectMeta
     public var involvedObject: ObjectReference?

@@ -127,7 +127,8 @@ public enum IntOrString: Codable, Sendable, Hashable, CustomStringConvertible {
 
 /// meta/v1 Status: the body of every error and of some successful deletes.
 public struct Status: Codable, Sendable, Hashable, KubeResource {
-    public static let resource = ResourceType(group: "", version: "v1", plural: "status", kind: "Status", namespaced: false)
+    public static let resource = ResourceType(
+        group: "", version: "v1", plural: "status", kind: "Status", namespaced: false)
 
     public struct Details: Codable, Sendable, Hashable {
         public var name: String?

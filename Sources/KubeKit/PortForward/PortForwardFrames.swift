@@ -14,7 +14,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = WebSocketFrame
+    /// Whole frames, already masked (`WebSocketMasking.clientFrame`).
+    typealias OutboundOut = ByteBuffer
 
     /// The most error text kept from the error channel (it is one line in practice).
     static let maximumErrorBytes = 16 << 10
@@ -61,10 +62,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         case .text:
             protocolError(context: context, "a text message (the base64 protocol was not asked for)")
         case .ping:
-            var pong = context.channel.allocator.buffer(capacity: frame.length)
-            var data = frame.unmaskedData
-            pong.writeBuffer(&data)
-            let reply = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: pong)
+            let reply = WebSocketMasking.clientFrame(
+                opcode: .pong, prefix: nil, payload: frame.unmaskedData, allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
         case .pong:
             break
@@ -77,7 +76,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
-    private func receive(context: ChannelHandlerContext, channel: UInt8, payload: ByteBuffer, continuing: Bool = false) {
+    private func receive(context: ChannelHandlerContext, channel: UInt8, payload: ByteBuffer, continuing: Bool = false)
+    {
         var payload = payload
         switch channel {
         case 0, 1:
@@ -168,10 +168,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
             promise?.succeed(())
             return
         }
-        var channelByte = context.channel.allocator.buffer(capacity: 1)
-        channelByte.writeInteger(UInt8(0))
-        let frame = WebSocketFrame(
-            fin: true, opcode: .binary, maskKey: .random(), data: payload, extensionData: channelByte)
+        let frame = WebSocketMasking.clientFrame(
+            opcode: .binary, prefix: 0, payload: payload, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(frame), promise: promise)
     }
 
@@ -190,7 +188,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         closeSent = true
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data)
+        let frame = WebSocketMasking.clientFrame(
+            opcode: .connectionClose, prefix: nil, payload: data, allocator: context.channel.allocator)
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 }

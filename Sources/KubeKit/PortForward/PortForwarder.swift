@@ -68,13 +68,15 @@ public struct PortForwarder: Sendable {
         do {
             frames = try await channel.eventLoop.submit {
                 let frames = NIOLoopBound(PortForwardFrameHandler(port: port), eventLoop: channel.eventLoop)
+                let refusal = NIOLoopBound(
+                    UpgradeRefusalCatcher(request: request, upgraded: upgraded), eventLoop: channel.eventLoop)
                 let sync = channel.pipeline.syncOperations
                 if let tlsContext {
                     try sync.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName))
                 }
-                let upgrader = NIOWebSocketClientUpgrader(
+                let upgrader = WebSocketClientUpgrader(
                     maxFrameSize: Self.maximumFrameBytes,
-                    upgradePipelineHandler: { channel, _ in
+                    upgradePipelineHandler: { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(frames.value)
                         }
@@ -84,14 +86,16 @@ public struct PortForwarder: Sendable {
                     withClientUpgrade: (
                         upgraders: [upgrader],
                         completionHandler: { context in
-                            // The pipeline is now WebSocket frames → PortForwardFrameHandler. From here on the
-                            // caller decides when to read.
+                            // The pipeline is now WebSocket frames → PortForwardFrameHandler (the upgrader added
+                            // them after the refusal catcher, which must go). From here on the caller decides when
+                            // to read.
+                            context.pipeline.syncOperations.removeHandler(refusal.value, promise: nil)
                             context.channel.setOption(.autoRead, value: false).whenComplete { _ in
                                 upgraded.succeed(())
                             }
                         }
                     ))
-                try sync.addHandler(UpgradeRefusalCatcher(request: request, upgraded: upgraded))
+                try sync.addHandler(refusal.value)
                 return frames
             }.get()
             var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: access.apiPrefix + request.target)
@@ -100,9 +104,11 @@ public struct PortForwarder: Sendable {
             head.headers.add(name: "User-Agent", value: "ktctl (linux) kubekit")
             for header in authorization { head.headers.add(name: header.name, value: header.value) }
             head.headers.add(name: "Content-Length", value: "0")
-            channel.write(HTTPClientRequestPart.head(head), promise: nil)
-            try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+            // A failed write means the connection failed (a TLS handshake error, say), which the catcher reports
+            // through `upgraded` with its cause.
             channel.closeFuture.whenComplete { _ in upgraded.fail(ChannelError.eof) }
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             try await withTimeout(.seconds(30), on: eventLoop) { upgraded.futureResult }
         } catch {
             channel.close(promise: nil)

@@ -3,7 +3,11 @@ import Foundation
 /// One API call as a value: built by pure functions, tested as a value, sent by a `KubeTransport`.
 public struct APIRequest: Sendable, Hashable {
     public enum Method: String, Sendable, Hashable {
-        case get = "GET", post = "POST", put = "PUT", patch = "PATCH", delete = "DELETE"
+        case get = "GET"
+        case post = "POST"
+        case put = "PUT"
+        case patch = "PATCH"
+        case delete = "DELETE"
     }
 
     public var method: Method
@@ -101,7 +105,9 @@ public struct ListOptions: Sendable, Hashable {
 /// How a delete treats the object's dependents, and how long its pods get to stop.
 public struct DeleteOptions: Sendable, Hashable {
     public enum Propagation: String, Sendable, Hashable {
-        case foreground = "Foreground", background = "Background", orphan = "Orphan"
+        case foreground = "Foreground"
+        case background = "Background"
+        case orphan = "Orphan"
     }
 
     public var propagationPolicy: Propagation?
@@ -232,7 +238,8 @@ extension APIRequest {
             method: .post, path: resource.collectionPath(namespace: namespace),
             query: fieldManager.map { [.init("fieldManager", $0)] } ?? [],
             headers: [Header("Content-Type", "application/json")], body: Array(try body.jsonData()),
-            verb: "create", subject: describe(resource, name: body["metadata"]?["name"]?.stringValue, namespace: namespace))
+            verb: "create",
+            subject: describe(resource, name: body["metadata"]?["name"]?.stringValue, namespace: namespace))
     }
 
     public static func update(

@@ -26,7 +26,8 @@ public enum WatchEvent<T: KubeResource>: Sendable {
     /// Decodes one event document (`{"type": "...", "object": {...}}`); an `ERROR` event throws its Status.
     public static func decode(_ document: JSONValue, request: APIRequest) throws -> WatchEvent {
         guard let type = document["type"]?.stringValue, let object = document["object"] else {
-            throw KubeDecodingError(what: "watch event", problem: "has no type or object: \(document.jsonText.prefix(200))")
+            throw KubeDecodingError(
+                what: "watch event", problem: "has no type or object: \(document.jsonText.prefix(200))")
         }
         switch type {
         case "ADDED": return .added(try T.decoding(object))

@@ -1,3 +1,4 @@
+import KubeKit
 import NIOCore
 import NIOWebSocket
 
@@ -94,7 +95,8 @@ public final class PortForwardRelay: ChannelDuplexHandler, RemovableChannelHandl
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        var payload = frame.unmaskedData
+        var payload = frame.data
+        if let key = frame.maskKey { WebSocketMasking.apply(key, to: &payload) }
         switch frame.opcode {
         case .binary:
             guard let channel = payload.readInteger(as: UInt8.self) else { return }
@@ -104,7 +106,8 @@ public final class PortForwardRelay: ChannelDuplexHandler, RemovableChannelHandl
             if fragmentChannel == 0 { forward(payload) }
             if frame.fin { fragmentChannel = nil }
         case .ping:
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
         case .connectionClose:
             pod?.close()
             closeWebSocket()

@@ -53,7 +53,9 @@ final class TestAPIServer: Sendable {
         var sslContext: NIOSSLContext?
         if let pki {
             var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(namedOnly ? pki.namedOnlyCertificate : pki.serverCertificate).map { .certificate($0) },
+                certificateChain: try NIOSSLCertificate.fromPEMFile(
+                    namedOnly ? pki.namedOnlyCertificate : pki.serverCertificate
+                ).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: pki.serverKey, format: .pem)))
             if requireClientCertificate {
                 configuration.certificateVerification = .noHostnameVerification
@@ -87,7 +89,10 @@ final class TestAPIServer: Sendable {
                             let target = portForward(pod) ?? 1
                             let asked = URLComponents(string: head.uri)?.queryItems?.first { $0.name == "ports" }?.value
                             recorded.withLockedValue {
-                                $0.append(Request(method: "GET", uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: []))
+                                $0.append(
+                                    Request(
+                                        method: "GET", uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                                        body: []))
                             }
                             return channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(
@@ -101,7 +106,13 @@ final class TestAPIServer: Sendable {
                             }
                         })
                     try sync.configureHTTPServerPipeline(
-                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                        withServerUpgrade: (
+                            upgraders: [upgrader],
+                            completionHandler: { context in
+                                // The WebSocket handlers were added after this one.
+                                context.pipeline.syncOperations.removeHandler(handler, promise: nil)
+                            }
+                        ))
                     try sync.addHandler(handler)
                 }
             }
@@ -155,14 +166,16 @@ private final class ScriptedHandler: ChannelInboundHandler, RemovableChannelHand
             var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", "\(text.utf8.count)")])
             headers.add(name: "Connection", value: "keep-alive")
             context.write(
-                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
+                wrapOutboundOut(
+                    .head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
                 promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         case .stream(let chunks, let pause, let end):
             let headers = HTTPHeaders([("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")])
             context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil
+            )
             let channel = context.channel
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             @Sendable func send(_ index: Int) {
@@ -179,7 +192,8 @@ private final class ScriptedHandler: ChannelInboundHandler, RemovableChannelHand
                 context.writeAndFlush(
                     handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: chunks[index])))), promise: nil)
                 let (seconds, attoseconds) = pause.components
-                channel.eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
+                channel.eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+                {
                     send(index + 1)
                 }
             }
