@@ -6,6 +6,7 @@ import Testing
 /// Exec credential plugins, run for real: a shell script that records how it was called.
 @Suite struct ExecPluginTests {
     /// A plugin that appends its KUBERNETES_EXEC_INFO and arguments to `calls` and prints `output`.
+    @discardableResult
     static func plugin(in scratch: Scratch, output: String, exitCode: Int = 0) throws -> String {
         try scratch.write(
             "plugin.sh",

@@ -93,9 +93,11 @@ final class WebSocketClientUpgrader: NIOHTTPClientProtocolUpgrader {
 
     func upgrade(context: ChannelHandlerContext, upgradeResponse: HTTPResponseHead) -> EventLoopFuture<Void> {
         let channel = context.channel
+        let maxFrameSize = self.maxFrameSize
+        let then = self.upgradePipelineHandler
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
-        }.flatMap { self.upgradePipelineHandler(channel) }
+        }.flatMap { then(channel) }
     }
 }
