@@ -13,6 +13,7 @@ let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
 let fuzzers = [
     "FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel",
+    "FuzzKube",
 ]
 
 var targets: [Target] = [
@@ -183,7 +184,8 @@ if fuzzing {
         .executableTarget(
             name: name,
             dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")]
-                + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : []),
+                + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : [])
+                + (name == "FuzzKube" ? ["KubeKit"] : []),
             path: "Fuzz/\(name)"
         )
     }

@@ -23,7 +23,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -56,6 +56,22 @@ seeds["FuzzTunnel"] += [
     ("hosts", b"\x04127.0.0.1 localhost\n10.1.2.3 shadow shadow-abc # pod\n"),
     ("keys", b"\x05# session\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhpaGlodGhpc2lzbm90YXJlYWxrZXlhdGFsbDAwMDA= kt\n"),
 ]
+
+# FuzzKube: a selector byte, then a kubeconfig, a watch body, an exec answer, an error body or an object.
+fixtures_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "KubeKitTests", "Fixtures")
+seeds["FuzzKube"] += [
+    ("kubeconfig", b"\x00current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: n}}]\n"
+     b"clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}}]\n"
+     b"users: [{name: u, user: {token: t}}]\n"),
+    ("watch", b"\x01" + b'{"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"1"}}}\n'
+     b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}\n'),
+    ("exec", b'\x02{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",'
+     b'"status":{"token":"t","expirationTimestamp":"2026-11-22T12:00:00Z"}}'),
+    ("status", b'\x03{"kind":"Status","apiVersion":"v1","status":"Failure","message":"nope","reason":"Forbidden","code":403}'),
+]
+for name in ["deployment.json"]:
+    with open(os.path.join(fixtures_dir, name), "rb") as handle:
+        seeds["FuzzKube"].append((name, b"\x04" + handle.read()))
 
 for fuzzer, items in seeds.items():
     directory = os.path.join(sys.argv[1], fuzzer)
