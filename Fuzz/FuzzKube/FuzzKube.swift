@@ -36,7 +36,8 @@ func fuzzKube(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
         _ = try? ExecCredential.parse(body, expectedVersion: "client.authentication.k8s.io/v1", command: "fuzz")
     case 3:
         let request = APIRequest.get(Pod.resource, name: "p", namespace: "default")
-        let error = KubeAPIError.from(APIResponse(status: 400 + Int(body.first ?? 0) % 200, body: body), request: request)
+        let error = KubeAPIError.from(
+            APIResponse(status: 400 + Int(body.first ?? 0) % 200, body: body), request: request)
         _ = error.description
     default:
         guard let document = try? JSONValue(json: Data(body)) else { return 0 }
