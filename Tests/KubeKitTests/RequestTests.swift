@@ -306,11 +306,3 @@ import Testing
         #expect(error?.message == "too old resource version: 5 (12)")
     }
 }
-
-extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral {
-    public init(dictionaryLiteral elements: (String, JSONValue)...) {
-        self = .object(Dictionary(elements, uniquingKeysWith: { $1 }))
-    }
-    public init(integerLiteral value: Int64) { self = .int(value) }
-    public init(stringLiteral value: String) { self = .string(value) }
-}

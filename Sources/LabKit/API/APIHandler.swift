@@ -1,0 +1,397 @@
+import Foundation
+import KubeKit
+
+/// One request as the API server sees it, after TLS and authentication.
+public struct APIServerRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: [String: [String]]
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(method: String, uri: String, headers: [(String, String)], body: [UInt8]) {
+        self.method = method
+        let components = URLComponents(string: uri)
+        self.path = components?.percentEncodedPath.removingPercentEncoding ?? uri
+        var query: [String: [String]] = [:]
+        for item in components?.queryItems ?? [] { query[item.name, default: []].append(item.value ?? "") }
+        self.query = query
+        self.headers = headers
+        self.body = body
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.last { $0.0.lowercased() == name.lowercased() }?.1
+    }
+
+    func first(_ name: String) -> String? { query[name]?.first }
+}
+
+/// What the server answers.
+public enum APIServerResponse: Sendable {
+    case json(Int, JSONValue)
+    case raw(Int, contentType: String, [UInt8])
+    /// A watch: events as they come, each one JSON object and a newline; ends when the stream ends.
+    case watch(AsyncStream<JSONValue>)
+}
+
+/// The REST semantics of the API server over `ObjectStore`: routing, verbs, subresources, patches, watch.
+public final class APIHandler: Sendable {
+    public let store: ObjectStore
+    public let admission: Admission
+    /// How often a watch that asked for bookmarks gets one (a real server: about a minute).
+    public let bookmarkInterval: Duration
+    let serverAddress: String
+
+    public init(
+        store: ObjectStore, admission: Admission, serverAddress: String, bookmarkInterval: Duration = .seconds(60)
+    ) {
+        self.store = store
+        self.admission = admission
+        self.serverAddress = serverAddress
+        self.bookmarkInterval = bookmarkInterval
+    }
+
+    /// Where a path points: a resource (collection or one object, maybe a subresource), or nothing we serve.
+    struct Target {
+        var resource: ServedResource
+        var namespace: String?
+        var name: String?
+        var subresource: String?
+    }
+
+    public func handle(_ request: APIServerRequest) async -> APIServerResponse {
+        do {
+            return try await route(request)
+        } catch let error as APIStatusError {
+            return .json(error.code, error.document)
+        } catch {
+            let status = APIStatusError(code: 500, reason: "InternalError", message: "\(error)")
+            return .json(500, status.document)
+        }
+    }
+
+    func route(_ request: APIServerRequest) async throws -> APIServerResponse {
+        let parts = request.path.split(separator: "/").map(String.init)
+        switch parts {
+        case ["version"]: return .json(200, Discovery.version)
+        case ["healthz"], ["readyz"], ["livez"]: return .raw(200, contentType: "text/plain", Array("ok".utf8))
+        case ["api"]: return .json(200, Discovery.versions(serverAddress: serverAddress))
+        case ["apis"]: return .json(200, Discovery.groups())
+        case ["openapi", "v2"]: return .raw(200, contentType: "application/octet-stream", [])
+        default: break
+        }
+        if (parts.count == 2 && parts[0] == "api") || (parts.count == 3 && parts[0] == "apis") {
+            let group = parts.count == 3 ? parts[1] : ""
+            guard let document = Discovery.resources(group: group, version: parts[parts.count - 1]) else {
+                throw APIStatusError.unknownPath
+            }
+            return .json(200, document)
+        }
+        let target = try Self.target(parts)
+        switch (request.method, target.name, target.subresource) {
+        case ("GET", nil, _):
+            if request.first("watch") == "true" || request.first("watch") == "1" {
+                return try watch(target, request)
+            }
+            return .json(200, try list(target, request))
+        case ("GET", let name?, let subresource):
+            return .json(200, try get(target, name: name, subresource: subresource))
+        case ("POST", nil, _):
+            return .json(201, try create(target, request))
+        case ("PUT", let name?, let subresource):
+            return .json(200, try update(target, name: name, subresource: subresource, request))
+        case ("PATCH", let name?, let subresource):
+            return .json(200, try patch(target, name: name, subresource: subresource, request))
+        case ("DELETE", let name?, nil):
+            return .json(200, try delete(target, name: name, request))
+        default:
+            throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+        }
+    }
+
+    static func target(_ parts: [String]) throws -> Target {
+        var rest: ArraySlice<String>
+        let group: String
+        let version: String
+        if parts.first == "api", parts.count >= 3 {
+            group = ""
+            version = parts[1]
+            rest = parts[2...]
+        } else if parts.first == "apis", parts.count >= 4 {
+            group = parts[1]
+            version = parts[2]
+            rest = parts[3...]
+        } else {
+            throw APIStatusError.unknownPath
+        }
+        var namespace: String?
+        if rest.first == "namespaces", rest.count >= 3 {
+            namespace = rest[rest.startIndex + 1]
+            rest = rest.dropFirst(2)
+        }
+        guard let plural = rest.first, let resource = ResourceRegistry.find(group: group, version: version, plural: plural)
+        else { throw APIStatusError.unknownPath }
+        rest = rest.dropFirst()
+        let name = rest.first
+        let subresource = rest.dropFirst().first
+        if let subresource, resource.subresources[subresource] == nil { throw APIStatusError.unknownPath }
+        if !resource.type.namespaced { namespace = nil }
+        if resource.type.namespaced, name != nil, namespace == nil { throw APIStatusError.unknownPath }
+        return Target(resource: resource, namespace: namespace, name: name, subresource: subresource)
+    }
+
+    // MARK: - Reading
+
+    func selection(_ target: Target, _ request: APIServerRequest) throws -> Selection {
+        Selection(
+            resource: target.resource.type, namespace: target.namespace,
+            labels: try request.first("labelSelector").flatMap { $0.isEmpty ? nil : try LabelQuery(parsing: $0) },
+            fields: try request.first("fieldSelector").flatMap { $0.isEmpty ? nil : try FieldQuery(parsing: $0) })
+    }
+
+    func list(_ target: Target, _ request: APIServerRequest) throws -> JSONValue {
+        let (items, revision) = store.list(try selection(target, request))
+        // Pages: `continue` is the last name handed out (namespace/name), base64.
+        var remaining = items
+        if let token = request.first("continue"), !token.isEmpty {
+            guard let data = Data(base64Encoded: token), let after = String(data: data, encoding: .utf8) else {
+                throw APIStatusError.badRequest("invalid continue token")
+            }
+            remaining = items.filter { Self.sortKey($0) > after }
+        }
+        var metadata: [String: JSONValue] = ["resourceVersion": .string(String(revision))]
+        if let limit = request.first("limit").flatMap(Int.init), limit > 0, remaining.count > limit {
+            let page = Array(remaining.prefix(limit))
+            metadata["continue"] = .string(Data(Self.sortKey(page[page.count - 1]).utf8).base64EncodedString())
+            metadata["remainingItemCount"] = .int(Int64(remaining.count - limit))
+            remaining = page
+        }
+        return [
+            "kind": .string(target.resource.type.kind + "List"), "apiVersion": .string(target.resource.type.apiVersion),
+            "metadata": .object(metadata), "items": .array(remaining),
+        ]
+    }
+
+    static func sortKey(_ object: JSONValue) -> String {
+        "\(object["metadata"]?["namespace"]?.stringValue ?? "")/\(object["metadata"]?["name"]?.stringValue ?? "")"
+    }
+
+    func get(_ target: Target, name: String, subresource: String?) throws -> JSONValue {
+        let object = try store.get(target.resource.type, namespace: target.namespace ?? "", name: name)
+        if subresource == "scale" { return Self.scale(of: object) }
+        return object
+    }
+
+    static func scale(of object: JSONValue) -> JSONValue {
+        let matchLabels = (object["spec"]?["selector"]?["matchLabels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        let selector = matchLabels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        var metadata: [String: JSONValue] = [:]
+        for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+            metadata[field] = object["metadata"]?[field]
+        }
+        return [
+            "kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": .object(metadata),
+            "spec": ["replicas": object["spec"]?["replicas"] ?? 0],
+            "status": ["replicas": object["status"]?["replicas"] ?? 0, "selector": .string(selector)],
+        ]
+    }
+
+    // MARK: - Writing
+
+    func body(_ request: APIServerRequest) throws -> JSONValue {
+        let type = request.header("Content-Type") ?? "application/json"
+        if type.contains("protobuf") {
+            throw APIStatusError(
+                code: 415, reason: "UnsupportedMediaType",
+                message: "the body of the request was in an unknown format - accepted media types include: "
+                    + "application/json, application/yaml")
+        }
+        do {
+            return try JSONValue(json: Data(request.body))
+        } catch {
+            throw APIStatusError.badRequest("the body is not valid JSON: \(error)")
+        }
+    }
+
+    func create(_ target: Target, _ request: APIServerRequest) throws -> JSONValue {
+        var object = try body(request)
+        let resource = target.resource.type
+        if let kind = object["kind"]?.stringValue, kind != resource.kind {
+            throw APIStatusError.badRequest("the API version in the data (\(object["apiVersion"]?.stringValue ?? "")) does not match the expected API version (\(resource.apiVersion)) or kind \(kind) is not \(resource.kind)")
+        }
+        if let namespace = object["metadata"]?["namespace"]?.stringValue, let path = target.namespace, namespace != path {
+            throw APIStatusError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+        }
+        object = try admission.defaulted(resource, object)
+        try admission.validate(resource, object)
+        do {
+            return try store.create(resource, namespace: target.namespace ?? "", object: object)
+        } catch {
+            if resource == Service.resource { admission.release(clusterIP: object["spec"]?["clusterIP"]?.stringValue) }
+            throw error
+        }
+    }
+
+    func update(_ target: Target, name: String, subresource: String?, _ request: APIServerRequest) throws -> JSONValue {
+        let sent = try body(request)
+        return try write(target, name: name, subresource: subresource, sent: sent)
+    }
+
+    /// Stores `sent` as the new state of the object (or of its status, or its scale), keeping what the server
+    /// owns: the status on a main-resource write when the kind has a status subresource, the spec on a status write.
+    func write(_ target: Target, name: String, subresource: String?, sent: JSONValue) throws -> JSONValue {
+        let resource = target.resource.type
+        let namespace = target.namespace ?? ""
+        if subresource == "scale" {
+            guard let replicas = sent["spec"]?["replicas"]?.intValue else {
+                throw APIStatusError.invalid(resource, name, field: "spec.replicas", "Required value")
+            }
+            var change: JSONValue = ["spec": ["replicas": .int(replicas)]]
+            change["metadata"] = ["resourceVersion": sent["metadata"]?["resourceVersion"] ?? .null]
+            let stored = try store.update(resource, namespace: namespace, name: name, object: change) { old, new in
+                var result = old
+                result["spec"]?["replicas"] = new["spec"]?["replicas"]
+                return result
+            }
+            return Self.scale(of: stored)
+        }
+        let hasStatus = target.resource.hasStatus
+        let admission = self.admission
+        return try store.update(resource, namespace: namespace, name: name, object: sent) { old, new in
+            var result = new
+            if subresource == "status" {
+                result = old
+                result["status"] = new["status"]
+                result["metadata"]?["resourceVersion"] = new["metadata"]?["resourceVersion"]
+            } else if hasStatus {
+                result["status"] = old["status"]
+            }
+            if resource == Service.resource, result["spec"]?["clusterIP"] != old["spec"]?["clusterIP"],
+                result["spec"]?["clusterIP"] != nil
+            {
+                throw APIStatusError.invalid(resource, name, field: "spec.clusterIP", "Invalid value: field is immutable")
+            }
+            if resource == Service.resource, result["spec"]?["clusterIP"] == nil {
+                result["spec"]?["clusterIP"] = old["spec"]?["clusterIP"]
+                result["spec"]?["clusterIPs"] = old["spec"]?["clusterIPs"]
+            }
+            try admission.validate(resource, result)
+            return result
+        }
+    }
+
+    func patch(_ target: Target, name: String, subresource: String?, _ request: APIServerRequest) throws -> JSONValue {
+        let contentType = request.header("Content-Type")?.split(separator: ";").first.map(String.init) ?? ""
+        let patchDocument: JSONValue
+        do {
+            patchDocument = try JSONValue(json: Data(request.body))
+        } catch {
+            throw APIStatusError.badRequest("the patch is not valid JSON: \(error)")
+        }
+        let resource = target.resource.type
+        var current = try store.get(resource, namespace: target.namespace ?? "", name: name)
+        if subresource == "scale" { current = Self.scale(of: current) }
+        var patched: JSONValue
+        switch contentType {
+        case "application/merge-patch+json":
+            patched = Patching.merge(patchDocument, into: current)
+        case "application/strategic-merge-patch+json":
+            patched = try Patching.strategic(patchDocument, into: current)
+        case "application/json-patch+json":
+            patched = try Patching.json(patchDocument, into: current)
+        default:
+            throw APIStatusError(
+                code: 415, reason: "UnsupportedMediaType",
+                message: "the body of the request was in an unknown format - accepted media types include: "
+                    + "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+        }
+        // A patch without a resourceVersion applies to whatever is stored now; one with a stale version conflicts.
+        if patchDocument["metadata"]?["resourceVersion"] == nil {
+            patched["metadata"]?["resourceVersion"] = nil
+        }
+        return try write(target, name: name, subresource: subresource, sent: patched)
+    }
+
+    func delete(_ target: Target, name: String, _ request: APIServerRequest) throws -> JSONValue {
+        let options = request.body.isEmpty ? JSONValue.object([:]) : ((try? JSONValue(json: Data(request.body))) ?? [:])
+        let propagation = options["propagationPolicy"]?.stringValue ?? request.first("propagationPolicy") ?? "Background"
+        let precondition = options["preconditions"]?["resourceVersion"]?.stringValue
+        let resource = target.resource.type
+        let namespace = target.namespace ?? ""
+        let deleted = try store.delete(resource, namespace: namespace, name: name, precondition: precondition)
+        cleanUp(after: deleted, resource: resource, propagation: propagation)
+        if resource == Namespace.resource {
+            for (kind, child) in store.contents(ofNamespace: name) {
+                if let object = try? store.delete(kind, namespace: name, name: child) {
+                    cleanUp(after: object, resource: kind, propagation: "Background")
+                }
+            }
+        }
+        return deleted
+    }
+
+    /// Garbage collection: dependents go with their owner (Background, Foreground) or lose the owner reference
+    /// (Orphan); a Service's ClusterIP is free again.
+    func cleanUp(after deleted: JSONValue, resource: ResourceType, propagation: String) {
+        if resource == Service.resource { admission.release(clusterIP: deleted["spec"]?["clusterIP"]?.stringValue) }
+        guard let uid = deleted["metadata"]?["uid"]?.stringValue else { return }
+        for (kind, namespace, child) in store.dependents(of: uid) {
+            if propagation == "Orphan" {
+                _ = try? store.modify(kind, namespace: namespace, name: child) { object in
+                    let owners = object["metadata"]?["ownerReferences"]?.arrayValue ?? []
+                    object["metadata"]?["ownerReferences"] = .array(owners.filter { $0["uid"]?.stringValue != uid })
+                }
+            } else if let object = try? store.delete(kind, namespace: namespace, name: child) {
+                cleanUp(after: object, resource: kind, propagation: propagation)
+            }
+        }
+    }
+
+    // MARK: - Watch
+
+    func watch(_ target: Target, _ request: APIServerRequest) throws -> APIServerResponse {
+        let selection = try selection(target, request)
+        let from = request.first("resourceVersion").flatMap { Int64($0) }
+        let events = try store.watch(selection, after: from)
+        let bookmarks = request.first("allowWatchBookmarks") == "true"
+        let timeout = request.first("timeoutSeconds").flatMap(Int.init).map { Duration.seconds($0) }
+        let resource = target.resource.type
+        let store = self.store
+        let interval = bookmarkInterval
+        let (stream, continuation) = AsyncStream<JSONValue>.makeStream()
+        let pump = Task {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in events {
+                        continuation.yield(["type": .string(event.kind.rawValue), "object": event.object])
+                    }
+                }
+                if let timeout {
+                    group.addTask { try? await Task.sleep(for: timeout) }
+                }
+                if bookmarks {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: interval)
+                            if Task.isCancelled { break }
+                            continuation.yield([
+                                "type": "BOOKMARK",
+                                "object": [
+                                    "kind": .string(resource.kind), "apiVersion": .string(resource.apiVersion),
+                                    "metadata": ["resourceVersion": .string(String(store.revision))],
+                                ],
+                            ])
+                        }
+                    }
+                }
+                // The first to finish (the events ended, or the timeout passed) ends the watch.
+                await group.next()
+                group.cancelAll()
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in pump.cancel() }
+        return .watch(stream)
+    }
+}

@@ -1,0 +1,289 @@
+import Foundation
+import KubeKit
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+
+/// The lab's API server: HTTPS (HTTP/1.1), bearer-token or client-certificate authentication, the REST semantics
+/// of `APIHandler`, and pod port-forward over WebSocket (`v4.channel.k8s.io`).
+public final class APIServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// PEM files of the server's certificate chain and key.
+        public var certificate: String
+        public var key: String
+        /// The CA that signs accepted client certificates.
+        public var clientCA: String
+        /// Bearer tokens accepted (each one is cluster-admin).
+        public var tokens: Set<String>
+
+        public init(host: String, port: Int, certificate: String, key: String, clientCA: String, tokens: Set<String>) {
+            self.host = host
+            self.port = port
+            self.certificate = certificate
+            self.key = key
+            self.clientCA = clientCA
+            self.tokens = tokens
+        }
+    }
+
+    /// Opens a TCP connection to a pod's port, on the given event loop (port-forward).
+    public typealias PodDialer = @Sendable (_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
+
+    public let handler: APIHandler
+    let channel: any Channel
+    let logger: Logger
+
+    public var localAddress: SocketAddress? { channel.localAddress }
+
+    /// Binds and starts serving on `group` (whose threads decide the network namespace pod dials happen in).
+    public init(
+        configuration: Configuration, handler: APIHandler, group: any EventLoopGroup, logger: Logger,
+        dialPod: @escaping PodDialer = APIServer.dialPodIP
+    ) async throws {
+        self.handler = handler
+        self.logger = logger
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(configuration.certificate).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: configuration.key, format: .pem)))
+        tls.certificateVerification = .optionalVerification
+        tls.trustRoots = .file(configuration.clientCA)
+        tls.applicationProtocols = ["http/1.1"]
+        tls.minimumTLSVersion = .tlsv12
+        let context = try NIOSSLContext(configuration: tls)
+        let tokens = configuration.tokens
+        let logger = self.logger
+        channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let ssl = NIOSSLServerHandler(context: context)
+                    try channel.pipeline.syncOperations.addHandler(ssl)
+                    let http = HTTPHandler(
+                        api: handler, tokens: tokens, logger: logger,
+                        hasClientCertificate: { ssl.peerCertificate != nil })
+                    let upgrader = NIOWebSocketServerUpgrader(
+                        maxFrameSize: 16 << 20,
+                        shouldUpgrade: { channel, head in
+                            channel.eventLoop.makeCompletedFuture {
+                                try http.portForwardTarget(head).map { _ in
+                                    HTTPHeaders([("Sec-WebSocket-Protocol", "v4.channel.k8s.io")])
+                                }
+                            }
+                        },
+                        upgradePipelineHandler: { channel, head in
+                            channel.eventLoop.makeCompletedFuture {
+                                guard let (pod, port) = try http.portForwardTarget(head) else { return }
+                                let name = pod["metadata"]?["name"]?.stringValue ?? ""
+                                try channel.pipeline.syncOperations.addHandler(
+                                    PortForwardRelay(
+                                        port: UInt16(port), pod: name,
+                                        dial: { eventLoop in dialPod(pod, port, eventLoop) }))
+                            }
+                        })
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (
+                            upgraders: [upgrader],
+                            completionHandler: { context in
+                                context.pipeline.syncOperations.removeHandler(http, promise: nil)
+                            }
+                        ))
+                    try channel.pipeline.syncOperations.addHandler(http)
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    /// Connects to the pod's IP (from `status.podIP`) on the event loop given.
+    public static func dialPodIP(_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        guard let address = pod["status"]?["podIP"]?.stringValue, !address.isEmpty else {
+            return eventLoop.makeFailedFuture(
+                APIStatusError.badRequest("pod \(pod["metadata"]?["name"]?.stringValue ?? "") has no IP yet"))
+        }
+        return ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .connect(host: address, port: port)
+    }
+
+    public func stop() async {
+        handler.store.endWatches()
+        try? await channel.close()
+    }
+}
+
+/// One HTTP connection: authenticates each request, hands it to `APIHandler`, writes the answer (streaming for
+/// watches).
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let api: APIHandler
+    private let tokens: Set<String>
+    private let logger: Logger
+    private let hasClientCertificate: () -> Bool
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    /// The request being answered; the next one waits (HTTP/1.1 without pipelining in practice).
+    private var busy = false
+    private var queued: [(HTTPRequestHead, [UInt8])] = []
+    private var streaming: Task<Void, Never>?
+
+    /// The most body a request may carry (a ConfigMap's limit is 1 MiB; a Secret's too).
+    static let maximumBodyBytes = 8 << 20
+
+    init(api: APIHandler, tokens: Set<String>, logger: Logger, hasClientCertificate: @escaping () -> Bool) {
+        self.api = api
+        self.tokens = tokens
+        self.logger = logger
+        self.hasClientCertificate = hasClientCertificate
+    }
+
+    func authenticated(_ headers: HTTPHeaders) -> Bool {
+        if let value = headers.first(name: "Authorization"), value.hasPrefix("Bearer ") {
+            return tokens.contains(String(value.dropFirst(7)))
+        }
+        return hasClientCertificate()
+    }
+
+    /// For a port-forward upgrade: the pod and port, or nil when this request is not one we upgrade (it is then
+    /// answered as a normal request, with the reason).
+    func portForwardTarget(_ head: HTTPRequestHead) throws -> (JSONValue, Int)? {
+        guard authenticated(head.headers) else { return nil }
+        let request = APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [])
+        let parts = request.path.split(separator: "/").map(String.init)
+        guard parts.count == 7, parts[0] == "api", parts[2] == "namespaces", parts[4] == "pods", parts[6] == "portforward",
+            head.headers[canonicalForm: "Sec-WebSocket-Protocol"].contains(where: { $0 == "v4.channel.k8s.io" }),
+            let ports = request.query["ports"]?.flatMap({ $0.split(separator: ",") }), ports.count == 1,
+            let port = Int(ports[0]), (1...65535).contains(port),
+            let pod = try? api.store.get(Pod.resource, namespace: parts[3], name: parts[5])
+        else { return nil }
+        return (pod, port)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            body = []
+        case .body(let buffer):
+            if body.count + buffer.readableBytes <= Self.maximumBodyBytes { body += buffer.readableBytesView }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            queued.append((head, body))
+            body = []
+            next(context: context)
+        }
+    }
+
+    private func next(context: ChannelHandlerContext) {
+        guard !busy, !queued.isEmpty else { return }
+        busy = true
+        let (head, body) = queued.removeFirst()
+        let keepAlive = head.isKeepAlive
+        guard authenticated(head.headers) else {
+            let status = APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized")
+            return respond(context: context, .json(401, status.document), keepAlive: keepAlive)
+        }
+        if head.uri.contains("/portforward") || head.uri.contains("/exec") {
+            // Reached only when the upgrade was not possible: say why.
+            let request = APIServerRequest(method: head.method.rawValue, uri: head.uri, headers: [], body: [])
+            let parts = request.path.split(separator: "/").map(String.init)
+            if parts.count == 7, (try? api.store.get(Pod.resource, namespace: parts[3], name: parts[5])) == nil {
+                let status = APIStatusError.notFound(Pod.resource, parts[5])
+                return respond(context: context, .json(404, status.document), keepAlive: keepAlive)
+            }
+            let status = APIStatusError.badRequest(
+                "port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io and exactly one port in ?ports=")
+            return respond(context: context, .json(400, status.document), keepAlive: keepAlive)
+        }
+        let request = APIServerRequest(
+            method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: body)
+        let api = self.api
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let logger = self.logger
+        Task {
+            let response = await api.handle(request)
+            logger.debug("\(request.method) \(head.uri)")
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.respond(context: context, response, keepAlive: keepAlive)
+            }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, _ response: APIServerResponse, keepAlive: Bool) {
+        var headers = HTTPHeaders()
+        switch response {
+        case .json(let status, let document):
+            let bytes = (try? document.jsonData()) ?? Data()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: String(bytes.count))
+            writeWhole(context: context, status: status, headers: headers, bytes: Array(bytes), keepAlive: keepAlive)
+        case .raw(let status, let type, let bytes):
+            headers.add(name: "Content-Type", value: type)
+            headers.add(name: "Content-Length", value: String(bytes.count))
+            writeWhole(context: context, status: status, headers: headers, bytes: bytes, keepAlive: keepAlive)
+        case .watch(let events):
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let channel = context.channel
+            streaming = Task {
+                for await event in events {
+                    guard channel.isActive else { break }
+                    var bytes = (try? event.jsonData()) ?? Data()
+                    bytes.append(UInt8(ascii: "\n"))
+                    let chunk = bytes
+                    bound.eventLoop.execute {
+                        let (handler, context) = bound.value
+                        context.writeAndFlush(
+                            handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: chunk)))), promise: nil)
+                    }
+                }
+                bound.eventLoop.execute {
+                    let (handler, context) = bound.value
+                    handler.streaming = nil
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in
+                        if !keepAlive { channel.close(promise: nil) }
+                    }
+                    handler.busy = false
+                    handler.next(context: context)
+                }
+            }
+        }
+    }
+
+    private func writeWhole(
+        context: ChannelHandlerContext, status: Int, headers: HTTPHeaders, bytes: [UInt8], keepAlive: Bool
+    ) {
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
+            promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if !keepAlive { channel.close(promise: nil) }
+        }
+        busy = false
+        next(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        streaming?.cancel()
+        streaming = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
