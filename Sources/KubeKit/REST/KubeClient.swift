@@ -266,6 +266,26 @@ public final class KubeClient: Sendable {
         return try Self.decode(T.self, response)
     }
 
+    /// The `scale` subresource of a Deployment, ReplicaSet or StatefulSet.
+    public func scale<T: KubeResource>(_ type: T.Type, name: String, namespace: String? = nil) async throws -> Scale {
+        let response = try await send(
+            .get(T.resource, name: name, namespace: resolvedNamespace(type, namespace), subresource: "scale"))
+        return try Self.decode(Scale.self, response)
+    }
+
+    /// Sets the replica count through the `scale` subresource (a merge patch, as `kubectl scale` sends).
+    @discardableResult
+    public func scale<T: KubeResource>(_ type: T.Type, name: String, namespace: String? = nil, to replicas: Int)
+        async throws -> Scale
+    {
+        let response = try await send(
+            try .patch(
+                T.resource, name: name, namespace: resolvedNamespace(type, namespace),
+                patch: .merge(["spec": ["replicas": .int(Int64(replicas))]]), subresource: "scale",
+                fieldManager: fieldManager))
+        return try Self.decode(Scale.self, response)
+    }
+
     /// Deletes an object. Returns false when it was already gone.
     @discardableResult
     public func delete<T: KubeResource>(

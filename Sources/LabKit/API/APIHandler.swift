@@ -106,7 +106,9 @@ public final class APIHandler: Sendable {
         case ("DELETE", let name?, nil):
             return .json(200, try delete(target, name: name, request))
         default:
-            throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+            throw APIStatusError(
+                code: 405, reason: "MethodNotAllowed",
+                message: "the server does not allow this method on the requested resource")
         }
     }
 
@@ -130,7 +132,8 @@ public final class APIHandler: Sendable {
             namespace = rest[rest.startIndex + 1]
             rest = rest.dropFirst(2)
         }
-        guard let plural = rest.first, let resource = ResourceRegistry.find(group: group, version: version, plural: plural)
+        guard let plural = rest.first,
+            let resource = ResourceRegistry.find(group: group, version: version, plural: plural)
         else { throw APIStatusError.unknownPath }
         rest = rest.dropFirst()
         let name = rest.first
@@ -184,7 +187,8 @@ public final class APIHandler: Sendable {
     }
 
     static func scale(of object: JSONValue) -> JSONValue {
-        let matchLabels = (object["spec"]?["selector"]?["matchLabels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        let matchLabels = (object["spec"]?["selector"]?["matchLabels"]?.objectValue ?? [:]).compactMapValues(
+            \.stringValue)
         let selector = matchLabels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         var metadata: [String: JSONValue] = [:]
         for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
@@ -218,10 +222,14 @@ public final class APIHandler: Sendable {
         var object = try body(request)
         let resource = target.resource.type
         if let kind = object["kind"]?.stringValue, kind != resource.kind {
-            throw APIStatusError.badRequest("the API version in the data (\(object["apiVersion"]?.stringValue ?? "")) does not match the expected API version (\(resource.apiVersion)) or kind \(kind) is not \(resource.kind)")
+            throw APIStatusError.badRequest(
+                "the API version in the data (\(object["apiVersion"]?.stringValue ?? "")) does not match the expected API version (\(resource.apiVersion)) or kind \(kind) is not \(resource.kind)"
+            )
         }
-        if let namespace = object["metadata"]?["namespace"]?.stringValue, let path = target.namespace, namespace != path {
-            throw APIStatusError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+        if let namespace = object["metadata"]?["namespace"]?.stringValue, let path = target.namespace, namespace != path
+        {
+            throw APIStatusError.badRequest(
+                "the namespace of the provided object does not match the namespace sent on the request")
         }
         object = try admission.defaulted(resource, object)
         try admission.validate(resource, object)
@@ -270,7 +278,8 @@ public final class APIHandler: Sendable {
             if resource == Service.resource, result["spec"]?["clusterIP"] != old["spec"]?["clusterIP"],
                 result["spec"]?["clusterIP"] != nil
             {
-                throw APIStatusError.invalid(resource, name, field: "spec.clusterIP", "Invalid value: field is immutable")
+                throw APIStatusError.invalid(
+                    resource, name, field: "spec.clusterIP", "Invalid value: field is immutable")
             }
             if resource == Service.resource, result["spec"]?["clusterIP"] == nil {
                 result["spec"]?["clusterIP"] = old["spec"]?["clusterIP"]
@@ -304,7 +313,8 @@ public final class APIHandler: Sendable {
             throw APIStatusError(
                 code: 415, reason: "UnsupportedMediaType",
                 message: "the body of the request was in an unknown format - accepted media types include: "
-                    + "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+                    + "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+            )
         }
         // A patch without a resourceVersion applies to whatever is stored now; one with a stale version conflicts.
         if patchDocument["metadata"]?["resourceVersion"] == nil {
@@ -315,7 +325,8 @@ public final class APIHandler: Sendable {
 
     func delete(_ target: Target, name: String, _ request: APIServerRequest) throws -> JSONValue {
         let options = request.body.isEmpty ? JSONValue.object([:]) : ((try? JSONValue(json: Data(request.body))) ?? [:])
-        let propagation = options["propagationPolicy"]?.stringValue ?? request.first("propagationPolicy") ?? "Background"
+        let propagation =
+            options["propagationPolicy"]?.stringValue ?? request.first("propagationPolicy") ?? "Background"
         let precondition = options["preconditions"]?["resourceVersion"]?.stringValue
         let resource = target.resource.type
         let namespace = target.namespace ?? ""
@@ -393,5 +404,26 @@ public final class APIHandler: Sendable {
         }
         continuation.onTermination = { _ in pump.cancel() }
         return .watch(stream)
+    }
+}
+
+extension APIHandler {
+    /// What every cluster has before anyone creates anything: the four system namespaces, the `default`
+    /// service account of each, and the `kubernetes` service on the service CIDR's first address.
+    public func bootstrap() throws {
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let namespace = try admission.defaulted(Namespace.resource, ["metadata": ["name": .string(name)]])
+            _ = try store.create(Namespace.resource, namespace: "", object: namespace)
+            _ = try store.create(
+                ResourceRegistry.serviceAccount, namespace: name, object: ["metadata": ["name": "default"]])
+        }
+        let first = Admission.format(admission.serviceNetwork + 1)
+        let kubernetes = try admission.defaulted(
+            Service.resource,
+            [
+                "metadata": ["name": "kubernetes", "labels": ["component": "apiserver", "provider": "kubernetes"]],
+                "spec": ["clusterIP": .string(first), "ports": [["name": "https", "port": 443, "targetPort": 6443]]],
+            ])
+        _ = try store.create(Service.resource, namespace: "default", object: kubernetes)
     }
 }

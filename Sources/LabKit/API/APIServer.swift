@@ -32,7 +32,8 @@ public final class APIServer: Sendable {
     }
 
     /// Opens a TCP connection to a pod's port, on the given event loop (port-forward).
-    public typealias PodDialer = @Sendable (_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
+    public typealias PodDialer =
+        @Sendable (_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
 
     public let handler: APIHandler
     let channel: any Channel
@@ -100,7 +101,9 @@ public final class APIServer: Sendable {
     }
 
     /// Connects to the pod's IP (from `status.podIP`) on the event loop given.
-    public static func dialPodIP(_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    public static func dialPodIP(_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<
+        any Channel
+    > {
         guard let address = pod["status"]?["podIP"]?.stringValue, !address.isEmpty else {
             return eventLoop.makeFailedFuture(
                 APIStatusError.badRequest("pod \(pod["metadata"]?["name"]?.stringValue ?? "") has no IP yet"))
@@ -157,7 +160,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         guard authenticated(head.headers) else { return nil }
         let request = APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [])
         let parts = request.path.split(separator: "/").map(String.init)
-        guard parts.count == 7, parts[0] == "api", parts[2] == "namespaces", parts[4] == "pods", parts[6] == "portforward",
+        guard parts.count == 7, parts[0] == "api", parts[2] == "namespaces", parts[4] == "pods",
+            parts[6] == "portforward",
             head.headers[canonicalForm: "Sec-WebSocket-Protocol"].contains(where: { $0 == "v4.channel.k8s.io" }),
             let ports = request.query["ports"]?.flatMap({ $0.split(separator: ",") }), ports.count == 1,
             let port = Int(ports[0]), (1...65535).contains(port),
@@ -200,7 +204,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
                 return respond(context: context, .json(404, status.document), keepAlive: keepAlive)
             }
             let status = APIStatusError.badRequest(
-                "port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io and exactly one port in ?ports=")
+                "port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io and exactly one port in ?ports="
+            )
             return respond(context: context, .json(400, status.document), keepAlive: keepAlive)
         }
         let request = APIServerRequest(
@@ -234,7 +239,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
             headers.add(name: "Content-Type", value: "application/json")
             headers.add(name: "Transfer-Encoding", value: "chunked")
             context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil
+            )
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let channel = context.channel
             streaming = Task {
@@ -266,7 +272,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         context: ChannelHandlerContext, status: Int, headers: HTTPHeaders, bytes: [UInt8], keepAlive: Bool
     ) {
         context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
+            wrapOutboundOut(
+                .head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
             promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
         let channel = context.channel
@@ -284,6 +291,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A refused WebSocket upgrade is reported this way, and the request then comes here to be answered.
+        if error is NIOWebSocketUpgradeError { return }
         context.close(promise: nil)
     }
 }

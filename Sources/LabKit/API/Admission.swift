@@ -36,7 +36,8 @@ public final class Admission: Sendable {
                 guard address & ~(size - 1) == serviceNetwork else {
                     throw APIStatusError(
                         code: 422, reason: "Invalid",
-                        message: "spec.clusterIPs: Invalid value: \"\(requested)\": the provided IP is not in the valid "
+                        message:
+                            "spec.clusterIPs: Invalid value: \"\(requested)\": the provided IP is not in the valid "
                             + "range. The range of valid IPs is \(Self.format(serviceNetwork))/\(servicePrefix)")
                 }
                 guard !used.contains(address) else {
@@ -106,7 +107,9 @@ public final class Admission: Sendable {
             if spec["replicas"] == nil { spec["replicas"] = 1 }
             if resource == Deployment.resource {
                 if spec["strategy"] == nil {
-                    spec["strategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": "25%", "maxSurge": "25%"]]
+                    spec["strategy"] = [
+                        "type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": "25%", "maxSurge": "25%"],
+                    ]
                 }
                 if spec["revisionHistoryLimit"] == nil { spec["revisionHistoryLimit"] = 10 }
                 if spec["progressDeadlineSeconds"] == nil { spec["progressDeadlineSeconds"] = 600 }
@@ -156,9 +159,12 @@ public final class Admission: Sendable {
                 var container = containers[index]
                 if container["imagePullPolicy"] == nil {
                     let image = container["image"]?.stringValue ?? ""
-                    container["imagePullPolicy"] = image.hasSuffix(":latest") || !image.contains(":") ? "Always" : "IfNotPresent"
+                    container["imagePullPolicy"] =
+                        image.hasSuffix(":latest") || !image.contains(":") ? "Always" : "IfNotPresent"
                 }
-                if container["terminationMessagePath"] == nil { container["terminationMessagePath"] = "/dev/termination-log" }
+                if container["terminationMessagePath"] == nil {
+                    container["terminationMessagePath"] = "/dev/termination-log"
+                }
                 if container["terminationMessagePolicy"] == nil { container["terminationMessagePolicy"] = "File" }
                 if container["resources"] == nil { container["resources"] = [:] }
                 if var ports = container["ports"]?.arrayValue {
@@ -183,10 +189,12 @@ public final class Admission: Sendable {
             }
             for (index, container) in list.enumerated() {
                 if container["name"]?.stringValue?.isEmpty ?? true {
-                    throw APIStatusError.invalid(resource, name, field: "\(prefix).containers[\(index)].name", "Required value")
+                    throw APIStatusError.invalid(
+                        resource, name, field: "\(prefix).containers[\(index)].name", "Required value")
                 }
                 if container["image"]?.stringValue?.isEmpty ?? true {
-                    throw APIStatusError.invalid(resource, name, field: "\(prefix).containers[\(index)].image", "Required value")
+                    throw APIStatusError.invalid(
+                        resource, name, field: "\(prefix).containers[\(index)].image", "Required value")
                 }
             }
         }
@@ -195,15 +203,18 @@ public final class Admission: Sendable {
             try containers(object["spec"], prefix: "spec")
         case Deployment.resource, ReplicaSet.resource:
             try containers(object["spec"]?["template"]?["spec"], prefix: "spec.template.spec")
-            let selector = (object["spec"]?["selector"]?["matchLabels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
-            let labels = (object["spec"]?["template"]?["metadata"]?["labels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+            let selector = (object["spec"]?["selector"]?["matchLabels"]?.objectValue ?? [:]).compactMapValues(
+                \.stringValue)
+            let labels = (object["spec"]?["template"]?["metadata"]?["labels"]?.objectValue ?? [:]).compactMapValues(
+                \.stringValue)
             if selector.isEmpty || !selector.allSatisfy({ labels[$0.key] == $0.value }) {
                 throw APIStatusError.invalid(
                     resource, name, field: "spec.template.metadata.labels",
                     "Invalid value: `selector` does not match template `labels`")
             }
         case Service.resource:
-            for (index, port) in (object["spec"]?["ports"]?.arrayValue ?? []).enumerated() where port["port"]?.intValue == nil {
+            for (index, port) in (object["spec"]?["ports"]?.arrayValue ?? []).enumerated()
+            where port["port"]?.intValue == nil {
                 throw APIStatusError.invalid(resource, name, field: "spec.ports[\(index)].port", "Required value")
             }
         default:

@@ -52,7 +52,10 @@ enum Discovery {
             }
         }
         let groupVersion = group.isEmpty ? version : "\(group)/\(version)"
-        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(groupVersion), "resources": .array(list)]
+        return [
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(groupVersion),
+            "resources": .array(list),
+        ]
     }
 
     static let version: JSONValue = [

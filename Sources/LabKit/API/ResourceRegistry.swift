@@ -17,6 +17,9 @@ public struct ServedResource: Sendable, Hashable {
 public enum ResourceRegistry {
     static let statusVerbs = ["get", "patch", "update"]
 
+    public static let serviceAccount = ResourceType(
+        group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true)
+
     public static let all: [ServedResource] = [
         ServedResource(
             type: Namespace.resource, singular: "namespace", shortNames: ["ns"], categories: [],
@@ -29,11 +32,13 @@ public enum ResourceRegistry {
         ServedResource(
             type: Service.resource, singular: "service", shortNames: ["svc"], categories: ["all"],
             subresources: ["status": statusVerbs]),
-        ServedResource(type: Endpoints.resource, singular: "endpoints", shortNames: ["ep"], categories: [], subresources: [:]),
-        ServedResource(type: ConfigMap.resource, singular: "configmap", shortNames: ["cm"], categories: [], subresources: [:]),
+        ServedResource(
+            type: Endpoints.resource, singular: "endpoints", shortNames: ["ep"], categories: [], subresources: [:]),
+        ServedResource(
+            type: ConfigMap.resource, singular: "configmap", shortNames: ["cm"], categories: [], subresources: [:]),
         ServedResource(type: Secret.resource, singular: "secret", shortNames: [], categories: [], subresources: [:]),
         ServedResource(
-            type: ResourceType(group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true),
+            type: serviceAccount,
             singular: "serviceaccount", shortNames: ["sa"], categories: [], subresources: [:]),
         ServedResource(
             type: Node.resource, singular: "node", shortNames: ["no"], categories: [],

@@ -60,7 +60,9 @@ public struct APIStatusError: Error, Sendable, Hashable, CustomStringConvertible
                 + "\(field): \(problem)",
             details: .object([
                 "name": .string(name), "group": .string(resource.group), "kind": .string(resource.kind),
-                "causes": .array([.object(["reason": "FieldValueInvalid", "message": .string(problem), "field": .string(field)])]),
+                "causes": .array([
+                    .object(["reason": "FieldValueInvalid", "message": .string(problem), "field": .string(field)])
+                ]),
             ]))
     }
 

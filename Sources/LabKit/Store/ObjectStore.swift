@@ -4,7 +4,11 @@ import NIOConcurrencyHelpers
 
 /// One change to an object, as a watch reports it.
 public struct StoredEvent: Sendable {
-    public enum Kind: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
+    public enum Kind: String, Sendable {
+        case added = "ADDED"
+        case modified = "MODIFIED"
+        case deleted = "DELETED"
+    }
     public var kind: Kind
     public var resource: ResourceType
     public var namespace: String
@@ -105,7 +109,8 @@ public final class ObjectStore: Sendable {
             metadata["name"] = .string(prefix + Self.randomSuffix())
         }
         guard let name = metadata["name"]?.stringValue, !name.isEmpty else {
-            throw APIStatusError.invalid(resource, "", field: "metadata.name", "Required value: name or generateName is required")
+            throw APIStatusError.invalid(
+                resource, "", field: "metadata.name", "Required value: name or generateName is required")
         }
         guard Self.isValidName(name) else {
             throw APIStatusError.invalid(
@@ -150,7 +155,8 @@ public final class ObjectStore: Sendable {
                 throw APIStatusError.conflict(resource, name)
             }
             if let sentName = object["metadata"]?["name"]?.stringValue, sentName != name {
-                throw APIStatusError.badRequest("the name of the object (\(sentName)) does not match the name on the URL (\(name))")
+                throw APIStatusError.badRequest(
+                    "the name of the object (\(sentName)) does not match the name on the URL (\(name))")
             }
             var new = try merge(old, object)
             // What the server owns stays the server's.
@@ -216,11 +222,14 @@ public final class ObjectStore: Sendable {
     /// Every object in a namespace (for deleting the namespace).
     public func contents(ofNamespace namespace: String) -> [(ResourceType, String)] {
         state.withLockedValue { state in
-            state.objects.keys.filter { $0.resource.namespaced && $0.namespace == namespace }.map { ($0.resource, $0.name) }
+            state.objects.keys.filter { $0.resource.namespaced && $0.namespace == namespace }.map {
+                ($0.resource, $0.name)
+            }
         }
     }
 
-    private static func commit(_ state: inout State, _ kind: StoredEvent.Kind, key: Key, object: JSONValue) -> JSONValue {
+    private static func commit(_ state: inout State, _ kind: StoredEvent.Kind, key: Key, object: JSONValue) -> JSONValue
+    {
         state.revision += 1
         var stored = object
         stored["metadata"]?["resourceVersion"] = .string(String(state.revision))
@@ -259,8 +268,10 @@ public final class ObjectStore: Sendable {
                 guard revision >= oldest else {
                     throw APIStatusError.gone("too old resource version: \(revision) (\(oldest))")
                 }
-                for event in state.log where event.revision > revision
-                && selection.matches(resource: event.resource, namespace: event.namespace, object: event.object) {
+                for event in state.log
+                where event.revision > revision
+                    && selection.matches(resource: event.resource, namespace: event.namespace, object: event.object)
+                {
                     continuation.yield(event)
                 }
             } else {

@@ -79,7 +79,8 @@ public enum Patching {
         switch document {
         case .object(let members):
             guard let child = members[key] else {
-                throw APIStatusError(code: 422, reason: "Invalid", message: "operation \(index): path /\(key) does not exist")
+                throw APIStatusError(
+                    code: 422, reason: "Invalid", message: "operation \(index): path /\(key) does not exist")
             }
             return try get(child, path.dropFirst(), index: index)
         case .array(let elements):
@@ -88,7 +89,8 @@ public enum Patching {
             }
             return try get(elements[position], path.dropFirst(), index: index)
         default:
-            throw APIStatusError(code: 422, reason: "Invalid", message: "operation \(index): \(key) is not in a container")
+            throw APIStatusError(
+                code: 422, reason: "Invalid", message: "operation \(index): \(key) is not in a container")
         }
     }
 
@@ -202,7 +204,8 @@ public enum Patching {
                 result[key] = try strategic(value, into: result[key] ?? .null, path: childPath)
             case .array(let elements):
                 if let mergeKey = mergeKey(for: key, path: path) {
-                    result[key] = try mergeList(elements, into: result[key]?.arrayValue ?? [], key: mergeKey, path: childPath)
+                    result[key] = try mergeList(
+                        elements, into: result[key]?.arrayValue ?? [], key: mergeKey, path: childPath)
                 } else if mergedPrimitiveLists.contains(key) {
                     var merged = result[key]?.arrayValue ?? []
                     for element in elements where !merged.contains(element) { merged.append(element) }
@@ -220,12 +223,15 @@ public enum Patching {
     static func mergeKey(for field: String, path: [String]) -> String? {
         if field == "ports" {
             // Container ports merge by containerPort; a Service's by port.
-            return path.last == "spec" && !path.contains("template") && !path.contains("containers") ? "port" : "containerPort"
+            return path.last == "spec" && !path.contains("template") && !path.contains("containers")
+                ? "port" : "containerPort"
         }
         return mergeKeys[field]
     }
 
-    static func mergeList(_ patch: [JSONValue], into target: [JSONValue], key: String, path: [String]) throws -> JSONValue {
+    static func mergeList(_ patch: [JSONValue], into target: [JSONValue], key: String, path: [String]) throws
+        -> JSONValue
+    {
         if patch.contains(where: { $0["$patch"]?.stringValue == "replace" }) {
             return .array(patch.filter { $0["$patch"] == nil })
         }

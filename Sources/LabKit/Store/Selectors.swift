@@ -1,3 +1,4 @@
+import Foundation
 import KubeKit
 
 /// A label selector in query form (`app=web,tier!=db,env in (a,b),!legacy`), as apimachinery `labels.Parse`
@@ -82,7 +83,8 @@ public struct FieldQuery: Sendable, Hashable {
     var requirements: [(path: [String], value: String, equal: Bool)] = []
 
     public static func == (lhs: FieldQuery, rhs: FieldQuery) -> Bool {
-        lhs.requirements.map { "\($0.path)\($0.value)\($0.equal)" } == rhs.requirements.map { "\($0.path)\($0.value)\($0.equal)" }
+        lhs.requirements.map { "\($0.path)\($0.value)\($0.equal)" }
+            == rhs.requirements.map { "\($0.path)\($0.value)\($0.equal)" }
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -94,10 +96,16 @@ public struct FieldQuery: Sendable, Hashable {
             let item = String(part)
             if let range = item.range(of: "!=") {
                 requirements.append(
-                    (item[..<range.lowerBound].split(separator: ".").map(String.init), String(item[range.upperBound...]), false))
+                    (
+                        item[..<range.lowerBound].split(separator: ".").map(String.init),
+                        String(item[range.upperBound...]), false
+                    ))
             } else if let range = item.range(of: "==") ?? item.range(of: "=") {
                 requirements.append(
-                    (item[..<range.lowerBound].split(separator: ".").map(String.init), String(item[range.upperBound...]), true))
+                    (
+                        item[..<range.lowerBound].split(separator: ".").map(String.init),
+                        String(item[range.upperBound...]), true
+                    ))
             } else {
                 throw APIStatusError.badRequest("invalid field selector: \(item)")
             }
@@ -119,5 +127,3 @@ public struct FieldQuery: Sendable, Hashable {
         }
     }
 }
-
-import Foundation
