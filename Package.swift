@@ -141,6 +141,10 @@ var targets: [Target] = [
         ]
     ),
     .testTarget(
+        name: "LabKitTests",
+        dependencies: ["LabKit", "KubeKit"]
+    ),
+    .testTarget(
         name: "KubeKitTests",
         dependencies: [
             "KubeKit", "LabKit", "NamespaceTestSupport",
