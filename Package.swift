@@ -140,6 +140,14 @@ var targets: [Target] = [
             .product(name: "Logging", package: "swift-log"),
         ]
     ),
+    .executableTarget(
+        name: "ktlab",
+        dependencies: [
+            "LabKit", "KubeKit",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     .testTarget(
         name: "LabKitTests",
         dependencies: ["LabKit", "KubeKit"]
@@ -208,6 +216,7 @@ let package = Package(
         // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
         .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
         .executable(name: "ktctl", targets: ["ktctl"]),
+        .executable(name: "ktlab", targets: ["ktlab"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

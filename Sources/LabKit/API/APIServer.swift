@@ -1,6 +1,7 @@
 import Foundation
 import KubeKit
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -36,18 +37,32 @@ public final class APIServer: Sendable {
         @Sendable (_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
 
     public let handler: APIHandler
-    let channel: any Channel
+    let group: any EventLoopGroup
     let logger: Logger
+    let initializer: @Sendable (any Channel) -> EventLoopFuture<Void>
+    private let listeners = NIOLockedValueBox<[any Channel]>([])
 
-    public var localAddress: SocketAddress? { channel.localAddress }
+    /// The first listener's address.
+    public var localAddress: SocketAddress? { listeners.withLockedValue { $0.first?.localAddress } }
 
-    /// Binds and starts serving on `group` (whose threads decide the network namespace pod dials happen in).
-    public init(
+    /// Binds `configuration.host:port` and starts serving on `group` (whose threads decide the network namespace
+    /// pod dials happen in). More listeners: `listen`.
+    public convenience init(
         configuration: Configuration, handler: APIHandler, group: any EventLoopGroup, logger: Logger,
         dialPod: @escaping PodDialer = APIServer.dialPodIP
     ) async throws {
+        try self.init(preparing: configuration, handler: handler, group: group, logger: logger, dialPod: dialPod)
+        _ = try await listen(host: configuration.host, port: configuration.port)
+    }
+
+    /// Prepares to serve; nothing listens until `listen`.
+    public init(
+        preparing configuration: Configuration, handler: APIHandler, group: any EventLoopGroup, logger: Logger,
+        dialPod: @escaping PodDialer = APIServer.dialPodIP
+    ) throws {
         self.handler = handler
         self.logger = logger
+        self.group = group
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(configuration.certificate).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: configuration.key, format: .pem)))
@@ -57,47 +72,65 @@ public final class APIServer: Sendable {
         tls.minimumTLSVersion = .tlsv12
         let context = try NIOSSLContext(configuration: tls)
         let tokens = configuration.tokens
-        let logger = self.logger
-        channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let ssl = NIOSSLServerHandler(context: context)
-                    try channel.pipeline.syncOperations.addHandler(ssl)
-                    let http = HTTPHandler(
-                        api: handler, tokens: tokens, logger: logger,
-                        hasClientCertificate: { ssl.peerCertificate != nil })
-                    let upgrader = NIOWebSocketServerUpgrader(
-                        maxFrameSize: 16 << 20,
-                        shouldUpgrade: { channel, head in
-                            channel.eventLoop.makeCompletedFuture {
-                                try http.portForwardTarget(head).map { _ in
-                                    HTTPHeaders([("Sec-WebSocket-Protocol", "v4.channel.k8s.io")])
-                                }
+        initializer = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let ssl = NIOSSLServerHandler(context: context)
+                try channel.pipeline.syncOperations.addHandler(ssl)
+                let http = HTTPHandler(
+                    api: handler, tokens: tokens, logger: logger,
+                    hasClientCertificate: { ssl.peerCertificate != nil })
+                let upgrader = NIOWebSocketServerUpgrader(
+                    maxFrameSize: 16 << 20,
+                    shouldUpgrade: { channel, head in
+                        channel.eventLoop.makeCompletedFuture {
+                            try http.portForwardTarget(head).map { _ in
+                                HTTPHeaders([("Sec-WebSocket-Protocol", "v4.channel.k8s.io")])
                             }
-                        },
-                        upgradePipelineHandler: { channel, head in
-                            channel.eventLoop.makeCompletedFuture {
-                                guard let (pod, port) = try http.portForwardTarget(head) else { return }
-                                let name = pod["metadata"]?["name"]?.stringValue ?? ""
-                                try channel.pipeline.syncOperations.addHandler(
-                                    PortForwardRelay(
-                                        port: UInt16(port), pod: name,
-                                        dial: { eventLoop in dialPod(pod, port, eventLoop) }))
-                            }
-                        })
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withServerUpgrade: (
-                            upgraders: [upgrader],
-                            completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(http, promise: nil)
-                            }
-                        ))
-                    try channel.pipeline.syncOperations.addHandler(http)
-                }
+                        }
+                    },
+                    upgradePipelineHandler: { channel, head in
+                        channel.eventLoop.makeCompletedFuture {
+                            guard let (pod, port) = try http.portForwardTarget(head) else { return }
+                            let name = pod["metadata"]?["name"]?.stringValue ?? ""
+                            try channel.pipeline.syncOperations.addHandler(
+                                PortForwardRelay(
+                                    port: UInt16(port), pod: name,
+                                    dial: { eventLoop in dialPod(pod, port, eventLoop) }))
+                        }
+                    })
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                    withServerUpgrade: (
+                        upgraders: [upgrader],
+                        completionHandler: { context in
+                            context.pipeline.syncOperations.removeHandler(http, promise: nil)
+                        }
+                    ))
+                try channel.pipeline.syncOperations.addHandler(http)
             }
-            .bind(host: configuration.host, port: configuration.port).get()
+        }
+    }
+
+    /// Listens on `host:port`. The listening socket belongs to the network namespace of the thread that calls
+    /// this, or of `eventLoop`'s thread when one is given.
+    @discardableResult
+    public func listen(host: String, port: Int, inside eventLoop: (any EventLoop)? = nil) async throws -> SocketAddress? {
+        let group = self.group
+        let initializer = self.initializer
+        let bind: @Sendable () -> EventLoopFuture<any Channel> = {
+            ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer(initializer)
+                .bind(host: host, port: port)
+        }
+        let channel: any Channel
+        if let eventLoop {
+            channel = try await eventLoop.flatSubmit { bind() }.get()
+        } else {
+            channel = try await bind().get()
+        }
+        listeners.withLockedValue { $0.append(channel) }
+        return channel.localAddress
     }
 
     /// Connects to the pod's IP (from `status.podIP`) on the event loop given.
@@ -116,7 +149,7 @@ public final class APIServer: Sendable {
 
     public func stop() async {
         handler.store.endWatches()
-        try? await channel.close()
+        for channel in listeners.withLockedValue({ $0 }) { try? await channel.close() }
     }
 }
 

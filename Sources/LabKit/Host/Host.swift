@@ -1,0 +1,130 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOPosix
+
+/// Commands and namespaces on the machine ktlab runs on. Everything ktlab changes on the host goes through here:
+/// `ip` (namespaces, links, addresses, routes inside its own namespaces), `nft` (tables inside its own
+/// namespaces), `openssl` (its CA) and files under its state directory.
+public enum Host {
+    public struct CommandError: Error, Sendable, CustomStringConvertible {
+        public var command: [String]
+        public var status: Int32
+        public var output: String
+        public var description: String {
+            "`\(command.joined(separator: " "))` failed (exit \(status)): \(output.trimmingCharacters(in: .whitespacesAndNewlines))"
+        }
+    }
+
+    public static func findExecutable(_ name: String) -> String? {
+        for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+            let path = directory + "/" + name
+            if access(path, X_OK) == 0 { return path }
+        }
+        return nil
+    }
+
+    /// Runs a command to completion and returns its standard output; a non-zero exit throws with stderr.
+    @discardableResult
+    public static func run(_ arguments: [String], input: String? = nil, allowFailure: Bool = false) throws -> String {
+        guard let executable = findExecutable(arguments[0]) else {
+            throw CommandError(command: arguments, status: 127, output: "\(arguments[0]) is not installed")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = Array(arguments.dropFirst())
+        let output = Pipe()
+        let error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        let inputPipe = Pipe()
+        process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
+        try process.run()
+        if let input {
+            inputPipe.fileHandleForWriting.write(Data(input.utf8))
+            try? inputPipe.fileHandleForWriting.close()
+        }
+        let errorData = LockedData()
+        let reader = Thread { errorData.set(error.fileHandleForReading.readDataToEndOfFile()) }
+        reader.start()
+        let outData = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !errorData.done { usleep(1000) }
+        if process.terminationStatus != 0 && !allowFailure {
+            throw CommandError(
+                command: arguments, status: process.terminationStatus,
+                output: String(decoding: errorData.get(), as: UTF8.self))
+        }
+        return String(decoding: outData, as: UTF8.self)
+    }
+
+    final class LockedData: @unchecked Sendable {
+        private let lock = NSLock()
+        private var data = Data()
+        private(set) var done = false
+        func set(_ value: Data) { lock.withLock { data = value; done = true } }
+        func get() -> Data { lock.withLock { data } }
+    }
+
+    // MARK: - Network namespaces
+
+    public static func namespaces() -> [String] {
+        ((try? run(["ip", "netns", "list"])) ?? "").split(separator: "\n").compactMap {
+            $0.split(separator: " ").first.map(String.init)
+        }
+    }
+
+    public static func processes(inNamespace name: String) -> [Int32] {
+        ((try? run(["ip", "netns", "pids", name], allowFailure: true)) ?? "").split(separator: "\n").compactMap {
+            Int32($0)
+        }
+    }
+
+    /// Stops everything inside, then removes the namespace (and its `/etc/netns` directory).
+    public static func deleteNamespace(_ name: String) {
+        for pid in processes(inNamespace: name) { kill(pid, SIGKILL) }
+        _ = try? run(["ip", "netns", "del", name], allowFailure: true)
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
+    }
+
+    private typealias SetNamespace = @convention(c) (CInt, CInt) -> CInt
+    /// `setns(2)`: Glibc's Swift module does not export it (it sits behind _GNU_SOURCE), so it is looked up.
+    private static let setns: SetNamespace? = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "setns") else { return nil }
+        return unsafeBitCast(symbol, to: SetNamespace.self)
+    }()
+
+    public struct NamespaceError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// An event loop group whose threads live in network namespace `name`: every socket its loops create (a
+    /// listener bound inside `submit`, a connection to a pod) belongs to that namespace.
+    public static func eventLoopGroup(inNamespace name: String, threads: Int) throws -> MultiThreadedEventLoopGroup {
+        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NamespaceError(description: "cannot open /run/netns/\(name): errno \(errno)") }
+        defer { close(fd) }
+        guard let setns else { throw NamespaceError(description: "this libc has no setns") }
+        let box = GroupBox()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            if setns(fd, 0x4000_0000) != 0 {  // CLONE_NEWNET
+                box.error = NamespaceError(description: "setns into \(name): errno \(errno)")
+            } else {
+                // Threads inherit the namespace of the thread that creates them.
+                box.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        if let error = box.error { throw error }
+        guard let group = box.group else { throw NamespaceError(description: "no event loop group") }
+        return group
+    }
+
+    final class GroupBox: @unchecked Sendable {
+        var group: MultiThreadedEventLoopGroup?
+        var error: (any Error)?
+    }
+}

@@ -1,0 +1,395 @@
+import Foundation
+import Glibc
+import KubeKit
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The lab's kubelet: gives each pod a network namespace on the node's bridge and an IP from the node's pod
+/// CIDR, runs its containers as processes in that namespace (`ImageCatalog` decides what), and keeps the pod's
+/// status as a kubelet would (phase, conditions, container states, readiness from the ports opening).
+public final class Kubelet: Sendable {
+    let layout: LabLayout
+    let store: ObjectStore
+    let logger: Logger
+    let binaries: String
+    /// The node namespace's loops, for readiness probes.
+    let group: any EventLoopGroup
+
+    struct RunningPod {
+        var index: Int
+        var namespace: String
+        var ip: String
+        var processes: [String: Process] = [:]
+        var restarts: [String: Int] = [:]
+        var stopped = false
+    }
+
+    private let pods = NIOLockedValueBox<[String: RunningPod]>([:])
+    private let nextIndex = NIOLockedValueBox(1)
+
+    public init(layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger) {
+        self.layout = layout
+        self.store = store
+        self.group = group
+        self.binaries = binaries
+        self.logger = logger
+    }
+
+    static func key(_ namespace: String, _ name: String) -> String { "\(namespace)/\(name)" }
+
+    /// Watches every pod until cancelled.
+    public func run() async throws {
+        let events = try store.watch(Selection(resource: Pod.resource, namespace: nil), after: nil)
+        for await event in events {
+            let namespace = event.object["metadata"]?["namespace"]?.stringValue ?? ""
+            let name = event.object["metadata"]?["name"]?.stringValue ?? ""
+            switch event.kind {
+            case .added, .modified:
+                let known = pods.withLockedValue { $0[Self.key(namespace, name)] != nil }
+                if !known && event.object["status"]?["podIP"] == nil && event.object["metadata"]?["deletionTimestamp"] == nil {
+                    start(namespace: namespace, name: name, pod: event.object)
+                }
+            case .deleted:
+                stop(namespace: namespace, name: name)
+            }
+        }
+    }
+
+    /// Stops every pod (the server is stopping).
+    public func stopAll() {
+        let all = pods.withLockedValue { Array($0.keys) }
+        for key in all {
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+            stop(namespace: parts[0], name: parts[1])
+        }
+    }
+
+    // MARK: - Starting
+
+    func start(namespace: String, name: String, pod: JSONValue) {
+        let index = nextIndex.withLockedValue { value -> Int in
+            defer { value += 1 }
+            return value
+        }
+        let octets = layout.bridgeAddress.split(separator: ".")
+        let ip = "\(octets[0]).\(octets[1]).\(octets[2]).\(index + 1)"
+        let podNamespace = layout.podNamespace(index)
+        pods.withLockedValue { $0[Self.key(namespace, name)] = RunningPod(index: index, namespace: podNamespace, ip: ip) }
+        let now = RFC3339.format(Date())
+        do {
+            try makeNamespace(podNamespace, index: index, ip: ip, podNamespace: namespace)
+        } catch {
+            logger.error("pod \(namespace)/\(name): network setup failed: \(error)")
+            updateStatus(namespace, name) { status in
+                status["phase"] = "Pending"
+                status["conditions"] = [["type": "PodScheduled", "status": "True", "lastTransitionTime": .string(now)]]
+                status["message"] = .string("network setup failed: \(error)")
+            }
+            return
+        }
+        updateStatus(namespace, name) { status in
+            status["phase"] = "Pending"
+            status["hostIP"] = .string(self.layout.nodeLinkAddress)
+            status["hostIPs"] = [["ip": .string(self.layout.nodeLinkAddress)]]
+            status["podIP"] = .string(ip)
+            status["podIPs"] = [["ip": .string(ip)]]
+            status["startTime"] = .string(now)
+            status["conditions"] = Self.conditions(ready: false, now: now)
+        }
+        _ = try? store.modify(Pod.resource, namespace: namespace, name: name) { object in
+            if object["spec"]?["nodeName"] == nil { object["spec"]?["nodeName"] = .string("\(self.layout.name)-node") }
+        }
+        let containers = pod["spec"]?["containers"]?.arrayValue ?? []
+        var statuses: [JSONValue] = []
+        var failed = false
+        for container in containers {
+            let containerName = container["name"]?.stringValue ?? "c"
+            let image = container["image"]?.stringValue ?? ""
+            switch ImageCatalog.program(for: container, binaries: binaries) {
+            case .pullFailure(let message):
+                failed = true
+                statuses.append(
+                    Self.containerStatus(
+                        containerName, image: image, state: ["waiting": ["reason": "ErrImagePull", "message": .string(message)]],
+                        ready: false, restarts: 0))
+            case .run(let arguments, let workingDirectory):
+                do {
+                    try launch(
+                        namespace: namespace, name: name, pod: pod, container: container, arguments: arguments,
+                        workingDirectory: workingDirectory)
+                    statuses.append(
+                        Self.containerStatus(
+                            containerName, image: image, state: ["running": ["startedAt": .string(now)]], ready: false,
+                            restarts: 0))
+                } catch {
+                    failed = true
+                    statuses.append(
+                        Self.containerStatus(
+                            containerName, image: image,
+                            state: ["waiting": ["reason": "CreateContainerError", "message": .string("\(error)")]],
+                            ready: false, restarts: 0))
+                }
+            }
+        }
+        updateStatus(namespace, name) { status in
+            status["containerStatuses"] = .array(statuses)
+            status["phase"] = failed ? "Pending" : "Running"
+        }
+        if !failed { probeUntilReady(namespace: namespace, name: name, ip: ip, containers: containers) }
+    }
+
+    func makeNamespace(_ podNamespace: String, index: Int, ip: String, podNamespace clusterNamespace: String) throws {
+        let node = layout.nodeNamespace
+        let hostSide = "vp\(index)"
+        Host.deleteNamespace(podNamespace)
+        try Host.run(["ip", "netns", "add", podNamespace])
+        try Host.run(["ip", "-n", podNamespace, "link", "set", "lo", "up"])
+        try Host.run(["ip", "-n", node, "link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", podNamespace])
+        try Host.run(["ip", "-n", node, "link", "set", hostSide, "master", LabLayout.bridgeName, "up"])
+        try Host.run(["ip", "-n", podNamespace, "addr", "add", "\(ip)/24", "dev", "eth0"])
+        try Host.run(["ip", "-n", podNamespace, "link", "set", "eth0", "up"])
+        try Host.run(["ip", "-n", podNamespace, "route", "add", "default", "via", layout.bridgeAddress])
+        let etc = "/etc/netns/\(podNamespace)"
+        try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
+        try """
+            search \(clusterNamespace).svc.cluster.local svc.cluster.local cluster.local
+            nameserver \(layout.dnsAddress)
+            options ndots:5
+
+            """.write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
+    }
+
+    func directory(namespace: String, name: String, container: String) -> String {
+        "\(layout.podsDirectory)/\(namespace)_\(name)/\(container)"
+    }
+
+    func launch(
+        namespace: String, name: String, pod: JSONValue, container: JSONValue, arguments: [String],
+        workingDirectory: String
+    ) throws {
+        let containerName = container["name"]?.stringValue ?? "c"
+        guard let running = pods.withLockedValue({ $0[Self.key(namespace, name)] }) else { return }
+        let root = directory(namespace: namespace, name: name, container: containerName)
+        let cwd = root + (workingDirectory.hasPrefix("/") ? workingDirectory : "/" + workingDirectory)
+        try FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
+        if ImageCatalog.repository(of: container["image"]?.stringValue ?? "").hasSuffix("tomcat") {
+            try FileManager.default.createDirectory(atPath: cwd + "/webapps/ROOT", withIntermediateDirectories: true)
+        }
+        var environment: [String: String] = [
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": name,
+            "HOME": "/root",
+        ]
+        for entry in container["env"]?.arrayValue ?? [] {
+            guard let key = entry["name"]?.stringValue else { continue }
+            if let value = entry["value"]?.stringValue {
+                environment[key] = value
+            } else if let value = resolve(entry["valueFrom"], pod: pod, namespace: namespace, ip: running.ip) {
+                environment[key] = value
+            }
+        }
+        let logPath = "\(root).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Host.findExecutable("ip") ?? "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", running.namespace] + arguments
+        process.environment = environment
+        process.currentDirectoryURL = URL(fileURLWithPath: cwd)
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = log
+        process.standardError = log
+        let key = Self.key(namespace, name)
+        process.terminationHandler = { [weak self] finished in
+            self?.exited(key: key, namespace: namespace, name: name, container: container, status: finished.terminationStatus)
+        }
+        try process.run()
+        pods.withLockedValue { $0[key]?.processes[containerName] = process }
+        logger.info("pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))")
+    }
+
+    func resolve(_ source: JSONValue?, pod: JSONValue, namespace: String, ip: String) -> String? {
+        guard let source else { return nil }
+        if let path = source["fieldRef"]?["fieldPath"]?.stringValue {
+            switch path {
+            case "metadata.name": return pod["metadata"]?["name"]?.stringValue
+            case "metadata.namespace": return namespace
+            case "status.podIP": return ip
+            case "status.hostIP": return layout.nodeLinkAddress
+            case "spec.nodeName": return "\(layout.name)-node"
+            case "spec.serviceAccountName": return pod["spec"]?["serviceAccountName"]?.stringValue ?? "default"
+            default: return nil
+            }
+        }
+        if let reference = source["configMapKeyRef"], let name = reference["name"]?.stringValue,
+            let key = reference["key"]?.stringValue
+        {
+            return (try? store.get(ConfigMap.resource, namespace: namespace, name: name))?["data"]?[key]?.stringValue
+        }
+        if let reference = source["secretKeyRef"], let name = reference["name"]?.stringValue,
+            let key = reference["key"]?.stringValue,
+            let encoded = (try? store.get(Secret.resource, namespace: namespace, name: name))?["data"]?[key]?.stringValue,
+            let data = Data(base64Encoded: encoded)
+        {
+            return String(decoding: data, as: UTF8.self)
+        }
+        return nil
+    }
+
+    func exited(key: String, namespace: String, name: String, container: JSONValue, status: Int32) {
+        let containerName = container["name"]?.stringValue ?? "c"
+        let (stopped, restarts) = pods.withLockedValue { pods -> (Bool, Int) in
+            guard var pod = pods[key] else { return (true, 0) }
+            pod.processes[containerName] = nil
+            let count = (pod.restarts[containerName] ?? 0) + (pod.stopped ? 0 : 1)
+            pod.restarts[containerName] = count
+            pods[key] = pod
+            return (pod.stopped, count)
+        }
+        guard !stopped, let pod = try? store.get(Pod.resource, namespace: namespace, name: name) else { return }
+        let policy = pod["spec"]?["restartPolicy"]?.stringValue ?? "Always"
+        let restart = policy == "Always" || (policy == "OnFailure" && status != 0)
+        let now = RFC3339.format(Date())
+        updateStatus(namespace, name) { podStatus in
+            var statuses = podStatus["containerStatuses"]?.arrayValue ?? []
+            for index in statuses.indices where statuses[index]["name"]?.stringValue == containerName {
+                statuses[index]["ready"] = false
+                statuses[index]["restartCount"] = .int(Int64(restart ? restarts : restarts - 1))
+                statuses[index]["state"] =
+                    restart
+                    ? ["waiting": ["reason": "CrashLoopBackOff", "message": .string("back-off restarting failed container \(containerName)")]]
+                    : [
+                        "terminated": [
+                            "exitCode": .int(Int64(status)), "reason": status == 0 ? "Completed" : "Error", "finishedAt": .string(now),
+                        ]
+                    ]
+            }
+            podStatus["containerStatuses"] = .array(statuses)
+            podStatus["conditions"] = Self.conditions(ready: false, now: now)
+            if !restart {
+                let all = statuses.allSatisfy { $0["state"]?["terminated"] != nil }
+                if all {
+                    let failed = statuses.contains { ($0["state"]?["terminated"]?["exitCode"]?.intValue ?? 0) != 0 }
+                    podStatus["phase"] = failed ? "Failed" : "Succeeded"
+                }
+            }
+        }
+        guard restart else { return }
+        // Back off 1 s, 2 s, 4 s ... up to 30 s, as a kubelet's crash loop does (shorter).
+        let delay = min(30, 1 << min(restarts - 1, 5))
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(delay)) { [weak self] in
+            guard let self, let current = try? self.store.get(Pod.resource, namespace: namespace, name: name),
+                self.pods.withLockedValue({ $0[key].map { !$0.stopped } ?? false })
+            else { return }
+            if case .run(let arguments, let directory) = ImageCatalog.program(for: container, binaries: self.binaries) {
+                try? self.launch(
+                    namespace: namespace, name: name, pod: current, container: container, arguments: arguments,
+                    workingDirectory: directory)
+                self.updateStatus(namespace, name) { podStatus in
+                    var statuses = podStatus["containerStatuses"]?.arrayValue ?? []
+                    for index in statuses.indices where statuses[index]["name"]?.stringValue == containerName {
+                        statuses[index]["state"] = ["running": ["startedAt": .string(RFC3339.format(Date()))]]
+                    }
+                    podStatus["containerStatuses"] = .array(statuses)
+                }
+                let ip = self.pods.withLockedValue { $0[key]?.ip } ?? ""
+                self.probeUntilReady(namespace: namespace, name: name, ip: ip, containers: current["spec"]?["containers"]?.arrayValue ?? [])
+            }
+        }
+    }
+
+    // MARK: - Readiness
+
+    /// Ready when every declared container port accepts a TCP connection (from the node), checked every 200 ms.
+    func probeUntilReady(namespace: String, name: String, ip: String, containers: [JSONValue]) {
+        let ports = containers.flatMap { container in
+            (container["ports"]?.arrayValue ?? []).filter { ($0["protocol"]?.stringValue ?? "TCP") == "TCP" }
+                .compactMap { $0["containerPort"]?.intValue }.map(Int.init)
+        }
+        let key = Self.key(namespace, name)
+        Task {
+            while pods.withLockedValue({ $0[key].map { !$0.stopped } ?? false }) {
+                var open = true
+                for port in ports where !(await self.accepts(ip: ip, port: port)) {
+                    open = false
+                    break
+                }
+                if open {
+                    let now = RFC3339.format(Date())
+                    updateStatus(namespace, name) { status in
+                        var statuses = status["containerStatuses"]?.arrayValue ?? []
+                        for index in statuses.indices where statuses[index]["state"]?["running"] != nil {
+                            statuses[index]["ready"] = true
+                            statuses[index]["started"] = true
+                        }
+                        status["containerStatuses"] = .array(statuses)
+                        let allReady = statuses.allSatisfy { $0["ready"]?.boolValue == true }
+                        status["conditions"] = Self.conditions(ready: allReady, now: now)
+                    }
+                    return
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    func accepts(ip: String, port: Int) async -> Bool {
+        let eventLoop = group.next()
+        do {
+            let channel = try await eventLoop.flatSubmit {
+                ClientBootstrap(group: eventLoop).connectTimeout(.milliseconds(500)).connect(host: ip, port: port)
+            }.get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    // MARK: - Stopping
+
+    func stop(namespace: String, name: String) {
+        let key = Self.key(namespace, name)
+        guard let pod = pods.withLockedValue({ pods -> RunningPod? in
+            pods[key]?.stopped = true
+            return pods.removeValue(forKey: key)
+        }) else { return }
+        for process in pod.processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        Host.deleteNamespace(pod.namespace)
+        try? FileManager.default.removeItem(atPath: "\(layout.podsDirectory)/\(namespace)_\(name)")
+        logger.info("pod \(namespace)/\(name) stopped")
+    }
+
+    // MARK: - Status
+
+    func updateStatus(_ namespace: String, _ name: String, _ change: @escaping (inout JSONValue) -> Void) {
+        _ = try? store.modify(Pod.resource, namespace: namespace, name: name) { pod in
+            var status = pod["status"] ?? [:]
+            change(&status)
+            pod["status"] = status
+        }
+    }
+
+    static func conditions(ready: Bool, now: String) -> JSONValue {
+        let value: JSONValue = ready ? "True" : "False"
+        return [
+            ["type": "PodReadyToStartContainers", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+            ["type": "Initialized", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+            ["type": "Ready", "status": value, "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+            ["type": "ContainersReady", "status": value, "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+            ["type": "PodScheduled", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+        ]
+    }
+
+    static func containerStatus(_ name: String, image: String, state: JSONValue, ready: Bool, restarts: Int) -> JSONValue {
+        [
+            "name": .string(name), "image": .string(image),
+            "imageID": .string("ktlab://\(ImageCatalog.repository(of: image))"),
+            "containerID": .string("ktlab://\(UUID().uuidString.lowercased())"), "ready": .bool(ready),
+            "restartCount": .int(Int64(restarts)), "started": .bool(state["running"] != nil), "state": state,
+            "lastState": [:],
+        ]
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Glibc
+import KubeKit
+import Logging
+
+/// `ktlab up`, `down`, `status`: making and removing a lab's namespaces, links, certificates and server process.
+public enum LabControl {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    /// Why ktlab cannot run here, or nil.
+    public static func preflight() -> String? {
+        if geteuid() != 0 { return "ktlab makes network namespaces and must run as root (try: sudo ktlab ...)" }
+        if access("/dev/net/tun", F_OK) != 0 { return "/dev/net/tun is missing: this kernel or container has no TUN device" }
+        for tool in ["ip", "nft", "openssl", "setsid"] where Host.findExecutable(tool) == nil {
+            let package = ["ip": "iproute2", "nft": "nftables", "openssl": "openssl", "setsid": "util-linux"][tool] ?? tool
+            return "`\(tool)` is not installed (apt-get install \(package))"
+        }
+        return nil
+    }
+
+    public static func isAlive(_ pid: Int32?) -> Bool {
+        guard let pid, pid > 0 else { return false }
+        return kill(pid, 0) == 0
+    }
+
+    // MARK: - up
+
+    /// Makes the lab and starts its server (`serveCommand` run detached); returns when the API answers.
+    public static func up(
+        name: String, podCIDR: String, serviceCIDR: String, serveCommand: [String], progress: (String) -> Void
+    ) async throws -> LabLayout {
+        if let reason = preflight() { throw Failure(reason) }
+        guard name.range(of: "^[a-z][a-z0-9-]{0,15}$", options: .regularExpression) != nil else {
+            throw Failure("lab name \"\(name)\" must be 1-16 lower-case letters, digits or '-', starting with a letter")
+        }
+        if let existing = LabState.read(name) {
+            if isAlive(existing.serverPID) {
+                throw Failure("lab \"\(name)\" is already up (server pid \(existing.serverPID ?? 0)); `ktlab down --name \(name)` first")
+            }
+            progress("lab \"\(name)\" has state from an earlier run that is not running; removing it first")
+            down(name: name, progress: progress)
+        }
+        let used = Set(LabState.all().map(\.layout.slot))
+        guard let slot = (0..<64).first(where: { !used.contains($0) }) else { throw Failure("64 labs are already up") }
+        let layout = LabLayout(name: name, slot: slot, podCIDR: podCIDR, serviceCIDR: serviceCIDR)
+        // Recorded before anything is made, so that `down` finds it all after a crash.
+        try LabState(layout: layout, serverPID: nil, created: RFC3339.format(Date())).write()
+        do {
+            progress("creating namespaces \(layout.nodeNamespace) and \(layout.workstationNamespace)")
+            try makeNetwork(layout)
+            progress("creating the lab CA and certificates")
+            try LabPKI.create(layout)
+            try LabPKI.kubeconfig(layout, server: "https://127.0.0.1:\(layout.hostPort)")
+                .write(toFile: layout.hostKubeconfig, atomically: true, encoding: .utf8)
+            try LabPKI.kubeconfig(layout, server: "https://\(layout.nodeLinkAddress):\(layout.apiPort)")
+                .write(toFile: layout.workstationKubeconfig, atomically: true, encoding: .utf8)
+            chmod(layout.hostKubeconfig, 0o600)
+            chmod(layout.workstationKubeconfig, 0o600)
+            progress("starting the API server")
+            try startServer(layout, command: serveCommand)
+            try await waitForAPI(layout, progress: progress)
+        } catch {
+            progress("ktlab up failed: \(error); removing what was made")
+            if let log = try? String(contentsOfFile: layout.logFile, encoding: .utf8), !log.isEmpty {
+                progress("server log:\n" + log.split(separator: "\n").suffix(20).joined(separator: "\n"))
+            }
+            down(name: name, progress: { _ in })
+            throw error
+        }
+        return layout
+    }
+
+    static func makeNetwork(_ layout: LabLayout) throws {
+        let node = layout.nodeNamespace
+        let ws = layout.workstationNamespace
+        for namespace in [node, ws] {
+            try Host.run(["ip", "netns", "add", namespace])
+            try Host.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+        }
+        // The node: a bridge for the pods, forwarding on.
+        try Host.run(["ip", "-n", node, "link", "add", LabLayout.bridgeName, "type", "bridge"])
+        try Host.run(["ip", "-n", node, "addr", "add", "\(layout.bridgeAddress)/24", "dev", LabLayout.bridgeName])
+        try Host.run(["ip", "-n", node, "link", "set", LabLayout.bridgeName, "up"])
+        try Host.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        // The workstation: one link to the node and nothing else (no route to pods or services).
+        try Host.run(["ip", "-n", node, "link", "add", "ws0", "type", "veth", "peer", "name", "eth0", "netns", ws])
+        try Host.run(["ip", "-n", node, "addr", "add", "\(layout.nodeLinkAddress)/\(layout.linkPrefix)", "dev", "ws0"])
+        try Host.run(["ip", "-n", ws, "addr", "add", "\(layout.workstationLinkAddress)/\(layout.linkPrefix)", "dev", "eth0"])
+        try Host.run(["ip", "-n", node, "link", "set", "ws0", "up"])
+        try Host.run(["ip", "-n", ws, "link", "set", "eth0", "up"])
+        let etc = "/etc/netns/\(ws)"
+        try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
+        try "# ktlab workstation \(layout.name): the lab node answers non-cluster names\nnameserver \(layout.nodeLinkAddress)\n"
+            .write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
+    }
+
+    static func startServer(_ layout: LabLayout, command: [String]) throws {
+        let log = open(layout.logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard log >= 0 else { throw Failure("cannot open \(layout.logFile): errno \(errno)") }
+        defer { close(log) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Host.findExecutable("setsid") ?? "/usr/bin/setsid")
+        process.arguments = command
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle(fileDescriptor: log, closeOnDealloc: false)
+        process.standardError = FileHandle(fileDescriptor: log, closeOnDealloc: false)
+        try process.run()
+    }
+
+    static func waitForAPI(_ layout: LabLayout, progress: (String) -> Void) async throws {
+        let access = try Kubeconfig.load(explicitPath: layout.hostKubeconfig, environment: [:]).access()
+        let client = try KubeClient(access: access, retry: .init(attempts: 1, requestTimeout: .seconds(2)))
+        defer { Task { await client.shutdown() } }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let state = LabState.read(layout.name), state.serverPID != nil, !isAlive(state.serverPID) {
+                throw Failure("the lab server exited (see \(layout.logFile))")
+            }
+            if (try? await client.send(APIRequest(method: .get, path: "/healthz", verb: "get", subject: "health"))) != nil {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw Failure("the API server did not answer within 30 s (see \(layout.logFile))")
+    }
+
+    // MARK: - down
+
+    /// Removes everything the lab made: its server and every process in its namespaces, the namespaces (and their
+    /// interfaces and nftables tables with them), `/etc/netns` entries, and its state directory. Safe to repeat.
+    public static func down(name: String, progress: (String) -> Void) {
+        let state = LabState.read(name)
+        if let pid = state?.serverPID, isAlive(pid) {
+            progress("stopping the lab server (pid \(pid))")
+            kill(pid, SIGTERM)
+            for _ in 0..<50 where isAlive(pid) { usleep(100_000) }
+            if isAlive(pid) { kill(pid, SIGKILL) }
+        }
+        let layout = state?.layout ?? LabLayout(name: name, slot: 0)
+        let owned = Host.namespaces().filter(layout.owns(namespace:))
+        for namespace in owned {
+            progress("removing namespace \(namespace)")
+            Host.deleteNamespace(namespace)
+        }
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(layout.workstationNamespace)")
+        try? FileManager.default.removeItem(atPath: layout.directory)
+    }
+
+    // MARK: - status
+
+    public static func status() -> String {
+        let labs = LabState.all()
+        guard !labs.isEmpty else { return "no lab is up (start one: sudo ktlab up)" }
+        return labs.map { state in
+            let layout = state.layout
+            let running = isAlive(state.serverPID) ? "running (pid \(state.serverPID ?? 0))" : "NOT RUNNING"
+            return """
+                \(layout.name): \(running), since \(state.created)
+                  API            https://127.0.0.1:\(layout.hostPort) (host), https://\(layout.nodeLinkAddress):\(layout.apiPort) (workstation)
+                  kubeconfig     \(layout.hostKubeconfig)
+                  workstation    ip netns exec \(layout.workstationNamespace) ...   (or: ktlab ws --name \(layout.name) -- CMD)
+                  pod CIDR       \(layout.podCIDR) (node \(layout.nodePodCIDR)), service CIDR \(layout.serviceCIDR)
+                """
+        }.joined(separator: "\n")
+    }
+}

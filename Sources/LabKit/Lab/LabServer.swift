@@ -1,0 +1,80 @@
+import Foundation
+import Glibc
+import KubeKit
+import Logging
+import NIOCore
+import NIOPosix
+
+/// `ktlab serve`: the long-running part of a lab (started by `up`): the API server on the node's link address
+/// (for the workstation) and on the host's 127.0.0.1, with the node object registered.
+public enum LabServer {
+    public static func run(name: String, logger: Logger) async throws {
+        guard var state = LabState.read(name) else {
+            throw LabControl.Failure("lab \"\(name)\" has no state in \(LabLayout.stateRoot)/\(name); run `ktlab up`")
+        }
+        let layout = state.layout
+        let group = try Host.eventLoopGroup(inNamespace: layout.nodeNamespace, threads: 2)
+        let admission = Admission(serviceCIDR: layout.serviceCIDR, dnsAddress: layout.dnsAddress)
+        let handler = APIHandler(
+            store: ObjectStore(), admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)")
+        try handler.bootstrap()
+        try registerNode(layout, store: handler.store)
+        let pki = layout.pkiDirectory
+        let server = try APIServer(
+            preparing: .init(
+                host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
+                key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token]),
+            handler: handler, group: group, logger: logger)
+        // Inside the node namespace for the workstation; from this (host) thread for 127.0.0.1 of the host.
+        try await server.listen(host: layout.nodeLinkAddress, port: layout.apiPort, inside: group.next())
+        try await server.listen(host: "127.0.0.1", port: layout.hostPort)
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let kubelet = Kubelet(layout: layout, store: handler.store, group: group, binaries: binaries, logger: logger)
+        let kubeletTask = Task { try await kubelet.run() }
+        state.serverPID = getpid()
+        try state.write()
+        logger.info("ktlab \(name) serving on \(layout.nodeLinkAddress):\(layout.apiPort) and 127.0.0.1:\(layout.hostPort)")
+
+        // Until SIGTERM or SIGINT.
+        let (stop, continuation) = AsyncStream<Int32>.makeStream()
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { continuation.yield(signalNumber) }
+            source.resume()
+            sources.append(source)
+        }
+        for await received in stop {
+            logger.info("signal \(received): stopping")
+            break
+        }
+        kubeletTask.cancel()
+        kubelet.stopAll()
+        await server.stop()
+        try? await group.shutdownGracefully()
+        _ = sources
+    }
+
+    static func registerNode(_ layout: LabLayout, store: ObjectStore) throws {
+        let node: JSONValue = [
+            "metadata": [
+                "name": .string("\(layout.name)-node"),
+                "labels": [
+                    "kubernetes.io/hostname": .string("\(layout.name)-node"), "kubernetes.io/os": "linux",
+                    "node-role.kubernetes.io/control-plane": "",
+                ],
+            ],
+            "spec": ["podCIDR": .string(layout.nodePodCIDR), "podCIDRs": [.string(layout.nodePodCIDR)]],
+            "status": [
+                "addresses": [
+                    ["type": "InternalIP", "address": .string(layout.nodeLinkAddress)],
+                    ["type": "Hostname", "address": .string("\(layout.name)-node")],
+                ],
+                "conditions": [["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ktlab node is ready"]],
+                "nodeInfo": ["kubeletVersion": "v1.33.0-ktlab", "operatingSystem": "linux", "architecture": "amd64"],
+            ],
+        ]
+        _ = try store.create(Node.resource, namespace: "", object: node)
+    }
+}

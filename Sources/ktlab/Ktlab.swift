@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import LabKit
+import Logging
+
+/// `ktlab`: flags only; the work is in LabKit.
+@main
+struct Ktlab: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ktlab",
+        abstract: "An embedded one-machine Kubernetes for trying ktctl and for its tests.",
+        subcommands: [Up.self, Down.self, Status.self, KubeconfigPath.self, Workstation.self, Serve.self])
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a lab and return when its API answers.")
+        @Option(help: "The lab's name (namespaces are <name>-node, <name>-ws, <name>-pod-N).") var name = "ktlab"
+        @Option(name: .customLong("pod-cidr"), help: "The cluster's pod range.") var podCIDR = "10.244.0.0/16"
+        @Option(name: .customLong("service-cidr"), help: "The ClusterIP range.") var serviceCIDR = "10.96.0.0/12"
+
+        func run() async throws {
+            let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+            let me = FileManager.default.isExecutableFile(atPath: executable)
+                ? executable : (ProcessInfo.processInfo.arguments.first ?? "ktlab")
+            do {
+                let layout = try await LabControl.up(
+                    name: name, podCIDR: podCIDR, serviceCIDR: serviceCIDR,
+                    serveCommand: [me, "serve", "--name", name], progress: { print("ktlab: \($0)") })
+                print(
+                    """
+                    ktlab \(name) is up.
+                      kubectl on this machine:   export KUBECONFIG=\(layout.hostKubeconfig)
+                      the workstation namespace: ktlab ws --name \(name) -- kubectl get pods
+                      stop it:                   ktlab down --name \(name)
+                    """)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+    }
+
+    struct Down: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a lab and everything it made.")
+        @Option(help: "The lab's name.") var name = "ktlab"
+
+        func run() throws {
+            if let reason = LabControl.preflight(), geteuid() != 0 { throw ValidationError(reason) }
+            LabControl.down(name: name, progress: { print("ktlab: \($0)") })
+            print("ktlab \(name) is down.")
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the labs that are up.")
+        func run() { print(LabControl.status()) }
+    }
+
+    struct KubeconfigPath: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "kubeconfig", abstract: "Print the path of a kubeconfig that works on this machine.")
+        @Option(help: "The lab's name.") var name = "ktlab"
+        func run() throws {
+            guard let state = LabState.read(name) else { throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))") }
+            print(state.layout.hostKubeconfig)
+        }
+    }
+
+    struct Workstation: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ws", abstract: "Run a command in the lab's workstation namespace, with KUBECONFIG set.")
+        @Option(help: "The lab's name.") var name = "ktlab"
+        @Argument(parsing: .captureForPassthrough, help: "The command (after --).") var command: [String] = []
+
+        func run() throws {
+            guard let state = LabState.read(name) else { throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))") }
+            let arguments = command.first == "--" ? Array(command.dropFirst()) : command
+            guard !arguments.isEmpty else { throw ValidationError("give a command after --, e.g. ktlab ws -- kubectl get pods") }
+            setenv("KUBECONFIG", state.layout.workstationKubeconfig, 1)
+            let argv = ["ip", "netns", "exec", state.layout.workstationNamespace] + arguments
+            let ip = Host.findExecutable("ip") ?? "/usr/sbin/ip"
+            var cArguments = argv.map { strdup($0) } + [nil]
+            execv(ip, &cArguments)
+            throw ValidationError("cannot run ip netns exec: errno \(errno)")
+        }
+    }
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a lab's server (started by `ktlab up`; not for direct use).", shouldDisplay: false)
+        @Option(help: "The lab's name.") var name = "ktlab"
+        @Flag(name: [.customShort("d"), .long], help: "Log every request.") var debug = false
+
+        func run() async throws {
+            var logger = Logger(label: "ktlab")
+            logger.logLevel = debug ? .debug : .info
+            try await LabServer.run(name: name, logger: logger)
+        }
+    }
+}
