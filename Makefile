@@ -13,7 +13,7 @@ FUZZ_BUILD := .build-fuzz
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
-	openssh-client openssh-server
+	openssh-client openssh-server openssl util-linux python3-pip
 
 .PHONY: deps build lint test fuzz bench clean
 
@@ -26,6 +26,9 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "system packages: all present"; fi
+	@# The Python `kubernetes` client is one of the real clients ktlab is tested against.
+	@python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install --quiet kubernetes==37.0.2 2>/dev/null \
+		|| python3 -m pip install --quiet --break-system-packages kubernetes==37.0.2
 
 # Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
 # and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).

@@ -148,6 +148,15 @@ var targets: [Target] = [
             .product(name: "Logging", package: "swift-log"),
         ]
     ),
+    // ktlab end to end: the built `ktlab` binary, real namespaces, kubectl and the Python client where installed.
+    .testTarget(
+        name: "KtlabTests",
+        dependencies: [
+            "KubeKit", "LabKit", "NamespaceTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]
+    ),
     .testTarget(
         name: "LabKitTests",
         dependencies: ["LabKit", "KubeKit"]

@@ -19,7 +19,8 @@ struct Ktlab: AsyncParsableCommand {
 
         func run() async throws {
             let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-            let me = FileManager.default.isExecutableFile(atPath: executable)
+            let me =
+                FileManager.default.isExecutableFile(atPath: executable)
                 ? executable : (ProcessInfo.processInfo.arguments.first ?? "ktlab")
             do {
                 let layout = try await LabControl.up(
@@ -59,7 +60,9 @@ struct Ktlab: AsyncParsableCommand {
             commandName: "kubeconfig", abstract: "Print the path of a kubeconfig that works on this machine.")
         @Option(help: "The lab's name.") var name = "ktlab"
         func run() throws {
-            guard let state = LabState.read(name) else { throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))") }
+            guard let state = LabState.read(name) else {
+                throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))")
+            }
             print(state.layout.hostKubeconfig)
         }
     }
@@ -71,9 +74,13 @@ struct Ktlab: AsyncParsableCommand {
         @Argument(parsing: .captureForPassthrough, help: "The command (after --).") var command: [String] = []
 
         func run() throws {
-            guard let state = LabState.read(name) else { throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))") }
+            guard let state = LabState.read(name) else {
+                throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))")
+            }
             let arguments = command.first == "--" ? Array(command.dropFirst()) : command
-            guard !arguments.isEmpty else { throw ValidationError("give a command after --, e.g. ktlab ws -- kubectl get pods") }
+            guard !arguments.isEmpty else {
+                throw ValidationError("give a command after --, e.g. ktlab ws -- kubectl get pods")
+            }
             setenv("KUBECONFIG", state.layout.workstationKubeconfig, 1)
             let argv = ["ip", "netns", "exec", state.layout.workstationNamespace] + arguments
             let ip = Host.findExecutable("ip") ?? "/usr/sbin/ip"

@@ -113,7 +113,8 @@ public final class APIServer: Sendable {
     /// Listens on `host:port`. The listening socket belongs to the network namespace of the thread that calls
     /// this, or of `eventLoop`'s thread when one is given.
     @discardableResult
-    public func listen(host: String, port: Int, inside eventLoop: (any EventLoop)? = nil) async throws -> SocketAddress? {
+    public func listen(host: String, port: Int, inside eventLoop: (any EventLoop)? = nil) async throws -> SocketAddress?
+    {
         let group = self.group
         let initializer = self.initializer
         let bind: @Sendable () -> EventLoopFuture<any Channel> = {

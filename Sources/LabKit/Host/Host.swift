@@ -62,7 +62,12 @@ public enum Host {
         private let lock = NSLock()
         private var data = Data()
         private(set) var done = false
-        func set(_ value: Data) { lock.withLock { data = value; done = true } }
+        func set(_ value: Data) {
+            lock.withLock {
+                data = value
+                done = true
+            }
+        }
         func get() -> Data { lock.withLock { data } }
     }
 

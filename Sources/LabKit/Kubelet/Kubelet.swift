@@ -48,7 +48,9 @@ public final class Kubelet: Sendable {
             switch event.kind {
             case .added, .modified:
                 let known = pods.withLockedValue { $0[Self.key(namespace, name)] != nil }
-                if !known && event.object["status"]?["podIP"] == nil && event.object["metadata"]?["deletionTimestamp"] == nil {
+                if !known && event.object["status"]?["podIP"] == nil
+                    && event.object["metadata"]?["deletionTimestamp"] == nil
+                {
                     start(namespace: namespace, name: name, pod: event.object)
                 }
             case .deleted:
@@ -76,7 +78,9 @@ public final class Kubelet: Sendable {
         let octets = layout.bridgeAddress.split(separator: ".")
         let ip = "\(octets[0]).\(octets[1]).\(octets[2]).\(index + 1)"
         let podNamespace = layout.podNamespace(index)
-        pods.withLockedValue { $0[Self.key(namespace, name)] = RunningPod(index: index, namespace: podNamespace, ip: ip) }
+        pods.withLockedValue {
+            $0[Self.key(namespace, name)] = RunningPod(index: index, namespace: podNamespace, ip: ip)
+        }
         let now = RFC3339.format(Date())
         do {
             try makeNamespace(podNamespace, index: index, ip: ip, podNamespace: namespace)
@@ -112,7 +116,8 @@ public final class Kubelet: Sendable {
                 failed = true
                 statuses.append(
                     Self.containerStatus(
-                        containerName, image: image, state: ["waiting": ["reason": "ErrImagePull", "message": .string(message)]],
+                        containerName, image: image,
+                        state: ["waiting": ["reason": "ErrImagePull", "message": .string(message)]],
                         ready: false, restarts: 0))
             case .run(let arguments, let workingDirectory):
                 do {
@@ -146,7 +151,9 @@ public final class Kubelet: Sendable {
         Host.deleteNamespace(podNamespace)
         try Host.run(["ip", "netns", "add", podNamespace])
         try Host.run(["ip", "-n", podNamespace, "link", "set", "lo", "up"])
-        try Host.run(["ip", "-n", node, "link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", podNamespace])
+        try Host.run([
+            "ip", "-n", node, "link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", podNamespace,
+        ])
         try Host.run(["ip", "-n", node, "link", "set", hostSide, "master", LabLayout.bridgeName, "up"])
         try Host.run(["ip", "-n", podNamespace, "addr", "add", "\(ip)/24", "dev", "eth0"])
         try Host.run(["ip", "-n", podNamespace, "link", "set", "eth0", "up"])
@@ -154,11 +161,11 @@ public final class Kubelet: Sendable {
         let etc = "/etc/netns/\(podNamespace)"
         try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
         try """
-            search \(clusterNamespace).svc.cluster.local svc.cluster.local cluster.local
-            nameserver \(layout.dnsAddress)
-            options ndots:5
+        search \(clusterNamespace).svc.cluster.local svc.cluster.local cluster.local
+        nameserver \(layout.dnsAddress)
+        options ndots:5
 
-            """.write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
+        """.write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
     }
 
     func directory(namespace: String, name: String, container: String) -> String {
@@ -190,7 +197,7 @@ public final class Kubelet: Sendable {
             }
         }
         let logPath = "\(root).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         let process = Process()
@@ -203,11 +210,14 @@ public final class Kubelet: Sendable {
         process.standardError = log
         let key = Self.key(namespace, name)
         process.terminationHandler = { [weak self] finished in
-            self?.exited(key: key, namespace: namespace, name: name, container: container, status: finished.terminationStatus)
+            self?.exited(
+                key: key, namespace: namespace, name: name, container: container, status: finished.terminationStatus)
         }
         try process.run()
         pods.withLockedValue { $0[key]?.processes[containerName] = process }
-        logger.info("pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))")
+        logger.info(
+            "pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))"
+        )
     }
 
     func resolve(_ source: JSONValue?, pod: JSONValue, namespace: String, ip: String) -> String? {
@@ -230,7 +240,8 @@ public final class Kubelet: Sendable {
         }
         if let reference = source["secretKeyRef"], let name = reference["name"]?.stringValue,
             let key = reference["key"]?.stringValue,
-            let encoded = (try? store.get(Secret.resource, namespace: namespace, name: name))?["data"]?[key]?.stringValue,
+            let encoded = (try? store.get(Secret.resource, namespace: namespace, name: name))?["data"]?[key]?
+                .stringValue,
             let data = Data(base64Encoded: encoded)
         {
             return String(decoding: data, as: UTF8.self)
@@ -259,10 +270,16 @@ public final class Kubelet: Sendable {
                 statuses[index]["restartCount"] = .int(Int64(restart ? restarts : restarts - 1))
                 statuses[index]["state"] =
                     restart
-                    ? ["waiting": ["reason": "CrashLoopBackOff", "message": .string("back-off restarting failed container \(containerName)")]]
+                    ? [
+                        "waiting": [
+                            "reason": "CrashLoopBackOff",
+                            "message": .string("back-off restarting failed container \(containerName)"),
+                        ]
+                    ]
                     : [
                         "terminated": [
-                            "exitCode": .int(Int64(status)), "reason": status == 0 ? "Completed" : "Error", "finishedAt": .string(now),
+                            "exitCode": .int(Int64(status)), "reason": status == 0 ? "Completed" : "Error",
+                            "finishedAt": .string(now),
                         ]
                     ]
             }
@@ -295,7 +312,9 @@ public final class Kubelet: Sendable {
                     podStatus["containerStatuses"] = .array(statuses)
                 }
                 let ip = self.pods.withLockedValue { $0[key]?.ip } ?? ""
-                self.probeUntilReady(namespace: namespace, name: name, ip: ip, containers: current["spec"]?["containers"]?.arrayValue ?? [])
+                self.probeUntilReady(
+                    namespace: namespace, name: name, ip: ip,
+                    containers: current["spec"]?["containers"]?.arrayValue ?? [])
             }
         }
     }
@@ -352,10 +371,12 @@ public final class Kubelet: Sendable {
 
     func stop(namespace: String, name: String) {
         let key = Self.key(namespace, name)
-        guard let pod = pods.withLockedValue({ pods -> RunningPod? in
-            pods[key]?.stopped = true
-            return pods.removeValue(forKey: key)
-        }) else { return }
+        guard
+            let pod = pods.withLockedValue({ pods -> RunningPod? in
+                pods[key]?.stopped = true
+                return pods.removeValue(forKey: key)
+            })
+        else { return }
         for process in pod.processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         Host.deleteNamespace(pod.namespace)
         try? FileManager.default.removeItem(atPath: "\(layout.podsDirectory)/\(namespace)_\(name)")
@@ -375,7 +396,10 @@ public final class Kubelet: Sendable {
     static func conditions(ready: Bool, now: String) -> JSONValue {
         let value: JSONValue = ready ? "True" : "False"
         return [
-            ["type": "PodReadyToStartContainers", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(now)],
+            [
+                "type": "PodReadyToStartContainers", "status": "True", "lastProbeTime": .null,
+                "lastTransitionTime": .string(now),
+            ],
             ["type": "Initialized", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(now)],
             ["type": "Ready", "status": value, "lastProbeTime": .null, "lastTransitionTime": .string(now)],
             ["type": "ContainersReady", "status": value, "lastProbeTime": .null, "lastTransitionTime": .string(now)],
@@ -383,7 +407,9 @@ public final class Kubelet: Sendable {
         ]
     }
 
-    static func containerStatus(_ name: String, image: String, state: JSONValue, ready: Bool, restarts: Int) -> JSONValue {
+    static func containerStatus(_ name: String, image: String, state: JSONValue, ready: Bool, restarts: Int)
+        -> JSONValue
+    {
         [
             "name": .string(name), "image": .string(image),
             "imageID": .string("ktlab://\(ImageCatalog.repository(of: image))"),

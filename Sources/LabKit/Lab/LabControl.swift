@@ -13,9 +13,12 @@ public enum LabControl {
     /// Why ktlab cannot run here, or nil.
     public static func preflight() -> String? {
         if geteuid() != 0 { return "ktlab makes network namespaces and must run as root (try: sudo ktlab ...)" }
-        if access("/dev/net/tun", F_OK) != 0 { return "/dev/net/tun is missing: this kernel or container has no TUN device" }
+        if access("/dev/net/tun", F_OK) != 0 {
+            return "/dev/net/tun is missing: this kernel or container has no TUN device"
+        }
         for tool in ["ip", "nft", "openssl", "setsid"] where Host.findExecutable(tool) == nil {
-            let package = ["ip": "iproute2", "nft": "nftables", "openssl": "openssl", "setsid": "util-linux"][tool] ?? tool
+            let package =
+                ["ip": "iproute2", "nft": "nftables", "openssl": "openssl", "setsid": "util-linux"][tool] ?? tool
             return "`\(tool)` is not installed (apt-get install \(package))"
         }
         return nil
@@ -38,7 +41,9 @@ public enum LabControl {
         }
         if let existing = LabState.read(name) {
             if isAlive(existing.serverPID) {
-                throw Failure("lab \"\(name)\" is already up (server pid \(existing.serverPID ?? 0)); `ktlab down --name \(name)` first")
+                throw Failure(
+                    "lab \"\(name)\" is already up (server pid \(existing.serverPID ?? 0)); `ktlab down --name \(name)` first"
+                )
             }
             progress("lab \"\(name)\" has state from an earlier run that is not running; removing it first")
             down(name: name, progress: progress)
@@ -88,12 +93,15 @@ public enum LabControl {
         // The workstation: one link to the node and nothing else (no route to pods or services).
         try Host.run(["ip", "-n", node, "link", "add", "ws0", "type", "veth", "peer", "name", "eth0", "netns", ws])
         try Host.run(["ip", "-n", node, "addr", "add", "\(layout.nodeLinkAddress)/\(layout.linkPrefix)", "dev", "ws0"])
-        try Host.run(["ip", "-n", ws, "addr", "add", "\(layout.workstationLinkAddress)/\(layout.linkPrefix)", "dev", "eth0"])
+        try Host.run([
+            "ip", "-n", ws, "addr", "add", "\(layout.workstationLinkAddress)/\(layout.linkPrefix)", "dev", "eth0",
+        ])
         try Host.run(["ip", "-n", node, "link", "set", "ws0", "up"])
         try Host.run(["ip", "-n", ws, "link", "set", "eth0", "up"])
         let etc = "/etc/netns/\(ws)"
         try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
-        try "# ktlab workstation \(layout.name): the lab node answers non-cluster names\nnameserver \(layout.nodeLinkAddress)\n"
+        try
+            "# ktlab workstation \(layout.name): the lab node answers non-cluster names\nnameserver \(layout.nodeLinkAddress)\n"
             .write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
     }
 
@@ -119,7 +127,9 @@ public enum LabControl {
             if let state = LabState.read(layout.name), state.serverPID != nil, !isAlive(state.serverPID) {
                 throw Failure("the lab server exited (see \(layout.logFile))")
             }
-            if (try? await client.send(APIRequest(method: .get, path: "/healthz", verb: "get", subject: "health"))) != nil {
+            if (try? await client.send(APIRequest(method: .get, path: "/healthz", verb: "get", subject: "health")))
+                != nil
+            {
                 return
             }
             try await Task.sleep(for: .milliseconds(100))

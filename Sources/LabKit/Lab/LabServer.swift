@@ -33,7 +33,8 @@ public enum LabServer {
         let kubeletTask = Task { try await kubelet.run() }
         state.serverPID = getpid()
         try state.write()
-        logger.info("ktlab \(name) serving on \(layout.nodeLinkAddress):\(layout.apiPort) and 127.0.0.1:\(layout.hostPort)")
+        logger.info(
+            "ktlab \(name) serving on \(layout.nodeLinkAddress):\(layout.apiPort) and 127.0.0.1:\(layout.hostPort)")
 
         // Until SIGTERM or SIGINT.
         let (stop, continuation) = AsyncStream<Int32>.makeStream()
@@ -71,7 +72,9 @@ public enum LabServer {
                     ["type": "InternalIP", "address": .string(layout.nodeLinkAddress)],
                     ["type": "Hostname", "address": .string("\(layout.name)-node")],
                 ],
-                "conditions": [["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ktlab node is ready"]],
+                "conditions": [
+                    ["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ktlab node is ready"]
+                ],
                 "nodeInfo": ["kubeletVersion": "v1.33.0-ktlab", "operatingSystem": "linux", "architecture": "amd64"],
             ],
         ]

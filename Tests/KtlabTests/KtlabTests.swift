@@ -1,0 +1,227 @@
+import Foundation
+import KubeKit
+import LabKit
+import NIOCore
+import NIOPosix
+import NamespaceTestSupport
+import Testing
+
+/// A lab made with the real `ktlab` binary for one test and removed after it (also when the test fails).
+final class RunningLab {
+    let name: String
+    let ktlab: String
+    let client: KubeClient
+    let kubeconfig: String
+
+    init() async throws {
+        guard let ktlab = builtExecutable("ktlab") else { throw LabControl.Failure("ktlab is not built") }
+        self.ktlab = ktlab
+        name = "ktt\(getpid() % 10000)\(Int.random(in: 100...999))"
+        let up = try TestNamespace.run(["env", ktlab, "up", "--name", name], timeout: 60)
+        guard up.status == 0 else {
+            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
+            throw LabControl.Failure("ktlab up failed: \(up.output) \(up.error)")
+        }
+        kubeconfig = "\(LabLayout.stateRoot)/\(name)/kubeconfig"
+        do {
+            client = try KubeClient(access: try Kubeconfig.load(explicitPath: kubeconfig, environment: [:]).access())
+        } catch {
+            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
+            throw error
+        }
+    }
+
+    func down() async -> TestNamespace.CommandResult? {
+        await client.shutdown()
+        return try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
+    }
+
+    /// Waits until the pod is Ready (the kubelet saw its port open).
+    func waitReady(_ pod: String, timeout: Duration = .seconds(30)) async throws -> Pod {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let current = try await client.get(Pod.self, name: pod)
+            if current.status?.isReady == true { return current }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw LabControl.Failure("pod \(pod) not ready in \(timeout)")
+    }
+}
+
+/// A pod whose container (python, as the lab's `python` image runs its command) sends `gibibytes` GiB of the
+/// byte pattern `offset % 251` to whoever connects to port 9000.
+func patternPod(_ name: String, bytes: Int) -> Pod {
+    var container = Container(name: "source", image: "python:3.12")
+    container.command = [
+        "python3", "-c",
+        """
+        import socket
+        block = bytes(i % 251 for i in range(251 * 1024))
+        server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("0.0.0.0", 9000)); server.listen(8)
+        while True:
+            conn, _ = server.accept()
+            left = \(bytes)
+            try:
+                while left > 0:
+                    n = min(left, len(block)); conn.sendall(block[:n]); left -= n
+            except OSError:
+                pass  # the kubelet's readiness probe connects and leaves at once
+            conn.close()
+        """,
+    ]
+    container.ports = [ContainerPort(containerPort: 9000)]
+    return Pod(metadata: ObjectMeta(name: name, labels: ["app": name]), spec: PodSpec(containers: [container]))
+}
+
+/// Counts and checks what arrives: byte i must be i % 251 (the period continues across the blocks since 251 KiB
+/// is a multiple of 251).
+final class PatternCheck: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private var offset = 0
+    private var good = true
+    private let done: EventLoopPromise<(Int, Bool)>
+
+    init(done: EventLoopPromise<(Int, Bool)>) { self.done = done }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        buffer.withUnsafeReadableBytes { bytes in
+            var position = offset % 251
+            for byte in bytes {
+                if byte != UInt8(position) { good = false }
+                position = position == 250 ? 0 : position + 1
+            }
+        }
+        offset += buffer.readableBytes
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { done.succeed((offset, good)) }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        done.fail(error)
+        context.close(promise: nil)
+    }
+}
+
+@Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabTests {
+    /// KubeKit's port-forward through ktlab's API server to a process in a pod's namespace: 1 GiB byte-exact;
+    /// `ktlab down` then leaves no namespace, state directory or process behind.
+    @Test func portForwardGibibyteToAPodAndACleanDown() async throws {
+        let namespacesBefore = Set(Host.namespaces())
+        let lab = try await RunningLab()
+        var failure: (any Error)?
+        do {
+            _ = try await lab.client.create(patternPod("source", bytes: 1 << 30))
+            let pod = try await lab.waitReady("source")
+            #expect(pod.status?.podIP?.hasPrefix("10.244.0.") == true)
+            #expect(pod.spec?.nodeName == "\(lab.name)-node")
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let eventLoop = group.next()
+            let started = ContinuousClock.now
+            let channel = try await PortForwarder(client: lab.client, pod: "source", port: 9000).connect(on: eventLoop)
+            let done = eventLoop.makePromise(of: (Int, Bool).self)
+            try await eventLoop.submit {
+                try channel.pipeline.syncOperations.addHandler(PatternCheck(done: done))
+                channel.setOption(.autoRead, value: true).whenComplete { _ in }
+                channel.read()
+            }.get()
+            let (count, good) = try await done.futureResult.get()
+            let elapsed = ContinuousClock.now - started
+            print("ktlab port-forward: \(count) bytes in \(elapsed)")
+            #expect(count == 1 << 30)
+            #expect(good)
+            try await group.shutdownGracefully()
+            // Deleting the pod removes its namespace.
+            try await lab.client.delete(Pod.self, name: "source")
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-pod-") })
+        } catch {
+            failure = error
+        }
+        let down = await lab.down()
+        #expect(down?.status == 0)
+        #expect(Set(Host.namespaces()) == namespacesBefore)
+        #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)"))
+        #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(lab.name)-ws"))
+        let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(lab.name)"])
+        #expect(leftovers.output.isEmpty)
+        if let failure { throw failure }
+    }
+
+    /// Real clients nobody here wrote: the Python `kubernetes` client lists, watches and port-forwards to the
+    /// tomcat pod; from another pod the page is served; from the workstation namespace pods are unreachable.
+    @Test(.enabled(if: (try? TestNamespace.run(["env", "python3", "-c", "import kubernetes"]))?.status == 0))
+    func pythonClientAndPodNetwork() async throws {
+        let lab = try await RunningLab()
+        var failure: (any Error)?
+        do {
+            var tomcat = Container(name: "tomcat", image: "tomcat:9")
+            tomcat.ports = [ContainerPort(containerPort: 8080)]
+            _ = try await lab.client.create(
+                Pod(
+                    metadata: ObjectMeta(name: "tomcat", labels: ["app": "tomcat"]), spec: PodSpec(containers: [tomcat])
+                ))
+            let pod = try await lab.waitReady("tomcat")
+            let ip = try #require(pod.status?.podIP)
+            let root = "\(LabLayout.stateRoot)/\(lab.name)/pods/default_tomcat/tomcat/usr/local/tomcat/webapps/ROOT"
+            try "kt-connect demo v1\n".write(toFile: "\(root)/index.html", atomically: true, encoding: .utf8)
+            var client = Container(name: "client", image: "busybox")
+            client.command = ["sleep", "infinity"]
+            _ = try await lab.client.create(
+                Pod(metadata: ObjectMeta(name: "client"), spec: PodSpec(containers: [client])))
+            _ = try await lab.waitReady("client")
+            let fromPod = try TestNamespace.run([
+                "ip", "netns", "exec", "\(lab.name)-pod-2", "curl", "-s", "-m", "5", "http://\(ip):8080/",
+            ])
+            #expect(fromPod.output == "kt-connect demo v1\n")
+            let fromWorkstation = try TestNamespace.run([
+                "ip", "netns", "exec", "\(lab.name)-ws", "curl", "-s", "-m", "2", "http://\(ip):8080/",
+            ])
+            #expect(fromWorkstation.status != 0)
+
+            let script = """
+                import json
+                from kubernetes import client, config, watch
+                from kubernetes.stream import portforward
+                config.load_kube_config(config_file="\(lab.kubeconfig)")
+                v1 = client.CoreV1Api()
+                pods = v1.list_namespaced_pod("default", label_selector="app=tomcat")
+                out = {"pods": [(p.metadata.name, p.status.phase, p.status.pod_ip, p.status.container_statuses[0].ready) for p in pods.items]}
+                w = watch.Watch()
+                seen = []
+                for event in w.stream(v1.list_namespaced_pod, "default", resource_version=pods.metadata.resource_version, timeout_seconds=5):
+                    seen.append((event["type"], event["object"].metadata.name))
+                    if len(seen) == 1: break
+                out["watch"] = seen
+                pf = portforward(v1.connect_get_namespaced_pod_portforward, "tomcat", "default", ports="8080")
+                s = pf.socket(8080)
+                s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    data += chunk
+                out["page"] = data.split(b"\\r\\n\\r\\n", 1)[-1].decode()
+                print(json.dumps(out))
+                """
+            let scriptPath = "\(LabLayout.stateRoot)/\(lab.name)/check.py"
+            try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
+            // The watch needs a change to report: label the pod while the script waits.
+            let python = Task { try TestNamespace.run(["env", "python3", scriptPath], timeout: 60) }
+            try await Task.sleep(for: .seconds(2))
+            _ = try await lab.client.patch(Pod.self, name: "tomcat", .merge(["metadata": ["labels": ["seen": "yes"]]]))
+            let result = try await python.value
+            #expect(result.status == 0, "\(result.error)")
+            let output = try JSONValue(json: Data(result.output.utf8))
+            #expect(output["pods"] == [["tomcat", "Running", .string(ip), true]])
+            #expect(output["watch"] == [["MODIFIED", "tomcat"]])
+            #expect(output["page"] == "kt-connect demo v1\n")
+        } catch {
+            failure = error
+        }
+        let down = await lab.down()
+        #expect(down?.status == 0)
+        if let failure { throw failure }
+    }
+}
