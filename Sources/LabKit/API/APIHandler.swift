@@ -94,9 +94,23 @@ public final class APIHandler: Sendable {
             if request.first("watch") == "true" || request.first("watch") == "1" {
                 return try watch(target, request)
             }
-            return .json(200, try list(target, request))
+            let list = try list(target, request)
+            guard Tables.wants(request) else { return .json(200, list) }
+            return .json(
+                200,
+                Tables.table(
+                    target.resource.type, list["items"]?.arrayValue ?? [],
+                    resourceVersion: list["metadata"]?["resourceVersion"]?.stringValue,
+                    continueToken: list["metadata"]?["continue"], includeObject: request.first("includeObject")))
         case ("GET", let name?, let subresource):
-            return .json(200, try get(target, name: name, subresource: subresource))
+            let object = try get(target, name: name, subresource: subresource)
+            guard Tables.wants(request), subresource == nil else { return .json(200, object) }
+            return .json(
+                200,
+                Tables.table(
+                    target.resource.type, [object],
+                    resourceVersion: object["metadata"]?["resourceVersion"]?.stringValue,
+                    includeObject: request.first("includeObject")))
         case ("POST", nil, _):
             return .json(201, try create(target, request))
         case ("PUT", let name?, let subresource):
@@ -205,11 +219,8 @@ public final class APIHandler: Sendable {
 
     func body(_ request: APIServerRequest) throws -> JSONValue {
         let type = request.header("Content-Type") ?? "application/json"
-        if type.contains("protobuf") {
-            throw APIStatusError(
-                code: 415, reason: "UnsupportedMediaType",
-                message: "the body of the request was in an unknown format - accepted media types include: "
-                    + "application/json, application/yaml")
+        if type.contains("application/vnd.kubernetes.protobuf") {
+            return try ProtobufBody.decode(request.body)
         }
         do {
             return try JSONValue(json: Data(request.body))
@@ -370,12 +381,24 @@ public final class APIHandler: Sendable {
         let resource = target.resource.type
         let store = self.store
         let interval = bookmarkInterval
+        let asTable = Tables.wants(request)
+        let includeObject = request.first("includeObject")
         let (stream, continuation) = AsyncStream<JSONValue>.makeStream()
         let pump = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    var first = true
                     for await event in events {
-                        continuation.yield(["type": .string(event.kind.rawValue), "object": event.object])
+                        var object = event.object
+                        if asTable {
+                            // One row per event; the column definitions come with the first only.
+                            object = Tables.table(
+                                resource, [event.object],
+                                resourceVersion: event.object["metadata"]?["resourceVersion"]?.stringValue,
+                                includeObject: includeObject, headers: first)
+                            first = false
+                        }
+                        continuation.yield(["type": .string(event.kind.rawValue), "object": object])
                     }
                 }
                 if let timeout {

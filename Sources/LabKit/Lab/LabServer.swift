@@ -31,6 +31,8 @@ public enum LabServer {
         let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
         let kubelet = Kubelet(layout: layout, store: handler.store, group: group, binaries: binaries, logger: logger)
         let kubeletTask = Task { try await kubelet.run() }
+        let controllers = Controllers(handler: handler, logger: logger)
+        let controllerTask = Task { try await controllers.run() }
         state.serverPID = getpid()
         try state.write()
         logger.info(
@@ -51,6 +53,7 @@ public enum LabServer {
             break
         }
         kubeletTask.cancel()
+        controllerTask.cancel()
         kubelet.stopAll()
         await server.stop()
         try? await group.shutdownGracefully()
