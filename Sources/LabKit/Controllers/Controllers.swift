@@ -25,7 +25,7 @@ public final class Controllers: Sendable {
             let events = try store.watch(Selection(resource: kind, namespace: nil), after: Int64(store.revision))
             watchers.append(Task { for await _ in events { signal.yield() } })
         }
-        defer { watchers.forEach { $0.cancel() } }
+        defer { for watcher in watchers { watcher.cancel() } }
         signal.yield()
         for await _ in signals {
             if Task.isCancelled { break }
