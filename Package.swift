@@ -130,7 +130,7 @@ var targets: [Target] = [
     .target(
         name: "LabKit",
         dependencies: [
-            "KubeKit",
+            "KubeKit", "KtWire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -225,3 +225,114 @@ final class PatternCheck: ChannelInboundHandler {
         if let failure { throw failure }
     }
 }
+
+/// The seed quick start's kubectl commands against ktlab, with kubectl 1.33 (`make deps` puts it in
+/// .build/tools), then the cluster network from a pod and from the workstation.
+@Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabKubectlTests {
+    static var kubectl: String? {
+        let path = "\(repositoryRoot)/.build/tools/kubectl"
+        return access(path, X_OK) == 0 ? path : nil
+    }
+
+    @Test(.enabled(if: kubectl != nil)) func seedCommandsServicesAndDNS() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let lab = try await RunningLab()
+        let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
+        func run(_ arguments: [String]) throws -> TestNamespace.CommandResult {
+            try TestNamespace.run(
+                ["env", "HOME=\(home)", "KUBECONFIG=\(lab.kubeconfig)", kubectl] + arguments, timeout: 30)
+        }
+        var failure: (any Error)?
+        do {
+            #expect(
+                try run(["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
+                    == "deployment.apps/tomcat created\n")
+            #expect(
+                try run(["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
+                    == "service/tomcat exposed\n")
+            let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
+            let pod = try await lab.waitReady(try #require(pods.first).name)
+            let podIP = try #require(pod.status?.podIP)
+            let root =
+                "\(LabLayout.stateRoot)/\(lab.name)/pods/default_\(pod.name)/tomcat/usr/local/tomcat/webapps/ROOT"
+            try "kt-connect demo v1\n".write(toFile: "\(root)/index.html", atomically: true, encoding: .utf8)
+
+            let wide = try run(["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
+            let lines = wide.split(separator: "\n")
+            #expect(
+                lines.first?.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                    == [
+                        "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS",
+                        "GATES",
+                    ])
+            #expect(
+                lines.count == 2 && lines[1].contains("1/1") && lines[1].contains("Running") && lines[1].contains(podIP)
+                    && lines[1].contains("\(lab.name)-node"), "\(wide)")
+            let service = try await lab.client.get(Service.self, name: "tomcat")
+            let clusterIP = try #require(service.spec?.clusterIP)
+            let svc = try run(["get", "svc", "tomcat"]).output
+            #expect(svc.contains("ClusterIP") && svc.contains(clusterIP) && svc.contains("8080/TCP"), "\(svc)")
+
+            // A pod to look from.
+            var client = Container(name: "client", image: "busybox")
+            client.command = ["sleep", "infinity"]
+            _ = try await lab.client.create(
+                Pod(metadata: ObjectMeta(name: "client"), spec: PodSpec(containers: [client])))
+            _ = try await lab.waitReady("client")
+            let clientNamespace = "\(lab.name)-pod-2"
+            // Give the service rules a moment to follow the endpoints.
+            try await Task.sleep(for: .milliseconds(300))
+            for url in [
+                "http://\(podIP):8080", "http://\(clusterIP):8080", "http://tomcat:8080", "http://tomcat.default:8080",
+                "http://tomcat.default.svc.cluster.local:8080",
+            ] {
+                let fromPod = try TestNamespace.run([
+                    "ip", "netns", "exec", clientNamespace, "curl", "-s", "-m", "5", url,
+                ])
+                #expect(fromPod.output == "kt-connect demo v1\n", "from a pod: \(url)")
+                let fromWorkstation = try TestNamespace.run(
+                    ["ip", "netns", "exec", "\(lab.name)-ws", "curl", "-s", "-m", "1", url])
+                #expect(fromWorkstation.status != 0, "the workstation must not reach \(url)")
+            }
+            // Hairpin: the tomcat pod through its own Service.
+            let hairpin = try TestNamespace.run(
+                ["ip", "netns", "exec", "\(lab.name)-pod-1", "curl", "-s", "-m", "5", "http://\(clusterIP):8080"])
+            #expect(hairpin.output == "kt-connect demo v1\n")
+            // Cluster DNS from the pod: A, PTR; the workstation's upstream knows no cluster names.
+            let answer = try TestNamespace.run([
+                "ip", "netns", "exec", clientNamespace, "dig", "+short", "tomcat.default.svc.cluster.local",
+            ])
+            #expect(answer.output == "\(clusterIP)\n")
+            let reverse = try TestNamespace.run([
+                "ip", "netns", "exec", clientNamespace, "dig", "+short", "-x", clusterIP,
+            ])
+            #expect(reverse.output == "tomcat.default.svc.cluster.local.\n")
+            let upstream = try TestNamespace.run([
+                "ip", "netns", "exec", "\(lab.name)-ws", "dig", "+short", "tomcat.default.svc.cluster.local",
+            ])
+            #expect(upstream.output.isEmpty)
+
+            // Scale, patch, delete as kubectl does them.
+            #expect(
+                try run(["scale", "deployment", "tomcat", "--replicas=2"]).output == "deployment.apps/tomcat scaled\n")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas != 2,
+                ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas == 2)
+            #expect(
+                try run(["patch", "deployment", "tomcat", "-p", #"{"metadata":{"labels":{"tier":"web"}}}"#]).output
+                    == "deployment.apps/tomcat patched\n")
+            #expect(try run(["delete", "deployment", "tomcat"]).output == "deployment.apps \"tomcat\" deleted\n")
+            #expect(
+                try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items.isEmpty)
+        } catch {
+            failure = error
+        }
+        let down = await lab.down()
+        #expect(down?.status == 0)
+        if let failure { throw failure }
+    }
+}

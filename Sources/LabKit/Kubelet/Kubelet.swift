@@ -155,6 +155,9 @@ public final class Kubelet: Sendable {
             "ip", "-n", node, "link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", podNamespace,
         ])
         try Host.run(["ip", "-n", node, "link", "set", hostSide, "master", LabLayout.bridgeName, "up"])
+        // A pod reaching itself through its Service: when br_netfilter is loaded the DNATed frame is bridged back
+        // out of the port it came in on, which the bridge allows only in hairpin mode.
+        try Host.run(["ip", "-n", node, "link", "set", hostSide, "type", "bridge_slave", "hairpin", "on"])
         try Host.run(["ip", "-n", podNamespace, "addr", "add", "\(ip)/24", "dev", "eth0"])
         try Host.run(["ip", "-n", podNamespace, "link", "set", "eth0", "up"])
         try Host.run(["ip", "-n", podNamespace, "route", "add", "default", "via", layout.bridgeAddress])

@@ -33,6 +33,14 @@ public enum LabServer {
         let kubeletTask = Task { try await kubelet.run() }
         let controllers = Controllers(handler: handler, logger: logger)
         let controllerTask = Task { try await controllers.run() }
+        let proxy = ServiceProxy(layout: layout, store: handler.store, logger: logger)
+        let proxyTask = Task { try await proxy.run() }
+        // Cluster DNS on its ClusterIP (an address of the node) and on the link the workstation uses.
+        try Host.run(["ip", "-n", layout.nodeNamespace, "addr", "add", "\(layout.dnsAddress)/32", "dev", "lo"])
+        let dns = ClusterDNS(layout: layout, store: handler.store, logger: logger)
+        let dnsChannels =
+            try await dns.start(on: group.next(), addresses: [layout.dnsAddress])
+            + dns.start(on: group.next(), addresses: [layout.nodeLinkAddress], cluster: false)
         state.serverPID = getpid()
         try state.write()
         logger.info(
@@ -54,6 +62,8 @@ public enum LabServer {
         }
         kubeletTask.cancel()
         controllerTask.cancel()
+        proxyTask.cancel()
+        for channel in dnsChannels { try? await channel.close() }
         kubelet.stopAll()
         await server.stop()
         try? await group.shutdownGracefully()
