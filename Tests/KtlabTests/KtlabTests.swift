@@ -108,7 +108,6 @@ final class PatternCheck: ChannelInboundHandler {
     /// KubeKit's port-forward through ktlab's API server to a process in a pod's namespace: 1 GiB byte-exact;
     /// `ktlab down` then leaves no namespace, state directory or process behind.
     @Test func portForwardGibibyteToAPodAndACleanDown() async throws {
-        let namespacesBefore = Set(Host.namespaces())
         let lab = try await RunningLab()
         var failure: (any Error)?
         do {
@@ -141,7 +140,7 @@ final class PatternCheck: ChannelInboundHandler {
         }
         let down = await lab.down()
         #expect(down?.status == 0)
-        #expect(Set(Host.namespaces()) == namespacesBefore)
+        #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-") })
         #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)"))
         #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(lab.name)-ws"))
         let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(lab.name)"])
@@ -165,6 +164,7 @@ final class PatternCheck: ChannelInboundHandler {
             let pod = try await lab.waitReady("tomcat")
             let ip = try #require(pod.status?.podIP)
             let root = "\(LabLayout.stateRoot)/\(lab.name)/pods/default_tomcat/tomcat/usr/local/tomcat/webapps/ROOT"
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
             try "kt-connect demo v1\n".write(toFile: "\(root)/index.html", atomically: true, encoding: .utf8)
             var client = Container(name: "client", image: "busybox")
             client.command = ["sleep", "infinity"]
@@ -208,9 +208,20 @@ final class PatternCheck: ChannelInboundHandler {
             let scriptPath = "\(LabLayout.stateRoot)/\(lab.name)/check.py"
             try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
             // The watch needs a change to report: label the pod while the script waits.
-            let python = Task { try TestNamespace.run(["env", "python3", scriptPath], timeout: 60) }
-            try await Task.sleep(for: .seconds(2))
-            _ = try await lab.client.patch(Pod.self, name: "tomcat", .merge(["metadata": ["labels": ["seen": "yes"]]]))
+            let finished = LockedFlag()
+            let python = Task {
+                defer { finished.set() }
+                return try TestNamespace.run(["env", "python3", scriptPath], timeout: 60)
+            }
+            // Change the pod every half second until the script is done, however long it takes to start.
+            var round = 0
+            while !finished.isSet {
+                round += 1
+                try await Task.sleep(for: .milliseconds(500))
+                _ = try? await lab.client.patch(
+                    Pod.self, name: "tomcat", .merge(["metadata": ["labels": ["seen": .string(String(round))]]]))
+                if round > 100 { break }
+            }
             let result = try await python.value
             #expect(result.status == 0, "\(result.error)")
             let output = try JSONValue(json: Data(result.output.utf8))
@@ -253,9 +264,16 @@ final class PatternCheck: ChannelInboundHandler {
             let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
             let pod = try await lab.waitReady(try #require(pods.first).name)
             let podIP = try #require(pod.status?.podIP)
-            let root =
-                "\(LabLayout.stateRoot)/\(lab.name)/pods/default_\(pod.name)/tomcat/usr/local/tomcat/webapps/ROOT"
-            try "kt-connect demo v1\n".write(toFile: "\(root)/index.html", atomically: true, encoding: .utf8)
+            // As the seed writes its page: kubectl exec (WebSocket v5) in the container's working directory.
+            let exec = try run([
+                "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
+                "mkdir webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
+            ])
+            #expect(exec.status == 0, "\(exec.error)")
+            let failing = try run(["exec", "deployment/tomcat", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+            #expect(failing.status == 3)
+            #expect(failing.output == "out\n")
+            #expect(failing.error.contains("err\n") && failing.error.contains("command terminated with exit code 3"))
 
             let wide = try run(["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
             let lines = wide.split(separator: "\n")
@@ -335,4 +353,11 @@ final class PatternCheck: ChannelInboundHandler {
         #expect(down?.status == 0)
         if let failure { throw failure }
     }
+}
+
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }

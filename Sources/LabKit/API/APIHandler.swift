@@ -11,7 +11,10 @@ public struct APIServerRequest: Sendable {
 
     public init(method: String, uri: String, headers: [(String, String)], body: [UInt8]) {
         self.method = method
-        let components = URLComponents(string: uri)
+        // Clients encode spaces in the query as '+' (form encoding; a literal '+' comes as %2B).
+        var components = URLComponents(string: uri)
+        let formDecoded = components?.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%20")
+        components?.percentEncodedQuery = formDecoded
         self.path = components?.percentEncodedPath.removingPercentEncoding ?? uri
         var query: [String: [String]] = [:]
         for item in components?.queryItems ?? [] { query[item.name, default: []].append(item.value ?? "") }

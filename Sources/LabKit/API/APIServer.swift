@@ -36,6 +36,9 @@ public final class APIServer: Sendable {
     public typealias PodDialer =
         @Sendable (_ pod: JSONValue, _ port: Int, _ eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
 
+    /// Where a container of a running pod can run a command (nil: the pod or container does not run here).
+    public typealias ExecLocator = @Sendable (_ pod: JSONValue, _ container: String?) -> ExecTarget?
+
     public let handler: APIHandler
     let group: any EventLoopGroup
     let logger: Logger
@@ -49,16 +52,18 @@ public final class APIServer: Sendable {
     /// pod dials happen in). More listeners: `listen`.
     public convenience init(
         configuration: Configuration, handler: APIHandler, group: any EventLoopGroup, logger: Logger,
-        dialPod: @escaping PodDialer = APIServer.dialPodIP
+        dialPod: @escaping PodDialer = APIServer.dialPodIP, locateExec: @escaping ExecLocator = { _, _ in nil }
     ) async throws {
-        try self.init(preparing: configuration, handler: handler, group: group, logger: logger, dialPod: dialPod)
+        try self.init(
+            preparing: configuration, handler: handler, group: group, logger: logger, dialPod: dialPod,
+            locateExec: locateExec)
         _ = try await listen(host: configuration.host, port: configuration.port)
     }
 
     /// Prepares to serve; nothing listens until `listen`.
     public init(
         preparing configuration: Configuration, handler: APIHandler, group: any EventLoopGroup, logger: Logger,
-        dialPod: @escaping PodDialer = APIServer.dialPodIP
+        dialPod: @escaping PodDialer = APIServer.dialPodIP, locateExec: @escaping ExecLocator = { _, _ in nil }
     ) throws {
         self.handler = handler
         self.logger = logger
@@ -78,24 +83,31 @@ public final class APIServer: Sendable {
                 try channel.pipeline.syncOperations.addHandler(ssl)
                 let http = HTTPHandler(
                     api: handler, tokens: tokens, logger: logger,
-                    hasClientCertificate: { ssl.peerCertificate != nil })
+                    hasClientCertificate: { ssl.peerCertificate != nil }, locateExec: locateExec)
                 let upgrader = NIOWebSocketServerUpgrader(
                     maxFrameSize: 16 << 20,
                     shouldUpgrade: { channel, head in
                         channel.eventLoop.makeCompletedFuture {
-                            try http.portForwardTarget(head).map { _ in
-                                HTTPHeaders([("Sec-WebSocket-Protocol", "v4.channel.k8s.io")])
+                            http.upgradeTarget(head).map { target in
+                                HTTPHeaders([("Sec-WebSocket-Protocol", target.protocolName)])
                             }
                         }
                     },
                     upgradePipelineHandler: { channel, head in
                         channel.eventLoop.makeCompletedFuture {
-                            guard let (pod, port) = try http.portForwardTarget(head) else { return }
-                            let name = pod["metadata"]?["name"]?.stringValue ?? ""
-                            try channel.pipeline.syncOperations.addHandler(
-                                PortForwardRelay(
-                                    port: UInt16(port), pod: name,
-                                    dial: { eventLoop in dialPod(pod, port, eventLoop) }))
+                            switch http.upgradeTarget(head) {
+                            case .portForward(let pod, let port)?:
+                                let name = pod["metadata"]?["name"]?.stringValue ?? ""
+                                try channel.pipeline.syncOperations.addHandler(
+                                    PortForwardRelay(
+                                        port: UInt16(port), pod: name,
+                                        dial: { eventLoop in dialPod(pod, port, eventLoop) }))
+                            case .exec(let command, let target, let stdin, let version5)?:
+                                try channel.pipeline.syncOperations.addHandler(
+                                    ExecSession(command: command, target: target, stdin: stdin, version5: version5))
+                            case nil:
+                                break
+                            }
                         }
                     })
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(
@@ -174,11 +186,49 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
     /// The most body a request may carry (a ConfigMap's limit is 1 MiB; a Secret's too).
     static let maximumBodyBytes = 8 << 20
 
-    init(api: APIHandler, tokens: Set<String>, logger: Logger, hasClientCertificate: @escaping () -> Bool) {
+    private let locateExec: APIServer.ExecLocator
+
+    init(
+        api: APIHandler, tokens: Set<String>, logger: Logger, hasClientCertificate: @escaping () -> Bool,
+        locateExec: @escaping APIServer.ExecLocator
+    ) {
         self.api = api
         self.tokens = tokens
         self.logger = logger
         self.hasClientCertificate = hasClientCertificate
+        self.locateExec = locateExec
+    }
+
+    enum UpgradeTarget {
+        case portForward(JSONValue, Int)
+        case exec(command: [String], target: ExecTarget, stdin: Bool, version5: Bool)
+
+        var protocolName: String {
+            switch self {
+            case .portForward: return "v4.channel.k8s.io"
+            case .exec(_, _, _, let version5): return version5 ? "v5.channel.k8s.io" : "v4.channel.k8s.io"
+            }
+        }
+    }
+
+    /// A WebSocket request this server upgrades: a port-forward, or an exec into a running container.
+    func upgradeTarget(_ head: HTTPRequestHead) -> UpgradeTarget? {
+        if let (pod, port) = try? portForwardTarget(head) { return .portForward(pod, port) }
+        guard authenticated(head.headers) else { return nil }
+        let request = APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [])
+        let parts = request.path.split(separator: "/").map(String.init)
+        let offered = head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map {
+            String($0).trimmingCharacters(in: .whitespaces)
+        }
+        guard parts.count == 7, parts[0] == "api", parts[2] == "namespaces", parts[4] == "pods", parts[6] == "exec",
+            offered.contains("v5.channel.k8s.io") || offered.contains("v4.channel.k8s.io"),
+            let command = request.query["command"], !command.isEmpty,
+            let pod = try? api.store.get(Pod.resource, namespace: parts[3], name: parts[5]),
+            let target = locateExec(pod, request.first("container"))
+        else { return nil }
+        return .exec(
+            command: command, target: target, stdin: request.first("stdin") == "true" || request.first("stdin") == "1",
+            version5: offered.contains("v5.channel.k8s.io"))
     }
 
     func authenticated(_ headers: HTTPHeaders) -> Bool {
@@ -238,7 +288,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
                 return respond(context: context, .json(404, status.document), keepAlive: keepAlive)
             }
             let status = APIStatusError.badRequest(
-                "port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io and exactly one port in ?ports="
+                head.uri.contains("/exec")
+                    ? "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io; ktlab does not speak SPDY) "
+                        + "to a running container"
+                    : "port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io and exactly one port in ?ports="
             )
             return respond(context: context, .json(400, status.document), keepAlive: keepAlive)
         }

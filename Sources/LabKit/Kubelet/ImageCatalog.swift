@@ -24,10 +24,7 @@ public enum ImageCatalog {
             // A static HTTP server on 8080 serving webapps/ROOT under /usr/local/tomcat, as the seed uses it.
             let root = workingDirectory ?? "/usr/local/tomcat"
             return .run(
-                arguments: command.isEmpty
-                    ? ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "webapps/ROOT"]
-                    : command + args,
-                workingDirectory: root)
+                arguments: command.isEmpty ? ["python3", "-c", tomcatServer] : command + args, workingDirectory: root)
         }
         if repository.hasSuffix("shadow") || repository.hasSuffix("kt-shadow") {
             return .run(arguments: ["\(binaries)/kt-shadow"] + args, workingDirectory: workingDirectory ?? "/")
@@ -43,6 +40,28 @@ public enum ImageCatalog {
             "Failed to pull image \"\(image)\": ktlab has no such image (it runs tomcat:*, busybox, bash, alpine, "
                 + "debian, ubuntu, python and the project's shadow and router images)")
     }
+
+    /// What `tomcat:*` runs: static files of webapps/ROOT on 8080, with Tomcat's welcome files (index.html,
+    /// index.htm, index.jsp) for a directory and JSP files served as HTML text.
+    static let tomcatServer = """
+        import functools, http.server, os
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".jsp": "text/html"}
+            def send_head(self):
+                path = self.translate_path(self.path)
+                if os.path.isdir(path):
+                    for name in ("index.html", "index.htm", "index.jsp"):
+                        if os.path.exists(os.path.join(path, name)):
+                            self.path = self.path.rstrip("/") + "/" + name
+                            break
+                return super().send_head()
+            def log_message(self, format, *args):
+                pass
+        os.makedirs("webapps", exist_ok=True)  # like tomcat:9's image: webapps exists, ROOT does not
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        server = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), functools.partial(Handler, directory="webapps/ROOT"))
+        server.serve_forever()
+        """
 
     /// `docker.io/library/tomcat:9@sha256:…` → `tomcat`.
     static func repository(of image: String) -> String {

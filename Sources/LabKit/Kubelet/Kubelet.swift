@@ -185,20 +185,9 @@ public final class Kubelet: Sendable {
         let cwd = root + (workingDirectory.hasPrefix("/") ? workingDirectory : "/" + workingDirectory)
         try FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
         if ImageCatalog.repository(of: container["image"]?.stringValue ?? "").hasSuffix("tomcat") {
-            try FileManager.default.createDirectory(atPath: cwd + "/webapps/ROOT", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: cwd + "/webapps", withIntermediateDirectories: true)
         }
-        var environment: [String: String] = [
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": name,
-            "HOME": "/root",
-        ]
-        for entry in container["env"]?.arrayValue ?? [] {
-            guard let key = entry["name"]?.stringValue else { continue }
-            if let value = entry["value"]?.stringValue {
-                environment[key] = value
-            } else if let value = resolve(entry["valueFrom"], pod: pod, namespace: namespace, ip: running.ip) {
-                environment[key] = value
-            }
-        }
+        let environment = self.environment(for: container, pod: pod, namespace: namespace, ip: running.ip)
         let logPath = "\(root).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -221,6 +210,40 @@ public final class Kubelet: Sendable {
         logger.info(
             "pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))"
         )
+    }
+
+    /// Where `kubectl exec` runs a command: the pod's namespace, the container's working directory, its env.
+    public func execTarget(pod: JSONValue, container requested: String?) -> ExecTarget? {
+        let namespace = pod["metadata"]?["namespace"]?.stringValue ?? ""
+        let name = pod["metadata"]?["name"]?.stringValue ?? ""
+        guard let running = pods.withLockedValue({ $0[Self.key(namespace, name)] }) else { return nil }
+        let containers = pod["spec"]?["containers"]?.arrayValue ?? []
+        guard
+            let container = requested.map({ wanted in containers.first { $0["name"]?.stringValue == wanted } })
+                ?? containers.first,
+            case .run(_, let workingDirectory) = ImageCatalog.program(for: container, binaries: binaries)
+        else { return nil }
+        let root = directory(namespace: namespace, name: name, container: container["name"]?.stringValue ?? "c")
+        let cwd = root + (workingDirectory.hasPrefix("/") ? workingDirectory : "/" + workingDirectory)
+        return ExecTarget(
+            networkNamespace: running.namespace, workingDirectory: cwd,
+            environment: environment(for: container, pod: pod, namespace: namespace, ip: running.ip))
+    }
+
+    func environment(for container: JSONValue, pod: JSONValue, namespace: String, ip: String) -> [String: String] {
+        var environment: [String: String] = [
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOSTNAME": pod["metadata"]?["name"]?.stringValue ?? "", "HOME": "/root",
+        ]
+        for entry in container["env"]?.arrayValue ?? [] {
+            guard let key = entry["name"]?.stringValue else { continue }
+            if let value = entry["value"]?.stringValue {
+                environment[key] = value
+            } else if let value = resolve(entry["valueFrom"], pod: pod, namespace: namespace, ip: ip) {
+                environment[key] = value
+            }
+        }
+        return environment
     }
 
     func resolve(_ source: JSONValue?, pod: JSONValue, namespace: String, ip: String) -> String? {

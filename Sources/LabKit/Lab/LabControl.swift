@@ -48,11 +48,25 @@ public enum LabControl {
             progress("lab \"\(name)\" has state from an earlier run that is not running; removing it first")
             down(name: name, progress: progress)
         }
-        let used = Set(LabState.all().map(\.layout.slot))
-        guard let slot = (0..<64).first(where: { !used.contains($0) }) else { throw Failure("64 labs are already up") }
-        let layout = LabLayout(name: name, slot: slot, podCIDR: podCIDR, serviceCIDR: serviceCIDR)
-        // Recorded before anything is made, so that `down` finds it all after a crash.
-        try LabState(layout: layout, serverPID: nil, created: RFC3339.format(Date())).write()
+        // Choosing a slot and recording it happen under one lock, so that two `up`s at once never share a slot.
+        try FileManager.default.createDirectory(atPath: LabLayout.stateRoot, withIntermediateDirectories: true)
+        let lock = open("\(LabLayout.stateRoot)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw Failure("cannot open \(LabLayout.stateRoot)/.lock: errno \(errno)") }
+        flock(lock, LOCK_EX)
+        let layout: LabLayout
+        do {
+            defer {
+                flock(lock, LOCK_UN)
+                close(lock)
+            }
+            let used = Set(LabState.all().map(\.layout.slot))
+            guard let slot = (0..<64).first(where: { !used.contains($0) }) else {
+                throw Failure("64 labs are already up")
+            }
+            layout = LabLayout(name: name, slot: slot, podCIDR: podCIDR, serviceCIDR: serviceCIDR)
+            // Recorded before anything is made, so that `down` finds it all after a crash.
+            try LabState(layout: layout, serverPID: nil, created: RFC3339.format(Date())).write()
+        }
         do {
             progress("creating namespaces \(layout.nodeNamespace) and \(layout.workstationNamespace)")
             try makeNetwork(layout)
@@ -65,8 +79,8 @@ public enum LabControl {
             chmod(layout.hostKubeconfig, 0o600)
             chmod(layout.workstationKubeconfig, 0o600)
             progress("starting the API server")
-            try startServer(layout, command: serveCommand)
-            try await waitForAPI(layout, progress: progress)
+            let server = try startServer(layout, command: serveCommand)
+            try await waitForAPI(layout, server: server, progress: progress)
         } catch {
             progress("ktlab up failed: \(error); removing what was made")
             if let log = try? String(contentsOfFile: layout.logFile, encoding: .utf8), !log.isEmpty {
@@ -105,7 +119,8 @@ public enum LabControl {
             .write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
     }
 
-    static func startServer(_ layout: LabLayout, command: [String]) throws {
+    /// Starts the server in a session of its own (through `setsid`) and returns the pid of what was started.
+    static func startServer(_ layout: LabLayout, command: [String]) throws -> Int32 {
         let log = open(layout.logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard log >= 0 else { throw Failure("cannot open \(layout.logFile): errno \(errno)") }
         defer { close(log) }
@@ -116,16 +131,24 @@ public enum LabControl {
         process.standardOutput = FileHandle(fileDescriptor: log, closeOnDealloc: false)
         process.standardError = FileHandle(fileDescriptor: log, closeOnDealloc: false)
         try process.run()
+        return process.processIdentifier
     }
 
-    static func waitForAPI(_ layout: LabLayout, progress: (String) -> Void) async throws {
+    static func waitForAPI(_ layout: LabLayout, server: Int32, progress: (String) -> Void) async throws {
         let access = try Kubeconfig.load(explicitPath: layout.hostKubeconfig, environment: [:]).access()
         let client = try KubeClient(access: access, retry: .init(attempts: 1, requestTimeout: .seconds(2)))
         defer { Task { await client.shutdown() } }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
+            // `setsid` may fork, so the server's own pid is the one it records; before that, a start-up error
+            // shows in its log (it exits with "Error: ...").
+            var status: Int32 = 0
+            _ = waitpid(server, &status, WNOHANG)
             if let state = LabState.read(layout.name), state.serverPID != nil, !isAlive(state.serverPID) {
                 throw Failure("the lab server exited (see \(layout.logFile))")
+            }
+            if let log = try? String(contentsOfFile: layout.logFile, encoding: .utf8), log.contains("Error: ") {
+                throw Failure("the lab server could not start (see \(layout.logFile))")
             }
             if (try? await client.send(APIRequest(method: .get, path: "/healthz", verb: "get", subject: "health")))
                 != nil
@@ -143,9 +166,13 @@ public enum LabControl {
     /// interfaces and nftables tables with them), `/etc/netns` entries, and its state directory. Safe to repeat.
     public static func down(name: String, progress: (String) -> Void) {
         let state = LabState.read(name)
-        if let pid = state?.serverPID, isAlive(pid) {
+        // The recorded pid, and any server of this lab that had not recorded it yet (an `up` that failed early).
+        let servers = Set((state?.serverPID.map { [$0] } ?? []) + serverProcesses(name: name)).filter { isAlive($0) }
+        for pid in servers {
             progress("stopping the lab server (pid \(pid))")
             kill(pid, SIGTERM)
+        }
+        for pid in servers {
             for _ in 0..<50 where isAlive(pid) { usleep(100_000) }
             if isAlive(pid) { kill(pid, SIGKILL) }
         }
@@ -157,6 +184,18 @@ public enum LabControl {
         }
         try? FileManager.default.removeItem(atPath: "/etc/netns/\(layout.workstationNamespace)")
         try? FileManager.default.removeItem(atPath: layout.directory)
+    }
+
+    /// Processes running `ktlab serve --name <name>`.
+    static func serverProcesses(name: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let serve = arguments.firstIndex(of: "serve"), arguments.count > serve + 2 else { return false }
+            return arguments[serve + 1] == "--name" && arguments[serve + 2] == name
+                && (arguments.first?.hasSuffix("ktlab") ?? false)
+        }
     }
 
     // MARK: - status

@@ -19,17 +19,18 @@ public enum LabServer {
             store: ObjectStore(), admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)")
         try handler.bootstrap()
         try registerNode(layout, store: handler.store)
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let kubelet = Kubelet(layout: layout, store: handler.store, group: group, binaries: binaries, logger: logger)
         let pki = layout.pkiDirectory
         let server = try APIServer(
             preparing: .init(
                 host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
                 key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token]),
-            handler: handler, group: group, logger: logger)
+            handler: handler, group: group, logger: logger,
+            locateExec: { pod, container in kubelet.execTarget(pod: pod, container: container) })
         // Inside the node namespace for the workstation; from this (host) thread for 127.0.0.1 of the host.
         try await server.listen(host: layout.nodeLinkAddress, port: layout.apiPort, inside: group.next())
         try await server.listen(host: "127.0.0.1", port: layout.hostPort)
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-        let kubelet = Kubelet(layout: layout, store: handler.store, group: group, binaries: binaries, logger: logger)
         let kubeletTask = Task { try await kubelet.run() }
         let controllers = Controllers(handler: handler, logger: logger)
         let controllerTask = Task { try await controllers.run() }
