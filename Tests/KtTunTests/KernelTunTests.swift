@@ -266,7 +266,14 @@ struct KernelTunTests {
             python: "import socket; l = socket.create_server(('10.206.0.1', 5002)); c, _ = l.accept(); "
                 + "f = open('\(output)', 'wb'); [f.write(d) for d in iter(lambda: c.recv(65536), b'')]; f.close()")
         defer { server.stop() }
-        Thread.sleep(forTimeInterval: 0.3)
+        // Python can take seconds to start on a loaded machine: wait until the port listens (a SYN sent before would
+        // be answered with a reset, not the SYN-ACK this test waits for).
+        let listening = Date().addingTimeInterval(15)
+        while Date() < listening,
+            (try? setup.namespace.run(["ss", "-ltnH", "sport = :5002"]))?.output.isEmpty ?? true
+        {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         let me = IPv4Address(10, 206, 0, 2)
         let them = IPv4Address(10, 206, 0, 1)
         func segment(
