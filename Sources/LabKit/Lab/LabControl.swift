@@ -182,7 +182,11 @@ public enum LabControl {
             progress("removing namespace \(namespace)")
             Host.deleteNamespace(namespace)
         }
-        try? FileManager.default.removeItem(atPath: "/etc/netns/\(layout.workstationNamespace)")
+        // resolv.conf directories of namespaces that are already gone (a server killed between the two steps).
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/etc/netns")) ?? []
+        where layout.owns(namespace: entry) {
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(entry)")
+        }
         try? FileManager.default.removeItem(atPath: layout.directory)
     }
 
