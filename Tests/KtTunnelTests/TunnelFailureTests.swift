@@ -88,10 +88,13 @@ struct TunnelFailureTests {
             defer { client.close() }
             let echo = try await lab.echoServer()
             let flow = try await client.openTCP(host: "127.0.0.1", port: echo)
+            // Wrapped before the freeze: on a loaded machine the keep-alive may close the flow before a later
+            // wrap (seen once in a clean run: "I/O on closed channel").
+            let channel = try await flow.asyncChannel()
             let started = ContinuousClock.now
             relay.signalProgram(SIGSTOP)
             let outcome = try await withDeadline(seconds: 10) {
-                try await flow.asyncChannel().executeThenClose { inbound, _ in
+                try await channel.executeThenClose { inbound, _ in
                     do {
                         for try await _ in inbound {}
                         return "ended without an error"

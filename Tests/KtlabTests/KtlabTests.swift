@@ -105,6 +105,24 @@ final class PatternCheck: ChannelInboundHandler {
 }
 
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabTests {
+    /// ktlab refuses to run as anyone but root, and says so.
+    @Test func refusesWithoutRoot() throws {
+        let built = try #require(builtExecutable("ktlab"))
+        // A copy that an unprivileged user may execute (the checkout may be private to root).
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ktlab-noroot-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        chmod(directory, 0o755)
+        let ktlab = "\(directory)/ktlab"
+        try FileManager.default.copyItem(atPath: built, toPath: ktlab)
+        let result = try TestNamespace.run([
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ktlab, "up", "--name", "ktnoroot",
+        ])
+        #expect(result.status != 0)
+        #expect((result.output + result.error).contains("must run as root"))
+        #expect(!Host.namespaces().contains { $0.hasPrefix("ktnoroot") })
+    }
+
     /// KubeKit's port-forward through ktlab's API server to a process in a pod's namespace: 1 GiB byte-exact;
     /// `ktlab down` then leaves no namespace, state directory or process behind.
     @Test func portForwardGibibyteToAPodAndACleanDown() async throws {
@@ -141,6 +159,13 @@ final class PatternCheck: ChannelInboundHandler {
         let down = await lab.down()
         #expect(down?.status == 0)
         #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-") })
+        // The host's own network was never touched: no ktlab interface or nftables table in the root namespace.
+        let links = try TestNamespace.run(["ip", "-br", "link"]).output
+        #expect(
+            !links.split(separator: "\n").contains {
+                $0.hasPrefix("kt-br") || $0.hasPrefix("ws0") || $0.hasPrefix("vp")
+            })
+        #expect(!(try TestNamespace.run(["nft", "list", "tables"]).output.contains("ktlab")))
         #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)"))
         #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(lab.name)-ws"))
         let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(lab.name)"])
@@ -291,12 +316,22 @@ final class PatternCheck: ChannelInboundHandler {
             let svc = try run(["get", "svc", "tomcat"]).output
             #expect(svc.contains("ClusterIP") && svc.contains(clusterIP) && svc.contains("8080/TCP"), "\(svc)")
 
-            // A pod to look from.
+            // A pod to look from, created while `kubectl get pods -w` streams; it writes a line to its log.
+            let kubeconfig = lab.kubeconfig
+            let watching = Task {
+                try TestNamespace.run(
+                    ["env", "HOME=\(home)", "KUBECONFIG=\(kubeconfig)", "timeout", "4", kubectl, "get", "pods", "-w"],
+                    timeout: 10)
+            }
+            try await Task.sleep(for: .milliseconds(1500))
             var client = Container(name: "client", image: "busybox")
-            client.command = ["sleep", "infinity"]
+            client.command = ["sh", "-c", "echo hello from the pod; sleep infinity"]
             _ = try await lab.client.create(
                 Pod(metadata: ObjectMeta(name: "client"), spec: PodSpec(containers: [client])))
             _ = try await lab.waitReady("client")
+            let watched = try await watching.value.output
+            #expect(watched.split(separator: "\n").filter { $0.hasPrefix("client ") }.count >= 2, "\(watched)")
+            #expect(try run(["logs", "client"]).output == "hello from the pod\n")
             let clientNamespace = "\(lab.name)-pod-2"
             // Give the service rules a moment to follow the endpoints.
             try await Task.sleep(for: .milliseconds(300))
@@ -360,4 +395,53 @@ final class LockedFlag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
+}
+
+/// Debian's kubectl 1.20 (`kubernetes-client`, unpacked by `make deps`): JSON bodies, legacy discovery; create,
+/// expose, get, scale, patch and delete. (Its exec and port-forward speak only SPDY, which ktlab does not serve.)
+@Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabOldKubectlTests {
+    static var kubectl: String? {
+        let path = "\(repositoryRoot)/.build/tools/kubectl-1.20"
+        return access(path, X_OK) == 0 ? path : nil
+    }
+
+    @Test(.enabled(if: kubectl != nil)) func kubectl120() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let lab = try await RunningLab()
+        let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
+        func run(_ arguments: [String]) throws -> TestNamespace.CommandResult {
+            try TestNamespace.run(
+                ["env", "HOME=\(home)", "KUBECONFIG=\(lab.kubeconfig)", kubectl] + arguments, timeout: 30)
+        }
+        var failure: (any Error)?
+        do {
+            #expect(try run(["version", "--short"]).output.contains("Client Version: v1.20"))
+            #expect(
+                try run(["create", "deployment", "web", "--image=tomcat:9"]).output == "deployment.apps/web created\n")
+            #expect(try run(["expose", "deployment", "web", "--port=8080"]).output == "service/web exposed\n")
+            let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=web")).items
+            _ = try await lab.waitReady(try #require(pods.first).name)
+            let get = try run(["get", "deployment", "web"]).output
+            #expect(get.contains("web") && get.contains("1/1"), "\(get)")
+            #expect(try run(["get", "svc", "web"]).output.contains("8080/TCP"))
+            #expect(try run(["scale", "deployment", "web", "--replicas=2"]).output == "deployment.apps/web scaled\n")
+            #expect(try await lab.client.get(Deployment.self, name: "web").spec?.replicas == 2)
+            #expect(
+                try run([
+                    "patch", "deployment", "web", "-p",
+                    #"{"spec":{"template":{"spec":{"containers":[{"name":"tomcat","env":[{"name":"A","value":"1"}]}]}}}}"#,
+                ])
+                .output == "deployment.apps/web patched\n")
+            let patched = try await lab.client.get(Deployment.self, name: "web")
+            #expect(patched.spec?.template.spec?.containers.first?.image == "tomcat:9")
+            #expect(patched.spec?.template.spec?.containers.first?.env?.first?.value == "1")
+            #expect(try run(["delete", "deployment", "web"]).output == "deployment.apps \"web\" deleted\n")
+            #expect(try run(["delete", "svc", "web"]).output == "service \"web\" deleted\n")
+        } catch {
+            failure = error
+        }
+        let down = await lab.down()
+        #expect(down?.status == 0)
+        if let failure { throw failure }
+    }
 }

@@ -34,8 +34,8 @@ public struct APIServerRequest: Sendable {
 public enum APIServerResponse: Sendable {
     case json(Int, JSONValue)
     case raw(Int, contentType: String, [UInt8])
-    /// A watch: events as they come, each one JSON object and a newline; ends when the stream ends.
-    case watch(AsyncStream<JSONValue>)
+    /// A body written as it comes (chunked): watch events (one JSON object and a newline each), a followed log.
+    case stream(contentType: String, AsyncStream<[UInt8]>)
 }
 
 /// The REST semantics of the API server over `ObjectStore`: routing, verbs, subresources, patches, watch.
@@ -46,9 +46,14 @@ public final class APIHandler: Sendable {
     public let bookmarkInterval: Duration
     let serverAddress: String
 
+    /// Where a container's log is (the kubelet's file), for `pods/log`.
+    let logPath: @Sendable (_ pod: JSONValue, _ container: String?) -> String?
+
     public init(
-        store: ObjectStore, admission: Admission, serverAddress: String, bookmarkInterval: Duration = .seconds(60)
+        store: ObjectStore, admission: Admission, serverAddress: String, bookmarkInterval: Duration = .seconds(60),
+        logPath: @escaping @Sendable (_ pod: JSONValue, _ container: String?) -> String? = { _, _ in nil }
     ) {
+        self.logPath = logPath
         self.store = store
         self.admission = admission
         self.serverAddress = serverAddress
@@ -105,6 +110,8 @@ public final class APIHandler: Sendable {
                     target.resource.type, list["items"]?.arrayValue ?? [],
                     resourceVersion: list["metadata"]?["resourceVersion"]?.stringValue,
                     continueToken: list["metadata"]?["continue"], includeObject: request.first("includeObject")))
+        case ("GET", let name?, "log"):
+            return try log(target, name: name, request)
         case ("GET", let name?, let subresource):
             let object = try get(target, name: name, subresource: subresource)
             guard Tables.wants(request), subresource == nil else { return .json(200, object) }
@@ -386,7 +393,12 @@ public final class APIHandler: Sendable {
         let interval = bookmarkInterval
         let asTable = Tables.wants(request)
         let includeObject = request.first("includeObject")
-        let (stream, continuation) = AsyncStream<JSONValue>.makeStream()
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        @Sendable func send(_ event: JSONValue) {
+            var bytes = Array((try? event.jsonData()) ?? Data())
+            bytes.append(UInt8(ascii: "\n"))
+            continuation.yield(bytes)
+        }
         let pump = Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -401,7 +413,7 @@ public final class APIHandler: Sendable {
                                 includeObject: includeObject, headers: first)
                             first = false
                         }
-                        continuation.yield(["type": .string(event.kind.rawValue), "object": object])
+                        send(["type": .string(event.kind.rawValue), "object": object])
                     }
                 }
                 if let timeout {
@@ -412,7 +424,7 @@ public final class APIHandler: Sendable {
                         while !Task.isCancelled {
                             try? await Task.sleep(for: interval)
                             if Task.isCancelled { break }
-                            continuation.yield([
+                            send([
                                 "type": "BOOKMARK",
                                 "object": [
                                     "kind": .string(resource.kind), "apiVersion": .string(resource.apiVersion),
@@ -429,7 +441,7 @@ public final class APIHandler: Sendable {
             continuation.finish()
         }
         continuation.onTermination = { _ in pump.cancel() }
-        return .watch(stream)
+        return .stream(contentType: "application/json", stream)
     }
 }
 
@@ -451,5 +463,55 @@ extension APIHandler {
                 "spec": ["clusterIP": .string(first), "ports": [["name": "https", "port": 443, "targetPort": 6443]]],
             ])
         _ = try store.create(Service.resource, namespace: "default", object: kubernetes)
+    }
+}
+
+extension APIHandler {
+    /// `pods/log`: the container's output so far (`tailLines`), and with `follow=true` what it writes next, until
+    /// the pod is gone or the client leaves.
+    func log(_ target: Target, name: String, _ request: APIServerRequest) throws -> APIServerResponse {
+        let namespace = target.namespace ?? ""
+        let pod = try store.get(Pod.resource, namespace: namespace, name: name)
+        let containers = (pod["spec"]?["containers"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+        let container = request.first("container") ?? (containers.count == 1 ? containers[0] : nil)
+        guard let container else {
+            throw APIStatusError.badRequest(
+                "a container name must be specified for pod \(name), choose one of: [\(containers.joined(separator: " "))]"
+            )
+        }
+        guard containers.contains(container) else {
+            throw APIStatusError.badRequest("container \(container) is not valid for pod \(name)")
+        }
+        guard let path = logPath(pod, container) else {
+            throw APIStatusError.badRequest("container \"\(container)\" in pod \"\(name)\" is waiting to start")
+        }
+        var text = Array(FileManager.default.contents(atPath: path) ?? Data())
+        if let tail = request.first("tailLines").flatMap(Int.init), tail >= 0 {
+            let lines = text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            let kept = lines.last?.isEmpty == true ? Array(lines.dropLast()) : lines
+            text =
+                Array(kept.suffix(tail).joined(separator: [UInt8(ascii: "\n")]))
+                + (kept.isEmpty ? [] : [UInt8(ascii: "\n")])
+            if tail == 0 { text = [] }
+        }
+        guard request.first("follow") == "true" else { return .raw(200, contentType: "text/plain", text) }
+        let store = self.store
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        let start = FileManager.default.contents(atPath: path)?.count ?? 0
+        let first = text
+        let pump = Task {
+            if !first.isEmpty { continuation.yield(first) }
+            var offset = start
+            while !Task.isCancelled, (try? store.get(Pod.resource, namespace: namespace, name: name)) != nil {
+                if let data = FileManager.default.contents(atPath: path), data.count > offset {
+                    continuation.yield(Array(data[offset...]))
+                    offset = data.count
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in pump.cancel() }
+        return .stream(contentType: "text/plain", stream)
     }
 }

@@ -322,8 +322,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
             headers.add(name: "Content-Type", value: type)
             headers.add(name: "Content-Length", value: String(bytes.count))
             writeWhole(context: context, status: status, headers: headers, bytes: bytes, keepAlive: keepAlive)
-        case .watch(let events):
-            headers.add(name: "Content-Type", value: "application/json")
+        case .stream(let type, let chunks):
+            headers.add(name: "Content-Type", value: type)
             headers.add(name: "Transfer-Encoding", value: "chunked")
             context.writeAndFlush(
                 wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil
@@ -331,11 +331,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let channel = context.channel
             streaming = Task {
-                for await event in events {
+                for await chunk in chunks {
                     guard channel.isActive else { break }
-                    var bytes = (try? event.jsonData()) ?? Data()
-                    bytes.append(UInt8(ascii: "\n"))
-                    let chunk = bytes
                     bound.eventLoop.execute {
                         let (handler, context) = bound.value
                         context.writeAndFlush(

@@ -212,6 +212,15 @@ public final class Kubelet: Sendable {
         )
     }
 
+    /// The file a container's output goes to (nil before the pod runs here).
+    public func logPath(pod: JSONValue, container: String?) -> String? {
+        let namespace = pod["metadata"]?["namespace"]?.stringValue ?? ""
+        let name = pod["metadata"]?["name"]?.stringValue ?? ""
+        guard let container, pods.withLockedValue({ $0[Self.key(namespace, name)] != nil }) else { return nil }
+        let path = directory(namespace: namespace, name: name, container: container) + ".log"
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+
     /// Where `kubectl exec` runs a command: the pod's namespace, the container's working directory, its env.
     public func execTarget(pod: JSONValue, container requested: String?) -> ExecTarget? {
         let namespace = pod["metadata"]?["namespace"]?.stringValue ?? ""

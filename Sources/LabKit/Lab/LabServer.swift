@@ -15,12 +15,14 @@ public enum LabServer {
         let layout = state.layout
         let group = try Host.eventLoopGroup(inNamespace: layout.nodeNamespace, threads: 2)
         let admission = Admission(serviceCIDR: layout.serviceCIDR, dnsAddress: layout.dnsAddress)
+        let store = ObjectStore()
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let kubelet = Kubelet(layout: layout, store: store, group: group, binaries: binaries, logger: logger)
         let handler = APIHandler(
-            store: ObjectStore(), admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)")
+            store: store, admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)",
+            logPath: { pod, container in kubelet.logPath(pod: pod, container: container) })
         try handler.bootstrap()
         try registerNode(layout, store: handler.store)
-        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-        let kubelet = Kubelet(layout: layout, store: handler.store, group: group, binaries: binaries, logger: logger)
         let pki = layout.pkiDirectory
         let server = try APIServer(
             preparing: .init(
