@@ -18,10 +18,8 @@ struct Ktlab: AsyncParsableCommand {
         @Option(name: .customLong("service-cidr"), help: "The ClusterIP range.") var serviceCIDR = "10.96.0.0/12"
 
         func run() async throws {
-            let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-            let me =
-                FileManager.default.isExecutableFile(atPath: executable)
-                ? executable : (ProcessInfo.processInfo.arguments.first ?? "ktlab")
+            // `serve` runs from the same binary, by absolute path (`up` may have been found through PATH).
+            let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
             do {
                 let layout = try await LabControl.up(
                     name: name, podCIDR: podCIDR, serviceCIDR: serviceCIDR,

@@ -31,6 +31,36 @@ final class RunningLab {
         }
     }
 
+    /// Makes a lab, runs `body`, and removes the lab whatever `body` did (checking that `down` succeeded);
+    /// returns the lab's name for checks after it is gone.
+    @discardableResult
+    static func with(_ body: (RunningLab) async throws -> Void) async throws -> String {
+        let lab = try await RunningLab()
+        var failure: (any Error)?
+        do {
+            try await body(lab)
+        } catch {
+            failure = error
+        }
+        let down = await lab.down()
+        #expect(down?.status == 0)
+        if let failure { throw failure }
+        return lab.name
+    }
+
+    /// A tool `make deps` put in .build/tools, when it is there.
+    static func tool(_ name: String) -> String? {
+        let path = "\(repositoryRoot)/.build/tools/\(name)"
+        return access(path, X_OK) == 0 ? path : nil
+    }
+
+    /// Runs a kubectl binary against this lab, with a home of its own (kubectl's discovery cache).
+    func kubectl(_ binary: String, _ arguments: [String], timeout: Double = 30) throws -> TestNamespace.CommandResult {
+        try TestNamespace.run(
+            ["env", "HOME=\(LabLayout.stateRoot)/\(name)/home", "KUBECONFIG=\(kubeconfig)", binary] + arguments,
+            timeout: timeout)
+    }
+
     func down() async -> TestNamespace.CommandResult? {
         await client.shutdown()
         return try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
@@ -126,9 +156,7 @@ final class PatternCheck: ChannelInboundHandler {
     /// KubeKit's port-forward through ktlab's API server to a process in a pod's namespace: 1 GiB byte-exact;
     /// `ktlab down` then leaves no namespace, state directory or process behind.
     @Test func portForwardGibibyteToAPodAndACleanDown() async throws {
-        let lab = try await RunningLab()
-        var failure: (any Error)?
-        do {
+        let name = try await RunningLab.with { lab in
             _ = try await lab.client.create(patternPod("source", bytes: 1 << 30))
             let pod = try await lab.waitReady("source")
             #expect(pod.status?.podIP?.hasPrefix("10.244.0.") == true)
@@ -153,12 +181,8 @@ final class PatternCheck: ChannelInboundHandler {
             try await lab.client.delete(Pod.self, name: "source")
             try await Task.sleep(for: .milliseconds(500))
             #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-pod-") })
-        } catch {
-            failure = error
         }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-") })
+        #expect(!Host.namespaces().contains { $0.hasPrefix("\(name)-") })
         // The host's own network was never touched: no ktlab interface or nftables table in the root namespace.
         let links = try TestNamespace.run(["ip", "-br", "link"]).output
         #expect(
@@ -166,20 +190,17 @@ final class PatternCheck: ChannelInboundHandler {
                 $0.hasPrefix("kt-br") || $0.hasPrefix("ws0") || $0.hasPrefix("vp")
             })
         #expect(!(try TestNamespace.run(["nft", "list", "tables"]).output.contains("ktlab")))
-        #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)"))
-        #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(lab.name)-ws"))
-        let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(lab.name)"])
+        #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(name)"))
+        #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(name)-ws"))
+        let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(name)"])
         #expect(leftovers.output.isEmpty)
-        if let failure { throw failure }
     }
 
     /// Real clients nobody here wrote: the Python `kubernetes` client lists, watches and port-forwards to the
     /// tomcat pod; from another pod the page is served; from the workstation namespace pods are unreachable.
     @Test(.enabled(if: (try? TestNamespace.run(["env", "python3", "-c", "import kubernetes"]))?.status == 0))
     func pythonClientAndPodNetwork() async throws {
-        let lab = try await RunningLab()
-        var failure: (any Error)?
-        do {
+        try await RunningLab.with { lab in
             var tomcat = Container(name: "tomcat", image: "tomcat:9")
             tomcat.ports = [ContainerPort(containerPort: 8080)]
             _ = try await lab.client.create(
@@ -253,54 +274,42 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(output["pods"] == [["tomcat", "Running", .string(ip), true]])
             #expect(output["watch"] == [["MODIFIED", "tomcat"]])
             #expect(output["page"] == "kt-connect demo v1\n")
-        } catch {
-            failure = error
         }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        if let failure { throw failure }
     }
 }
 
 /// The seed quick start's kubectl commands against ktlab, with kubectl 1.33 (`make deps` puts it in
 /// .build/tools), then the cluster network from a pod and from the workstation.
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabKubectlTests {
-    static var kubectl: String? {
-        let path = "\(repositoryRoot)/.build/tools/kubectl"
-        return access(path, X_OK) == 0 ? path : nil
-    }
+    static var kubectl: String? { RunningLab.tool("kubectl") }
 
     @Test(.enabled(if: kubectl != nil)) func seedCommandsServicesAndDNS() async throws {
         let kubectl = try #require(Self.kubectl)
-        let lab = try await RunningLab()
-        let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
-        func run(_ arguments: [String]) throws -> TestNamespace.CommandResult {
-            try TestNamespace.run(
-                ["env", "HOME=\(home)", "KUBECONFIG=\(lab.kubeconfig)", kubectl] + arguments, timeout: 30)
-        }
-        var failure: (any Error)?
-        do {
+        try await RunningLab.with { lab in
             #expect(
-                try run(["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
+                try lab.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
                     == "deployment.apps/tomcat created\n")
             #expect(
-                try run(["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
+                try lab.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
                     == "service/tomcat exposed\n")
             let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
             let pod = try await lab.waitReady(try #require(pods.first).name)
             let podIP = try #require(pod.status?.podIP)
             // As the seed writes its page: kubectl exec (WebSocket v5) in the container's working directory.
-            let exec = try run([
-                "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
-                "mkdir webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
-            ])
+            let exec = try lab.kubectl(
+                kubectl,
+                [
+                    "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
+                    "mkdir webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
+                ])
             #expect(exec.status == 0, "\(exec.error)")
-            let failing = try run(["exec", "deployment/tomcat", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+            let failing = try lab.kubectl(
+                kubectl, ["exec", "deployment/tomcat", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
             #expect(failing.status == 3)
             #expect(failing.output == "out\n")
             #expect(failing.error.contains("err\n") && failing.error.contains("command terminated with exit code 3"))
 
-            let wide = try run(["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
+            let wide = try lab.kubectl(kubectl, ["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
             let lines = wide.split(separator: "\n")
             #expect(
                 lines.first?.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
@@ -313,11 +322,12 @@ final class PatternCheck: ChannelInboundHandler {
                     && lines[1].contains("\(lab.name)-node"), "\(wide)")
             let service = try await lab.client.get(Service.self, name: "tomcat")
             let clusterIP = try #require(service.spec?.clusterIP)
-            let svc = try run(["get", "svc", "tomcat"]).output
+            let svc = try lab.kubectl(kubectl, ["get", "svc", "tomcat"]).output
             #expect(svc.contains("ClusterIP") && svc.contains(clusterIP) && svc.contains("8080/TCP"), "\(svc)")
 
             // A pod to look from, created while `kubectl get pods -w` streams; it writes a line to its log.
             let kubeconfig = lab.kubeconfig
+            let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
             let watching = Task {
                 try TestNamespace.run(
                     ["env", "HOME=\(home)", "KUBECONFIG=\(kubeconfig)", "timeout", "4", kubectl, "get", "pods", "-w"],
@@ -331,7 +341,7 @@ final class PatternCheck: ChannelInboundHandler {
             _ = try await lab.waitReady("client")
             let watched = try await watching.value.output
             #expect(watched.split(separator: "\n").filter { $0.hasPrefix("client ") }.count >= 2, "\(watched)")
-            #expect(try run(["logs", "client"]).output == "hello from the pod\n")
+            #expect(try lab.kubectl(kubectl, ["logs", "client"]).output == "hello from the pod\n")
             let clientNamespace = "\(lab.name)-pod-2"
             // Give the service rules a moment to follow the endpoints.
             try await Task.sleep(for: .milliseconds(300))
@@ -367,7 +377,8 @@ final class PatternCheck: ChannelInboundHandler {
 
             // Scale, patch, delete as kubectl does them.
             #expect(
-                try run(["scale", "deployment", "tomcat", "--replicas=2"]).output == "deployment.apps/tomcat scaled\n")
+                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=2"]).output
+                    == "deployment.apps/tomcat scaled\n")
             let deadline = ContinuousClock.now + .seconds(20)
             while try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas != 2,
                 ContinuousClock.now < deadline
@@ -376,17 +387,16 @@ final class PatternCheck: ChannelInboundHandler {
             }
             #expect(try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas == 2)
             #expect(
-                try run(["patch", "deployment", "tomcat", "-p", #"{"metadata":{"labels":{"tier":"web"}}}"#]).output
+                try lab.kubectl(
+                    kubectl, ["patch", "deployment", "tomcat", "-p", #"{"metadata":{"labels":{"tier":"web"}}}"#]
+                ).output
                     == "deployment.apps/tomcat patched\n")
-            #expect(try run(["delete", "deployment", "tomcat"]).output == "deployment.apps \"tomcat\" deleted\n")
+            #expect(
+                try lab.kubectl(kubectl, ["delete", "deployment", "tomcat"]).output
+                    == "deployment.apps \"tomcat\" deleted\n")
             #expect(
                 try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items.isEmpty)
-        } catch {
-            failure = error
         }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        if let failure { throw failure }
     }
 }
 
@@ -400,48 +410,42 @@ final class LockedFlag: @unchecked Sendable {
 /// Debian's kubectl 1.20 (`kubernetes-client`, unpacked by `make deps`): JSON bodies, legacy discovery; create,
 /// expose, get, scale, patch and delete. (Its exec and port-forward speak only SPDY, which ktlab does not serve.)
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabOldKubectlTests {
-    static var kubectl: String? {
-        let path = "\(repositoryRoot)/.build/tools/kubectl-1.20"
-        return access(path, X_OK) == 0 ? path : nil
-    }
+    static var kubectl: String? { RunningLab.tool("kubectl-1.20") }
 
     @Test(.enabled(if: kubectl != nil)) func kubectl120() async throws {
         let kubectl = try #require(Self.kubectl)
-        let lab = try await RunningLab()
-        let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
-        func run(_ arguments: [String]) throws -> TestNamespace.CommandResult {
-            try TestNamespace.run(
-                ["env", "HOME=\(home)", "KUBECONFIG=\(lab.kubeconfig)", kubectl] + arguments, timeout: 30)
-        }
-        var failure: (any Error)?
-        do {
-            #expect(try run(["version", "--short"]).output.contains("Client Version: v1.20"))
+        try await RunningLab.with { lab in
+            #expect(try lab.kubectl(kubectl, ["version", "--short"]).output.contains("Client Version: v1.20"))
             #expect(
-                try run(["create", "deployment", "web", "--image=tomcat:9"]).output == "deployment.apps/web created\n")
-            #expect(try run(["expose", "deployment", "web", "--port=8080"]).output == "service/web exposed\n")
+                try lab.kubectl(kubectl, ["create", "deployment", "web", "--image=tomcat:9"]).output
+                    == "deployment.apps/web created\n")
+            #expect(
+                try lab.kubectl(kubectl, ["expose", "deployment", "web", "--port=8080"]).output
+                    == "service/web exposed\n")
             let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=web")).items
             _ = try await lab.waitReady(try #require(pods.first).name)
-            let get = try run(["get", "deployment", "web"]).output
+            let get = try lab.kubectl(kubectl, ["get", "deployment", "web"]).output
             #expect(get.contains("web") && get.contains("1/1"), "\(get)")
-            #expect(try run(["get", "svc", "web"]).output.contains("8080/TCP"))
-            #expect(try run(["scale", "deployment", "web", "--replicas=2"]).output == "deployment.apps/web scaled\n")
+            #expect(try lab.kubectl(kubectl, ["get", "svc", "web"]).output.contains("8080/TCP"))
+            #expect(
+                try lab.kubectl(kubectl, ["scale", "deployment", "web", "--replicas=2"]).output
+                    == "deployment.apps/web scaled\n")
             #expect(try await lab.client.get(Deployment.self, name: "web").spec?.replicas == 2)
             #expect(
-                try run([
-                    "patch", "deployment", "web", "-p",
-                    #"{"spec":{"template":{"spec":{"containers":[{"name":"tomcat","env":[{"name":"A","value":"1"}]}]}}}}"#,
-                ])
+                try lab.kubectl(
+                    kubectl,
+                    [
+                        "patch", "deployment", "web", "-p",
+                        #"{"spec":{"template":{"spec":{"containers":[{"name":"tomcat","env":[{"name":"A","value":"1"}]}]}}}}"#,
+                    ]
+                )
                 .output == "deployment.apps/web patched\n")
             let patched = try await lab.client.get(Deployment.self, name: "web")
             #expect(patched.spec?.template.spec?.containers.first?.image == "tomcat:9")
             #expect(patched.spec?.template.spec?.containers.first?.env?.first?.value == "1")
-            #expect(try run(["delete", "deployment", "web"]).output == "deployment.apps \"web\" deleted\n")
-            #expect(try run(["delete", "svc", "web"]).output == "service \"web\" deleted\n")
-        } catch {
-            failure = error
+            #expect(
+                try lab.kubectl(kubectl, ["delete", "deployment", "web"]).output == "deployment.apps \"web\" deleted\n")
+            #expect(try lab.kubectl(kubectl, ["delete", "svc", "web"]).output == "service \"web\" deleted\n")
         }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        if let failure { throw failure }
     }
 }

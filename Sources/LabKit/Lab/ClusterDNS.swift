@@ -112,7 +112,7 @@ public final class ClusterDNS: Sendable {
                     let port = (service["spec"]?["ports"]?.arrayValue ?? []).first(where: {
                         $0["name"]?.stringValue?.lowercased() == portName
                             && ($0["protocol"]?.stringValue ?? "TCP") == proto
-                    }), let number = port["port"]?.intValue, let target = try? name.parent.parent as DNSName
+                    }), let number = port["port"]?.intValue, case let target = name.parent.parent
                 else { return nil }
                 return (
                     [],

@@ -77,9 +77,8 @@ final class TestAPIServer: Sendable {
                         shouldUpgrade: { channel, head in
                             let parts = head.uri.split(separator: "/")
                             guard head.uri.contains("/portforward"), parts.count >= 6,
-                                let target = portForward(String(parts[5]))
+                                portForward(String(parts[5])) != nil
                             else { return channel.eventLoop.makeSucceededFuture(nil) }
-                            _ = target
                             return channel.eventLoop.makeSucceededFuture(
                                 HTTPHeaders([("Sec-WebSocket-Protocol", "v4.channel.k8s.io")]))
                         },
