@@ -43,7 +43,11 @@ struct Ktlab: AsyncParsableCommand {
 
         func run() throws {
             if let reason = LabControl.preflight(), geteuid() != 0 { throw ValidationError(reason) }
-            LabControl.down(name: name, progress: { print("ktlab: \($0)") })
+            do {
+                try LabControl.down(name: name, progress: { print("ktlab: \($0)") })
+            } catch {
+                throw ValidationError("\(error)")
+            }
             print("ktlab \(name) is down.")
         }
     }

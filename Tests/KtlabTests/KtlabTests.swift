@@ -4,6 +4,7 @@ import LabKit
 import NIOCore
 import NIOPosix
 import NamespaceTestSupport
+import Synchronization
 import Testing
 
 /// A lab made with the real `ktlab` binary for one test and removed after it (also when the test fails).
@@ -16,7 +17,8 @@ final class RunningLab {
     init() async throws {
         guard let ktlab = builtExecutable("ktlab") else { throw LabControl.Failure("ktlab is not built") }
         self.ktlab = ktlab
-        name = "ktt\(getpid() % 10000)\(Int.random(in: 100...999))"
+        Self.reapStaleLabs(ktlab)
+        name = Self.uniqueName()
         let up = try TestNamespace.run(["env", ktlab, "up", "--name", name], timeout: 60)
         guard up.status == 0 else {
             _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
@@ -30,6 +32,25 @@ final class RunningLab {
             throw error
         }
     }
+
+    /// `ktt<pid>x<n>`: the test process's pid, so that a later run can tell a lab left by a crashed one.
+    static func uniqueName() -> String { "ktt\(getpid())x\(Int.random(in: 100...999))" }
+
+    /// Labs of test processes that are gone (killed, crashed) are removed once per test process.
+    static func reapStaleLabs(_ ktlab: String) {
+        reaped.withLock { done in
+            guard !done else { return }
+            done = true
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: LabLayout.stateRoot)) ?? [] {
+                guard name.hasPrefix("ktt"), let x = name.firstIndex(of: "x"),
+                    let pid = Int32(name[name.index(name.startIndex, offsetBy: 3)..<x]), pid != getpid(),
+                    kill(pid, 0) != 0, errno == ESRCH
+                else { continue }
+                _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
+            }
+        }
+    }
+    static let reaped = Mutex(false)
 
     /// Makes a lab, runs `body`, and removes the lab whatever `body` did (checking that `down` succeeded);
     /// returns the lab's name for checks after it is gone.
@@ -177,9 +198,14 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(count == 1 << 30)
             #expect(good)
             try await group.shutdownGracefully()
-            // Deleting the pod removes its namespace.
+            // Deleting the pod removes its namespace (python ends at once on SIGTERM).
             try await lab.client.delete(Pod.self, name: "source")
-            try await Task.sleep(for: .milliseconds(500))
+            let deadline = ContinuousClock.now + .seconds(5)
+            while Host.namespaces().contains(where: { $0.hasPrefix("\(lab.name)-pod-") }),
+                ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
             #expect(!Host.namespaces().contains { $0.hasPrefix("\(lab.name)-pod-") })
         }
         #expect(!Host.namespaces().contains { $0.hasPrefix("\(name)-") })
@@ -375,17 +401,56 @@ final class PatternCheck: ChannelInboundHandler {
             ])
             #expect(upstream.output.isEmpty)
 
-            // Scale, patch, delete as kubectl does them.
+            // Scale to 3 and back to 1: the Endpoints and a headless service's DNS answers follow within 2 s of
+            // the pods (becoming ready; being deleted).
             #expect(
-                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=2"]).output
+                try lab.kubectl(
+                    kubectl,
+                    ["create", "service", "clusterip", "tomcat-headless", "--clusterip=None", "--tcp=8080:8080"]
+                ).status == 0)
+            #expect(
+                try lab.kubectl(
+                    kubectl, ["patch", "service", "tomcat-headless", "-p", #"{"spec":{"selector":{"app":"tomcat"}}}"#]
+                ).status == 0)
+            func following(_ count: Int) async throws -> (endpoints: Int, dns: Int) {
+                let endpoints =
+                    try await lab.client.get(Endpoints.self, name: "tomcat").raw["subsets"]?.arrayValue?
+                    .first?["addresses"]?.arrayValue?.count ?? 0
+                let dns = try TestNamespace.run([
+                    "ip", "netns", "exec", clientNamespace, "dig", "+short",
+                    "tomcat-headless.default.svc.cluster.local",
+                ]).output.split(separator: "\n").count
+                return (endpoints, dns)
+            }
+            func readyPods() async throws -> Int {
+                try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items.filter {
+                    $0.status?.isReady == true && $0.raw["metadata"]?["deletionTimestamp"] == nil
+                }.count
+            }
+            #expect(
+                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=3"]).output
                     == "deployment.apps/tomcat scaled\n")
             let deadline = ContinuousClock.now + .seconds(20)
-            while try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas != 2,
-                ContinuousClock.now < deadline
-            {
-                try await Task.sleep(for: .milliseconds(200))
+            while try await readyPods() != 3, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
             }
-            #expect(try await lab.client.get(Deployment.self, name: "tomcat").status?.readyReplicas == 2)
+            #expect(try await readyPods() == 3)
+            var since = ContinuousClock.now
+            while try await following(3) != (3, 3), ContinuousClock.now < since + .seconds(2) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await following(3) == (3, 3))
+            print("ktlab: endpoints and DNS followed 3 ready pods in \(ContinuousClock.now - since)")
+            #expect(
+                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=1"]).output
+                    == "deployment.apps/tomcat scaled\n")
+            since = ContinuousClock.now
+            while try await following(1) != (1, 1), ContinuousClock.now < since + .seconds(2) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await following(1) == (1, 1))
+            print("ktlab: endpoints and DNS followed the scale to 1 in \(ContinuousClock.now - since)")
+            #expect(try await lab.client.get(Deployment.self, name: "tomcat").spec?.replicas == 1)
             #expect(
                 try lab.kubectl(
                     kubectl, ["patch", "deployment", "tomcat", "-p", #"{"metadata":{"labels":{"tier":"web"}}}"#]
@@ -394,6 +459,13 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(
                 try lab.kubectl(kubectl, ["delete", "deployment", "tomcat"]).output
                     == "deployment.apps \"tomcat\" deleted\n")
+            // Its pods terminate gracefully: tomcat's server ends on SIGTERM, well inside the grace period.
+            let gone = ContinuousClock.now + .seconds(5)
+            while try await !lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items.isEmpty,
+                ContinuousClock.now < gone
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
             #expect(
                 try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items.isEmpty)
         }

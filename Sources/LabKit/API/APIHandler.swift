@@ -242,6 +242,7 @@ public final class APIHandler: Sendable {
     func create(_ target: Target, _ request: APIServerRequest) throws -> JSONValue {
         var object = try body(request)
         let resource = target.resource.type
+        try admission.checkFields(resource, object, validation: request.first("fieldValidation"))
         if let kind = object["kind"]?.stringValue, kind != resource.kind {
             throw APIStatusError.badRequest(
                 "the API version in the data (\(object["apiVersion"]?.stringValue ?? "")) does not match the expected API version (\(resource.apiVersion)) or kind \(kind) is not \(resource.kind)"
@@ -264,6 +265,9 @@ public final class APIHandler: Sendable {
 
     func update(_ target: Target, name: String, subresource: String?, _ request: APIServerRequest) throws -> JSONValue {
         let sent = try body(request)
+        if subresource == nil {
+            try admission.checkFields(target.resource.type, sent, validation: request.first("fieldValidation"))
+        }
         return try write(target, name: name, subresource: subresource, sent: sent)
     }
 
@@ -337,6 +341,9 @@ public final class APIHandler: Sendable {
                     + "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
             )
         }
+        if subresource == nil {
+            try admission.checkFields(target.resource.type, patched, validation: request.first("fieldValidation"))
+        }
         // A patch without a resourceVersion applies to whatever is stored now; one with a stale version conflicts.
         if patchDocument["metadata"]?["resourceVersion"] == nil {
             patched["metadata"]?["resourceVersion"] = nil
@@ -351,16 +358,49 @@ public final class APIHandler: Sendable {
         let precondition = options["preconditions"]?["resourceVersion"]?.stringValue
         let resource = target.resource.type
         let namespace = target.namespace ?? ""
+        if resource == Pod.resource {
+            let grace =
+                options["gracePeriodSeconds"]?.intValue ?? request.first("gracePeriodSeconds").flatMap(Int64.init)
+            return try deletePod(namespace: namespace, name: name, grace: grace, precondition: precondition)
+        }
         let deleted = try store.delete(resource, namespace: namespace, name: name, precondition: precondition)
         cleanUp(after: deleted, resource: resource, propagation: propagation)
         if resource == Namespace.resource {
             for (kind, child) in store.contents(ofNamespace: name) {
-                if let object = try? store.delete(kind, namespace: name, name: child) {
+                if kind == Pod.resource {
+                    _ = try? deletePod(namespace: name, name: child, grace: nil)
+                } else if let object = try? store.delete(kind, namespace: name, name: child) {
                     cleanUp(after: object, resource: kind, propagation: "Background")
                 }
             }
         }
         return deleted
+    }
+
+    /// Deletes a pod as an API server does. One on the node ends gracefully: it gets `deletionTimestamp` (now plus
+    /// the grace period) and `deletionGracePeriodSeconds`, shows as Terminating, and the kubelet stops its
+    /// containers (SIGTERM, then SIGKILL when the period is over) and removes it. A pod not on a node yet, or a
+    /// grace period of 0 (`kubectl delete --grace-period=0 --force`), goes at once. Deleting a terminating pod
+    /// again can only shorten its period. `grace` nil means the pod's `terminationGracePeriodSeconds`.
+    @discardableResult
+    public func deletePod(namespace: String, name: String, grace requested: Int64?, precondition: String? = nil)
+        throws -> JSONValue
+    {
+        let pod = try store.get(Pod.resource, namespace: namespace, name: name)
+        if let precondition, precondition != pod["metadata"]?["resourceVersion"]?.stringValue {
+            throw APIStatusError.conflict(Pod.resource, name)
+        }
+        let grace = max(0, requested ?? pod["spec"]?["terminationGracePeriodSeconds"]?.intValue ?? 30)
+        let onNode = !(pod["spec"]?["nodeName"]?.stringValue ?? "").isEmpty
+        if grace == 0 || !onNode {
+            return try store.delete(Pod.resource, namespace: namespace, name: name)
+        }
+        let now = Date()
+        return try store.modify(Pod.resource, namespace: namespace, name: name) { object in
+            if let current = object["metadata"]?["deletionGracePeriodSeconds"]?.intValue, current <= grace { return }
+            object["metadata"]?["deletionTimestamp"] = .string(RFC3339.format(now.addingTimeInterval(Double(grace))))
+            object["metadata"]?["deletionGracePeriodSeconds"] = .int(grace)
+        }
     }
 
     /// Garbage collection: dependents go with their owner (Background, Foreground) or lose the owner reference
@@ -374,6 +414,8 @@ public final class APIHandler: Sendable {
                     let owners = object["metadata"]?["ownerReferences"]?.arrayValue ?? []
                     object["metadata"]?["ownerReferences"] = .array(owners.filter { $0["uid"]?.stringValue != uid })
                 }
+            } else if kind == Pod.resource {
+                _ = try? deletePod(namespace: namespace, name: child, grace: nil)
             } else if let object = try? store.delete(kind, namespace: namespace, name: child) {
                 cleanUp(after: object, resource: kind, propagation: propagation)
             }

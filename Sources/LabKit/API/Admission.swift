@@ -180,6 +180,46 @@ public final class Admission: Sendable {
 
     /// Checks the fields without which an object cannot work (a container without an image, a Service port
     /// without a number).
+    /// Fields an object of each kind may have at its top level (beyond apiVersion, kind and metadata).
+    static let topLevelFields: [String: Set<String>] = [
+        "ConfigMap": ["data", "binaryData", "immutable"],
+        "Secret": ["data", "stringData", "type", "immutable"],
+        "Endpoints": ["subsets"],
+        "EndpointSlice": ["addressType", "endpoints", "ports"],
+        "ServiceAccount": ["secrets", "imagePullSecrets", "automountServiceAccountToken"],
+        "Event": [
+            "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
+            "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance",
+        ],
+    ]
+
+    static let metadataFields: Set<String> = [
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+        "managedFields",
+    ]
+
+    /// `fieldValidation=Strict` (what kubectl sends by default): an unknown field at the top of the object or in
+    /// its metadata is an error, worded as the API server words it, and nothing is stored.
+    public func checkFields(_ resource: ResourceType, _ object: JSONValue, validation: String?) throws {
+        guard validation == "Strict" else { return }
+        let allowed =
+            Self.topLevelFields[resource.kind] ?? ["spec", "status"]
+        var unknown: [String] = []
+        for key in (object.objectValue ?? [:]).keys.sorted()
+        where !["apiVersion", "kind", "metadata"].contains(key) && !allowed.contains(key) {
+            unknown.append(key)
+        }
+        for key in (object["metadata"]?.objectValue ?? [:]).keys.sorted() where !Self.metadataFields.contains(key) {
+            unknown.append("metadata.\(key)")
+        }
+        guard !unknown.isEmpty else { return }
+        let version = resource.apiVersion.split(separator: "/").last.map(String.init) ?? resource.apiVersion
+        throw APIStatusError.badRequest(
+            "\(resource.kind) in version \"\(version)\" cannot be handled as a \(resource.kind): strict decoding error: "
+                + unknown.map { "unknown field \"\($0)\"" }.joined(separator: ", "))
+    }
+
     public func validate(_ resource: ResourceType, _ object: JSONValue) throws {
         let name = object["metadata"]?["name"]?.stringValue ?? ""
         func containers(_ spec: JSONValue?, prefix: String) throws {

@@ -77,7 +77,7 @@ public final class ExecSession: ChannelInboundHandler, RemovableChannelHandler, 
             }
         }
         do {
-            try process.run()
+            try Host.launch(process)
         } catch {
             send(2, Array("cannot run \(command.first ?? ""): \(error)\n".utf8))
             finish(exitCode: 126)

@@ -58,6 +58,12 @@ enum Tables {
             return [name, Column(name: "Type"), Column(name: "Data", type: "integer"), age]
         case Endpoints.resource:
             return [name, Column(name: "Endpoints"), age]
+        case Event.resource:
+            return [
+                Column(name: "Last Seen"), Column(name: "Type"), Column(name: "Reason"), Column(name: "Object"),
+                Column(name: "Message"), Column(name: "Source", priority: 1),
+                Column(name: "Count", type: "integer", priority: 1), name,
+            ]
         default:
             return [name, age]
         }
@@ -161,6 +167,15 @@ enum Tables {
                 return ips.flatMap { ip in ports.map { "\(ip):\($0)" } }
             }
             return [name, .string(addresses.isEmpty ? "<none>" : addresses.joined(separator: ",")), age]
+        case Event.resource:
+            let involved = object["involvedObject"]
+            let kind = (involved?["kind"]?.stringValue ?? "").lowercased()
+            return [
+                .string(Self.age(object["lastTimestamp"]?.stringValue, now: now)), text(object["type"]),
+                text(object["reason"]), .string("\(kind)/\(involved?["name"]?.stringValue ?? "")"),
+                text(object["message"], ""),
+                text(object["source"]?["component"]), object["count"] ?? 1, name,
+            ]
         default:
             return [name, age]
         }

@@ -222,7 +222,10 @@ public final class Controllers: Sendable {
         let namespace = Self.namespace(replicaSet)
         let wanted = Int(replicaSet["spec"]?["replicas"]?.intValue ?? 1)
         let pods = Self.owned(by: replicaSet, store.list(Selection(resource: Pod.resource, namespace: namespace)).items)
-            .filter { phase in !["Succeeded", "Failed"].contains(phase["status"]?["phase"]?.stringValue ?? "") }
+            .filter { pod in
+                !["Succeeded", "Failed"].contains(pod["status"]?["phase"]?.stringValue ?? "")
+                    && pod["metadata"]?["deletionTimestamp"] == nil
+            }
         if pods.count < wanted, let template = replicaSet["spec"]?["template"] {
             for _ in pods.count..<wanted {
                 var metadata = template["metadata"] ?? [:]
@@ -243,11 +246,12 @@ public final class Controllers: Sendable {
                     > (b["metadata"]?["creationTimestamp"]?.stringValue ?? "")
             }
             for pod in order.prefix(pods.count - wanted) {
-                _ = try? store.delete(Pod.resource, namespace: namespace, name: Self.name(pod))
+                _ = try? handler.deletePod(namespace: namespace, name: Self.name(pod), grace: nil)
             }
         }
         let current = Self.owned(
-            by: replicaSet, store.list(Selection(resource: Pod.resource, namespace: namespace)).items)
+            by: replicaSet, store.list(Selection(resource: Pod.resource, namespace: namespace)).items
+        ).filter { $0["metadata"]?["deletionTimestamp"] == nil }
         let ready = current.filter(Self.isReady).count
         let status: JSONValue = [
             "replicas": .int(Int64(current.count)), "fullyLabeledReplicas": .int(Int64(current.count)),
@@ -276,13 +280,18 @@ public final class Controllers: Sendable {
             }.sorted { Self.name($0) < Self.name($1) }
             let servicePorts = service["spec"]?["ports"]?.arrayValue ?? []
             func address(_ pod: JSONValue) -> JSONValue {
-                [
+                var address: JSONValue = [
                     "ip": pod["status"]?["podIP"] ?? .null, "nodeName": pod["spec"]?["nodeName"] ?? .null,
                     "targetRef": [
                         "kind": "Pod", "namespace": .string(namespace), "name": .string(Self.name(pod)),
                         "uid": .string(Self.uid(pod)),
                     ],
                 ]
+                // A pod with spec.hostname whose spec.subdomain is this service gets a DNS name under it.
+                if let hostname = pod["spec"]?["hostname"], pod["spec"]?["subdomain"]?.stringValue == name {
+                    address["hostname"] = hostname
+                }
+                return address
             }
             // Named target ports resolve per pod; the lab's pods of one service share their ports, so the first
             // pod decides.

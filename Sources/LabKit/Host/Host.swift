@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -22,6 +23,25 @@ public enum Host {
             if access(path, X_OK) == 0 { return path }
         }
         return nil
+    }
+
+    /// Starts `process` with no signal blocked. A process inherits the signal mask of the thread that starts it,
+    /// and the threads of Swift's concurrency pool and NIO's loops block most signals: a container started from one
+    /// would never see the SIGTERM that ends it.
+    public static func launch(_ process: Process) throws {
+        let result = NIOLockedValueBox<Result<Void, any Error>>(.success(()))
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            let outcome = Result { try process.run() }
+            result.withLockedValue { $0 = outcome }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        try result.withLockedValue { $0 }.get()
     }
 
     /// Runs a command to completion and returns its standard output; a non-zero exit throws with stderr.

@@ -24,9 +24,10 @@ public final class Kubelet: Sendable {
         var processes: [String: Process] = [:]
         var restarts: [String: Int] = [:]
         var stopped = false
+        var terminating = false
     }
 
-    private let pods = NIOLockedValueBox<[String: RunningPod]>([:])
+    let pods = NIOLockedValueBox<[String: RunningPod]>([:])
     private let nextIndex = NIOLockedValueBox(1)
 
     public init(layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger) {
@@ -42,15 +43,26 @@ public final class Kubelet: Sendable {
     /// Watches every pod until cancelled.
     public func run() async throws {
         let events = try store.watch(Selection(resource: Pod.resource, namespace: nil), after: nil)
+        let reaper = Task {
+            while !Task.isCancelled {
+                endOrphans()
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        defer { reaper.cancel() }
         for await event in events {
             let namespace = event.object["metadata"]?["namespace"]?.stringValue ?? ""
             let name = event.object["metadata"]?["name"]?.stringValue ?? ""
             switch event.kind {
             case .added, .modified:
                 let known = pods.withLockedValue { $0[Self.key(namespace, name)] != nil }
-                if !known && event.object["status"]?["podIP"] == nil
-                    && event.object["metadata"]?["deletionTimestamp"] == nil
-                {
+                if event.object["metadata"]?["deletionTimestamp"] != nil {
+                    if known {
+                        terminate(namespace: namespace, name: name)
+                    } else {
+                        _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
+                    }
+                } else if !known && event.object["status"]?["podIP"] == nil {
                     start(namespace: namespace, name: name, pod: event.object)
                 }
             case .deleted:
@@ -105,7 +117,43 @@ public final class Kubelet: Sendable {
         _ = try? store.modify(Pod.resource, namespace: namespace, name: name) { object in
             if object["spec"]?["nodeName"] == nil { object["spec"]?["nodeName"] = .string("\(self.layout.name)-node") }
         }
+        startContainers(namespace: namespace, name: name, attempt: 0)
+    }
+
+    /// Materialises the pod's volumes and starts its containers. A volume whose ConfigMap or Secret does not exist
+    /// yet keeps the pod in ContainerCreating and is retried every 2 s, as a kubelet does.
+    func startContainers(namespace: String, name: String, attempt: Int) {
+        let key = Self.key(namespace, name)
+        guard let pod = try? store.get(Pod.resource, namespace: namespace, name: name),
+            pod["metadata"]?["deletionTimestamp"] == nil,
+            let ip = pods.withLockedValue({ $0[key].flatMap { $0.stopped ? nil : $0.ip } })
+        else { return }
+        let now = RFC3339.format(Date())
         let containers = pod["spec"]?["containers"]?.arrayValue ?? []
+        let volumes: [String: String]
+        do {
+            volumes = try materialiseVolumes(namespace: namespace, name: name, pod: pod)
+        } catch let error as VolumeError {
+            let reason = error.waits ? "ContainerCreating" : "CreateContainerConfigError"
+            updateStatus(namespace, name) { status in
+                status["containerStatuses"] = .array(
+                    containers.map { container in
+                        Self.containerStatus(
+                            container["name"]?.stringValue ?? "c", image: container["image"]?.stringValue ?? "",
+                            state: ["waiting": ["reason": .string(reason), "message": .string(error.message)]],
+                            ready: false, restarts: 0)
+                    })
+            }
+            if attempt == 0 { recordEvent(pod: pod, type: "Warning", reason: "FailedMount", message: error.message) }
+            guard error.waits else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(2)) { [weak self] in
+                self?.startContainers(namespace: namespace, name: name, attempt: attempt + 1)
+            }
+            return
+        } catch {
+            logger.error("pod \(namespace)/\(name): volumes: \(error)")
+            return
+        }
         var statuses: [JSONValue] = []
         var failed = false
         for container in containers {
@@ -114,6 +162,7 @@ public final class Kubelet: Sendable {
             switch ImageCatalog.program(for: container, binaries: binaries) {
             case .pullFailure(let message):
                 failed = true
+                recordEvent(pod: pod, type: "Warning", reason: "Failed", message: message)
                 statuses.append(
                     Self.containerStatus(
                         containerName, image: image,
@@ -123,7 +172,7 @@ public final class Kubelet: Sendable {
                 do {
                     try launch(
                         namespace: namespace, name: name, pod: pod, container: container, arguments: arguments,
-                        workingDirectory: workingDirectory)
+                        workingDirectory: workingDirectory, volumes: volumes)
                     statuses.append(
                         Self.containerStatus(
                             containerName, image: image, state: ["running": ["startedAt": .string(now)]], ready: false,
@@ -177,7 +226,7 @@ public final class Kubelet: Sendable {
 
     func launch(
         namespace: String, name: String, pod: JSONValue, container: JSONValue, arguments: [String],
-        workingDirectory: String
+        workingDirectory: String, volumes: [String: String]
     ) throws {
         let containerName = container["name"]?.stringValue ?? "c"
         guard let running = pods.withLockedValue({ $0[Self.key(namespace, name)] }) else { return }
@@ -187,6 +236,7 @@ public final class Kubelet: Sendable {
         if ImageCatalog.repository(of: container["image"]?.stringValue ?? "").hasSuffix("tomcat") {
             try FileManager.default.createDirectory(atPath: cwd + "/webapps", withIntermediateDirectories: true)
         }
+        try mount(volumes, into: root, for: container)
         let environment = self.environment(for: container, pod: pod, namespace: namespace, ip: running.ip)
         let logPath = "\(root).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -205,7 +255,7 @@ public final class Kubelet: Sendable {
             self?.exited(
                 key: key, namespace: namespace, name: name, container: container, status: finished.terminationStatus)
         }
-        try process.run()
+        try Host.launch(process)
         pods.withLockedValue { $0[key]?.processes[containerName] = process }
         logger.info(
             "pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))"
@@ -336,9 +386,10 @@ public final class Kubelet: Sendable {
                 self.pods.withLockedValue({ $0[key].map { !$0.stopped } ?? false })
             else { return }
             if case .run(let arguments, let directory) = ImageCatalog.program(for: container, binaries: self.binaries) {
+                let volumes = self.volumeDirectories(namespace: namespace, name: name, pod: current)
                 try? self.launch(
                     namespace: namespace, name: name, pod: current, container: container, arguments: arguments,
-                    workingDirectory: directory)
+                    workingDirectory: directory, volumes: volumes)
                 self.updateStatus(namespace, name) { podStatus in
                     var statuses = podStatus["containerStatuses"]?.arrayValue ?? []
                     for index in statuses.indices where statuses[index]["name"]?.stringValue == containerName {
@@ -403,6 +454,74 @@ public final class Kubelet: Sendable {
     }
 
     // MARK: - Stopping
+
+    /// A pod marked for deletion: SIGTERM to its containers, SIGKILL to what still runs when the grace period
+    /// (`deletionTimestamp`, which a second delete may bring forward) is over, then the pod object goes.
+    func terminate(namespace: String, name: String) {
+        let key = Self.key(namespace, name)
+        guard
+            let processes = pods.withLockedValue({ pods -> [Process]? in
+                guard var pod = pods[key], !pod.terminating else { return nil }
+                pod.terminating = true
+                pod.stopped = true
+                pods[key] = pod
+                return Array(pod.processes.values)
+            })
+        else { return }
+        if let pod = try? store.get(Pod.resource, namespace: namespace, name: name) {
+            let names =
+                processes.isEmpty
+                ? ""
+                : " "
+                    + (pod["spec"]?["containers"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }.joined(
+                        separator: ", ")
+            recordEvent(pod: pod, type: "Normal", reason: "Killing", message: "Stopping container\(names)")
+        }
+        // Foundation starts each process in a process group of its own: the container's processes.
+        for process in processes { killpg(process.processIdentifier, SIGTERM) }
+        let now = RFC3339.format(Date())
+        updateStatus(namespace, name) { status in
+            var statuses = status["containerStatuses"]?.arrayValue ?? []
+            for index in statuses.indices { statuses[index]["ready"] = false }
+            status["containerStatuses"] = .array(statuses)
+            status["conditions"] = Self.conditions(ready: false, now: now)
+        }
+        let store = self.store
+        Task { [self] in
+            // `exited` removes a container's process when it ends.
+            while !(self.pods.withLockedValue { $0[key]?.processes.isEmpty ?? true }) {
+                self.endOrphans()
+                let deadline =
+                    (try? store.get(Pod.resource, namespace: namespace, name: name))?["metadata"]?[
+                        "deletionTimestamp"]?.stringValue.flatMap(RFC3339.parse) ?? Date()
+                if Date() >= deadline {
+                    for process in self.pods.withLockedValue({ $0[key]?.processes.values.map { $0 } ?? [] }) {
+                        killpg(process.processIdentifier, SIGKILL)
+                    }
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
+        }
+    }
+
+    /// A container ends when its main process does, as a container's PID 1: what it leaves running in its
+    /// process group is killed. (Foundation notices a process's end only when every process that inherited its
+    /// watch descriptor has closed it, so an orphaned `sleep` would otherwise keep the container "running".)
+    func endOrphans() {
+        let all = pods.withLockedValue { pods in pods.values.flatMap { $0.processes.values } }
+        for process in all where Self.isZombie(process.processIdentifier) {
+            killpg(process.processIdentifier, SIGKILL)
+        }
+    }
+
+    public static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
 
     func stop(namespace: String, name: String) {
         let key = Self.key(namespace, name)

@@ -81,10 +81,21 @@ public final class ClusterDNS: Sendable {
             return response
         }
         switch question.type {
-        case .a, .any:
+        case .a:
             response.answers = addresses.compactMap { IPv4Address($0) }.map {
                 DNSRecord(name: name, ttl: Self.ttl, data: .a($0))
             }
+        case .aaaa:
+            // The lab's pods and ClusterIPs are IPv4: AAAA is NODATA unless a Service was given IPv6 clusterIPs.
+            response.answers = addresses.compactMap { IPv6Address($0) }.map {
+                DNSRecord(name: name, ttl: Self.ttl, data: .aaaa($0))
+            }
+        case .any:
+            response.answers =
+                addresses.compactMap { IPv4Address($0) }.map { DNSRecord(name: name, ttl: Self.ttl, data: .a($0)) }
+                + addresses.compactMap { IPv6Address($0) }.map {
+                    DNSRecord(name: name, ttl: Self.ttl, data: .aaaa($0))
+                }
         case .srv:
             response.answers = service.map { [$0] } ?? []
         default:
@@ -121,18 +132,20 @@ public final class ClusterDNS: Sendable {
                         data: .srv(DNSServiceData(priority: 0, weight: 100, port: UInt16(number), target: target)))
                 )
             }
-            guard local.count == 3 else {
-                // hostname.svc.ns.svc: a pod of a headless service by hostname.
-                return nil
-            }
-            if let clusterIP = service["spec"]?["clusterIP"]?.stringValue, clusterIP != "None" {
-                return ([clusterIP], nil)
-            }
             let endpoints = try? store.get(Endpoints.resource, namespace: namespace, name: serviceName)
-            let ips = (endpoints?["subsets"]?.arrayValue ?? []).flatMap {
-                ($0["addresses"]?.arrayValue ?? []).compactMap { $0["ip"]?.stringValue }
+            let ready = (endpoints?["subsets"]?.arrayValue ?? []).flatMap { $0["addresses"]?.arrayValue ?? [] }
+            if local.count == 4 {
+                // hostname.svc.ns.svc: the pod of a headless service whose spec.hostname is that (and subdomain the
+                // service).
+                let ips = ready.filter { $0["hostname"]?.stringValue == local[0] }.compactMap { $0["ip"]?.stringValue }
+                return ips.isEmpty ? nil : (ips, nil)
             }
-            return (ips, nil)
+            guard local.count == 3 else { return nil }
+            if let clusterIP = service["spec"]?["clusterIP"]?.stringValue, clusterIP != "None" {
+                let all = (service["spec"]?["clusterIPs"]?.arrayValue ?? []).compactMap(\.stringValue)
+                return (all.isEmpty ? [clusterIP] : all, nil)
+            }
+            return (ready.compactMap { $0["ip"]?.stringValue }, nil)
         }
         // 10-244-0-2.ns.pod or name.ns.pod
         if local.count == 3, local[2] == "pod" {
@@ -142,7 +155,8 @@ public final class ClusterDNS: Sendable {
             if let pod = try? store.get(Pod.resource, namespace: namespace, name: local[0]),
                 let ip = pod["status"]?["podIP"]?.stringValue
             {
-                return ([ip], nil)
+                let all = (pod["status"]?["podIPs"]?.arrayValue ?? []).compactMap { $0["ip"]?.stringValue }
+                return (all.isEmpty ? [ip] : all, nil)
             }
             return nil
         }

@@ -10,6 +10,15 @@ public enum LabControl {
         public init(_ description: String) { self.description = description }
     }
 
+    /// A lab's name becomes namespace names and a directory under /run/ktlab, so it is a short DNS-like label.
+    public static func checkName(_ name: String) throws {
+        guard name.range(of: "^[a-z][a-z0-9-]{0,15}$", options: .regularExpression) != nil else {
+            throw Failure(
+                "lab name \"\(name)\" must be 1-16 lower-case letters, digits or '-', starting with a letter; "
+                    + "nothing was changed")
+        }
+    }
+
     /// Why ktlab cannot run here, or nil.
     public static func preflight() -> String? {
         if geteuid() != 0 { return "ktlab makes network namespaces and must run as root (try: sudo ktlab ...)" }
@@ -36,9 +45,7 @@ public enum LabControl {
         name: String, podCIDR: String, serviceCIDR: String, serveCommand: [String], progress: (String) -> Void
     ) async throws -> LabLayout {
         if let reason = preflight() { throw Failure(reason) }
-        guard name.range(of: "^[a-z][a-z0-9-]{0,15}$", options: .regularExpression) != nil else {
-            throw Failure("lab name \"\(name)\" must be 1-16 lower-case letters, digits or '-', starting with a letter")
-        }
+        try checkName(name)
         if let existing = LabState.read(name) {
             if isAlive(existing.serverPID) {
                 throw Failure(
@@ -46,7 +53,7 @@ public enum LabControl {
                 )
             }
             progress("lab \"\(name)\" has state from an earlier run that is not running; removing it first")
-            down(name: name, progress: progress)
+            try down(name: name, progress: progress)
         }
         // Choosing a slot and recording it happen under one lock, so that two `up`s at once never share a slot.
         try FileManager.default.createDirectory(atPath: LabLayout.stateRoot, withIntermediateDirectories: true)
@@ -86,7 +93,7 @@ public enum LabControl {
             if let log = try? String(contentsOfFile: layout.logFile, encoding: .utf8), !log.isEmpty {
                 progress("server log:\n" + log.split(separator: "\n").suffix(20).joined(separator: "\n"))
             }
-            down(name: name, progress: { _ in })
+            try? down(name: name, progress: { _ in })
             throw error
         }
         return layout
@@ -164,7 +171,8 @@ public enum LabControl {
 
     /// Removes everything the lab made: its server and every process in its namespaces, the namespaces (and their
     /// interfaces and nftables tables with them), `/etc/netns` entries, and its state directory. Safe to repeat.
-    public static func down(name: String, progress: (String) -> Void) {
+    public static func down(name: String, progress: (String) -> Void) throws {
+        try checkName(name)
         let state = LabState.read(name)
         // The recorded pid, and any server of this lab that had not recorded it yet (an `up` that failed early).
         let servers = Set((state?.serverPID.map { [$0] } ?? []) + serverProcesses(name: name)).filter { isAlive($0) }

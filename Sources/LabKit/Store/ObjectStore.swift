@@ -160,7 +160,10 @@ public final class ObjectStore: Sendable {
             }
             var new = try merge(old, object)
             // What the server owns stays the server's.
-            for field in ["uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp"] {
+            for field in [
+                "uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 new["metadata"]?[field] = old["metadata"]?[field]
             }
             new["metadata"]?["name"] = .string(name)
