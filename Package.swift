@@ -148,11 +148,17 @@ var targets: [Target] = [
             .product(name: "Logging", package: "swift-log"),
         ]
     ),
+    // A lab made with the real `ktlab` binary for one test (ktlab's and ktctl's end-to-end tests).
+    .target(
+        name: "LabTestSupport",
+        dependencies: ["KubeKit", "LabKit", "NamespaceTestSupport"],
+        path: "Tests/LabTestSupport"
+    ),
     // ktlab end to end: the built `ktlab` binary, real namespaces, kubectl and the Python client where installed.
     .testTarget(
         name: "KtlabTests",
         dependencies: [
-            "KubeKit", "LabKit", "NamespaceTestSupport",
+            "KubeKit", "LabKit", "NamespaceTestSupport", "LabTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]
@@ -174,19 +180,43 @@ var targets: [Target] = [
         ],
         exclude: ["Fixtures"]
     ),
+    // The laptop's side of the data path: TUN ↔ stack ↔ tunnel on one thread, the DNS resolver, the SOCKS/HTTP proxy.
+    .target(
+        name: "KtEngine",
+        dependencies: [
+            "KtStack", "KtTun", "KtTunnel", "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     // One file per command: a pure plan (tested as values) and the step that applies it.
     .target(
         name: "KtctlKit",
-        dependencies: ["KtTun", "KtWire"]
+        dependencies: [
+            "KtTun", "KtWire", "KtEngine", "KtTunnel", "KtStack", "KubeKit",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
     ),
     .testTarget(
         name: "KtctlKitTests",
-        dependencies: ["KtctlKit", "KtTun", "KtWire", "NamespaceTestSupport"]
+        dependencies: [
+            "KtctlKit", "KtTun", "KtWire", "KtEngine", "KubeKit", "LabKit", "NamespaceTestSupport", "LabTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]
     ),
     // The CLI: flag parsing only.
     .executableTarget(
         name: "ktctl",
-        dependencies: ["KtctlKit", "KtWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        dependencies: [
+            "KtctlKit", "KtWire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
     ),
     .testTarget(
         name: "KtWireTests",

@@ -3,15 +3,15 @@ import ArgumentParser
 /// ktctl: joins this machine to a Kubernetes test cluster in both directions. This executable only parses
 /// flags; every command's work lives in KtctlKit.
 @main
-struct Ktctl: ParsableCommand {
+struct Ktctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ktctl",
         abstract: "Join this machine to a Kubernetes test cluster, in both directions.",
         discussion: """
-            Only `route` exists so far; `connect`, `exchange`, `mesh`, `preview` and the rest follow. \
+            `connect` (tun mode) and `route` exist so far; `exchange`, `mesh`, `preview` and the rest follow. \
             Shell completion: ktctl --generate-completion-script bash|zsh|fish.
             """,
         version: "0.1.0-dev",
-        subcommands: [RouteCommand.self]
+        subcommands: [ConnectCLI.self, RouteCommand.self]
     )
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KubeKit
 import LabKit
+import LabTestSupport
 import NamespaceTestSupport
 import Testing
 

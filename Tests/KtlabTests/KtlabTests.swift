@@ -1,103 +1,11 @@
 import Foundation
 import KubeKit
 import LabKit
+import LabTestSupport
 import NIOCore
 import NIOPosix
 import NamespaceTestSupport
-import Synchronization
 import Testing
-
-/// A lab made with the real `ktlab` binary for one test and removed after it (also when the test fails).
-final class RunningLab {
-    let name: String
-    let ktlab: String
-    let client: KubeClient
-    let kubeconfig: String
-
-    init() async throws {
-        guard let ktlab = builtExecutable("ktlab") else { throw LabControl.Failure("ktlab is not built") }
-        self.ktlab = ktlab
-        Self.reapStaleLabs(ktlab)
-        name = Self.uniqueName()
-        let up = try TestNamespace.run(["env", ktlab, "up", "--name", name], timeout: 60)
-        guard up.status == 0 else {
-            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
-            throw LabControl.Failure("ktlab up failed: \(up.output) \(up.error)")
-        }
-        kubeconfig = "\(LabLayout.stateRoot)/\(name)/kubeconfig"
-        do {
-            client = try KubeClient(access: try Kubeconfig.load(explicitPath: kubeconfig, environment: [:]).access())
-        } catch {
-            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
-            throw error
-        }
-    }
-
-    /// `ktt<pid>x<n>`: the test process's pid, so that a later run can tell a lab left by a crashed one.
-    static func uniqueName() -> String { "ktt\(getpid())x\(Int.random(in: 100...999))" }
-
-    /// Labs of test processes that are gone (killed, crashed) are removed once per test process.
-    static func reapStaleLabs(_ ktlab: String) {
-        reaped.withLock { done in
-            guard !done else { return }
-            done = true
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: LabLayout.stateRoot)) ?? [] {
-                guard name.hasPrefix("ktt"), let x = name.firstIndex(of: "x"),
-                    let pid = Int32(name[name.index(name.startIndex, offsetBy: 3)..<x]), pid != getpid(),
-                    kill(pid, 0) != 0, errno == ESRCH
-                else { continue }
-                _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
-            }
-        }
-    }
-    static let reaped = Mutex(false)
-
-    /// Makes a lab, runs `body`, and removes the lab whatever `body` did (checking that `down` succeeded);
-    /// returns the lab's name for checks after it is gone.
-    @discardableResult
-    static func with(_ body: (RunningLab) async throws -> Void) async throws -> String {
-        let lab = try await RunningLab()
-        var failure: (any Error)?
-        do {
-            try await body(lab)
-        } catch {
-            failure = error
-        }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        if let failure { throw failure }
-        return lab.name
-    }
-
-    /// A tool `make deps` put in .build/tools, when it is there.
-    static func tool(_ name: String) -> String? {
-        let path = "\(repositoryRoot)/.build/tools/\(name)"
-        return access(path, X_OK) == 0 ? path : nil
-    }
-
-    /// Runs a kubectl binary against this lab, with a home of its own (kubectl's discovery cache).
-    func kubectl(_ binary: String, _ arguments: [String], timeout: Double = 30) throws -> TestNamespace.CommandResult {
-        try TestNamespace.run(
-            ["env", "HOME=\(LabLayout.stateRoot)/\(name)/home", "KUBECONFIG=\(kubeconfig)", binary] + arguments,
-            timeout: timeout)
-    }
-
-    func down() async -> TestNamespace.CommandResult? {
-        await client.shutdown()
-        return try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
-    }
-
-    /// Waits until the pod is Ready (the kubelet saw its port open).
-    func waitReady(_ pod: String, timeout: Duration = .seconds(30)) async throws -> Pod {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let current = try await client.get(Pod.self, name: pod)
-            if current.status?.isReady == true { return current }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw LabControl.Failure("pod \(pod) not ready in \(timeout)")
-    }
-}
 
 /// A pod whose container (python, as the lab's `python` image runs its command) sends `gibibytes` GiB of the
 /// byte pattern `offset % 251` to whoever connects to port 9000.

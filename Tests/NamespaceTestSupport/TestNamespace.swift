@@ -28,6 +28,12 @@ public final class TestNamespace: @unchecked Sendable {
         }
     }
 
+    /// A namespace someone else made and removes (a ktlab lab's workstation namespace), to run commands and
+    /// background programs in; `delete()` must not be called on it.
+    public init(existing name: String) {
+        self.name = name
+    }
+
     /// Namespaces this project's tests and benchmarks name `kt…-<pid>-<n>`. When the process that made one was
     /// killed before it could clean up (a signal, a crash), the next run removes it and stops what runs inside, so
     /// a machine never accumulates them. Runs once per process.

@@ -95,5 +95,11 @@ public enum LabServer {
             ],
         ]
         _ = try store.create(Node.resource, namespace: "", object: node)
+        // As a 1.33 API server makes it from --service-cluster-ip-range.
+        let serviceCIDR: JSONValue = [
+            "metadata": ["name": "kubernetes"], "spec": ["cidrs": [.string(layout.serviceCIDR)]],
+            "status": ["conditions": [["type": "Ready", "status": "True", "reason": "", "message": ""]]],
+        ]
+        _ = try store.create(ServiceCIDR.resource, namespace: "", object: serviceCIDR)
     }
 }

@@ -1,0 +1,78 @@
+import KtTunnel
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The tunnel the engine dials through, which can change under it: the session replaces the client when the
+/// port-forward or the SSH connection drops and comes back. While there is none, new dials wait (up to
+/// `dialWait`) for the next one; flows of a lost client end with it.
+public final class TunnelLink: Sendable {
+    struct State {
+        var client: TunnelClient?
+        var generation = 0
+        var waiters: [EventLoopPromise<TunnelClient>] = []
+        var observers: [@Sendable (TunnelClient) -> Void] = []
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// How long a dial waits for a tunnel before it fails as timed out.
+    public let dialWait: TimeAmount
+
+    public init(dialWait: TimeAmount = .seconds(10)) {
+        self.dialWait = dialWait
+    }
+
+    /// The client in use, if any.
+    public var client: TunnelClient? { state.withLockedValue { $0.client } }
+
+    /// Puts a new client in place (nil: the tunnel is down); waiting dials go on with it, observers hear of it.
+    public func set(_ client: TunnelClient?) {
+        let (waiters, observers) = state.withLockedValue {
+            state -> ([EventLoopPromise<TunnelClient>], [@Sendable (TunnelClient) -> Void]) in
+            state.client = client
+            state.generation += 1
+            guard client != nil else { return ([], []) }
+            defer { state.waiters = [] }
+            return (state.waiters, state.observers)
+        }
+        guard let client else { return }
+        for waiter in waiters { waiter.succeed(client) }
+        for observer in observers { observer(client) }
+    }
+
+    /// Calls `observer` with every client put in place from now on (and the current one, if any).
+    public func observe(_ observer: @escaping @Sendable (TunnelClient) -> Void) {
+        let current = state.withLockedValue { state -> TunnelClient? in
+            state.observers.append(observer)
+            return state.client
+        }
+        if let current { observer(current) }
+    }
+
+    /// A client, now or once one is set; fails with `TunnelError.connectionLost` after `dialWait`.
+    public func waitForClient(on eventLoop: any EventLoop) -> EventLoopFuture<TunnelClient> {
+        let promise = eventLoop.makePromise(of: TunnelClient.self)
+        let current = state.withLockedValue { state -> TunnelClient? in
+            if let client = state.client, client.failure == nil { return client }
+            state.waiters.append(promise)
+            return nil
+        }
+        if let current { return eventLoop.makeSucceededFuture(current) }
+        eventLoop.scheduleTask(in: dialWait) { [state] in
+            // Still waiting (set() takes the waiters it completes): time is up. A promise completes only once.
+            let waiting = state.withLockedValue { state -> Bool in
+                let before = state.waiters.count
+                state.waiters.removeAll { $0.futureResult === promise.futureResult }
+                return state.waiters.count < before
+            }
+            if waiting { promise.fail(TunnelError.connectionLost) }
+        }
+        return promise.futureResult
+    }
+
+    /// Dials `host:port` from the cluster side.
+    public func openTCP(host: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<TunnelFlow> {
+        waitForClient(on: eventLoop).flatMap { client in
+            client.openTCPFuture(host: host, port: port)
+        }
+    }
+}

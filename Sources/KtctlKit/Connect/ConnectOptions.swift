@@ -1,0 +1,79 @@
+import Foundation
+import KtWire
+
+/// Where the cluster is and how ktctl's pods look (the global flags every command shares).
+public struct ClusterOptions: Sendable {
+    public var kubeconfig: String?
+    public var context: String?
+    /// nil: the context's namespace (then `default`).
+    public var namespace: String?
+    public var image: String
+    public var imagePullSecret: String?
+    public var serviceAccount: String?
+    public var nodeSelector: [String: String] = [:]
+    public var labels: [String: String] = [:]
+    public var annotations: [String: String] = [:]
+    public var quota = PodQuota()
+    /// How long to wait for the shadow pod to be ready.
+    public var timeout: Duration = .seconds(120)
+    public var debug = false
+
+    public static let defaultImage = "ghcr.io/ktconnect-swift/kt-shadow:0.1.0"
+
+    public init(image: String = ClusterOptions.defaultImage) {
+        self.image = image
+    }
+}
+
+/// `ktctl connect`'s own flags.
+public struct ConnectOptions: Sendable {
+    public enum Mode: String, Sendable, CaseIterable {
+        case tun
+        case socks
+    }
+
+    public var cluster: ClusterOptions
+    public var mode: Mode = .tun
+    public var tunName = "kt0"
+    /// The TUN's own address (the DNS resolver listens there): a /30 unlikely to be anyone's.
+    public var tunAddress = "198.18.20.1"
+    public var includeIPs: [AnyIPPrefix] = []
+    public var excludeIPs: [AnyIPPrefix] = []
+    public var forceRoutes = false
+    public var clusterDomain = "cluster.local"
+    /// `auto` (systemd-resolved when it runs, else resolv.conf), `resolv.conf`, `none`.
+    public var dnsMode = "auto"
+    public var proxyAddress = "127.0.0.1"
+    public var proxyPort = 2223
+    /// Where ktctl keeps its journal and pid file (`~/.kt`).
+    public var stateDirectory: String
+
+    public init(cluster: ClusterOptions, stateDirectory: String) {
+        self.cluster = cluster
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// What went wrong, in words that say what to do next.
+public enum ConnectError: Error, CustomStringConvertible, Sendable {
+    case badFlag(String, String)
+    case alreadyRunning(pid: Int32, file: String)
+    case needsRoot
+    case shadow(String)
+    case routes(String)
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .badFlag(let flag, let why): return "\(flag): \(why)"
+        case .alreadyRunning(let pid, let file):
+            return "another ktctl connect is running (pid \(pid), \(file)); stop it first, or remove the file if that "
+                + "process is not ktctl"
+        case .needsRoot:
+            return "tun mode needs root (it makes a TUN device and routes); run it with sudo, or use --mode socks"
+        case .shadow(let why): return why
+        case .routes(let why): return why
+        case .other(let why): return why
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Foundation
+import KtWire
+import KtctlKit
+import Logging
+
+/// The flags every command that touches the cluster shares, spelled as kubectl users expect; kt-connect's
+/// camelCase spellings are accepted too (hidden) so that existing scripts work.
+struct ClusterFlags: ParsableArguments {
+    @Option(name: [.customLong("kubeconfig"), .customShort("c")], help: "Path to the kubeconfig file.")
+    var kubeconfig: String?
+
+    @Option(help: "The kubeconfig context to use.")
+    var context: String?
+
+    @Option(name: .shortAndLong, help: "Namespace for the shadow pod (default: the context's namespace).")
+    var namespace: String?
+
+    @Option(name: .shortAndLong, help: "The shadow image.")
+    var image: String = ClusterOptions.defaultImage
+
+    @Option(
+        name: [.customLong("image-pull-secret"), .customLong("imagePullSecret", withSingleDash: false)],
+        help: "A pull secret for the shadow image.")
+    var imagePullSecret: String?
+
+    @Option(
+        name: [.customLong("service-account"), .customLong("serviceAccount")], help: "The shadow pod's service account."
+    )
+    var serviceAccount: String?
+
+    @Option(name: [.customLong("node-selector"), .customLong("nodeSelector")], help: "k=v,k2=v2 for the shadow pod.")
+    var nodeSelector: String = ""
+
+    @Option(
+        name: [.customLong("with-label"), .customLong("withLabel"), .customShort("l")],
+        help: "Extra labels k=v,k2=v2 on the shadow pod.")
+    var withLabel: String = ""
+
+    @Option(
+        name: [.customLong("with-annotation"), .customLong("withAnnotation")],
+        help: "Extra annotations k=v on the shadow pod.")
+    var withAnnotation: String = ""
+
+    @Option(
+        name: [.customLong("pod-quota"), .customLong("podQuota")],
+        help: "Requests and limits: cpu=100m,memory=64Mi (or kt-connect's 0.5c,512m).")
+    var podQuota: String = ""
+
+    @Option(help: "Seconds to wait for the shadow pod to be ready.")
+    var timeout: Int = 120
+
+    @Flag(name: .shortAndLong, help: "Debug logs.")
+    var debug = false
+
+    func options() throws -> ClusterOptions {
+        var options = ClusterOptions(image: image)
+        options.kubeconfig = kubeconfig
+        options.context = context
+        options.namespace = namespace
+        options.imagePullSecret = imagePullSecret
+        options.serviceAccount = serviceAccount
+        options.nodeSelector = try parsePairs(nodeSelector, flag: "--node-selector")
+        options.labels = try parsePairs(withLabel, flag: "--with-label")
+        options.annotations = try parsePairs(withAnnotation, flag: "--with-annotation")
+        options.quota = try PodQuota.parse(podQuota)
+        guard timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
+        options.timeout = .seconds(timeout)
+        options.debug = debug
+        return options
+    }
+}
+
+extension ConnectOptions.Mode: ExpressibleByArgument {}
+
+struct ConnectCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connect",
+        abstract: "Reach pod IPs, ClusterIPs and service names from this machine until Ctrl-C.",
+        discussion: """
+            tun mode (the default, needs root) makes a TUN device with routes for the cluster's ranges and a DNS \
+            resolver for cluster names; every program on this machine reaches the cluster. Ctrl-C removes the \
+            device, routes, DNS change and the shadow pod.
+            """)
+
+    @OptionGroup var cluster: ClusterFlags
+
+    @Option(help: "tun (default) or socks.")
+    var mode: ConnectOptions.Mode = .tun
+
+    @Option(name: .customLong("tun-name"), help: "The TUN device's name.")
+    var tunName = "kt0"
+
+    @Option(name: .customLong("tun-address"), help: "The TUN device's own address (the DNS resolver listens there).")
+    var tunAddress = "198.18.20.1"
+
+    @Option(
+        name: [.customLong("include-ips"), .customLong("includeIps")], help: "More prefixes to route, comma-separated.")
+    var includeIPs: String = ""
+
+    @Option(
+        name: [.customLong("exclude-ips"), .customLong("excludeIps")],
+        help: "Prefixes to keep out of the tunnel, comma-separated.")
+    var excludeIPs: String = ""
+
+    @Flag(
+        name: .customLong("force-routes"),
+        help: "Route the cluster's ranges even where they overlap this machine's routes.")
+    var forceRoutes = false
+
+    @Option(name: [.customLong("cluster-domain"), .customLong("clusterDomain")], help: "The cluster's DNS domain.")
+    var clusterDomain = "cluster.local"
+
+    @Option(name: .customLong("dns-mode"), help: "auto, resolv.conf or none (no DNS change).")
+    var dnsMode = "auto"
+
+    @Option(name: .customLong("state-dir"), help: .hidden)
+    var stateDirectory: String?
+
+    func run() async throws {
+        var options = ConnectOptions(
+            cluster: try cluster.options(),
+            stateDirectory: stateDirectory ?? (NSHomeDirectory() + "/.kt"))
+        options.mode = mode
+        options.tunName = tunName
+        options.tunAddress = tunAddress
+        options.includeIPs = try prefixes(includeIPs, flag: "--include-ips")
+        options.excludeIPs = try prefixes(excludeIPs, flag: "--exclude-ips")
+        options.forceRoutes = forceRoutes
+        options.clusterDomain = clusterDomain
+        guard ["auto", "resolv.conf", "none"].contains(dnsMode) else {
+            throw ValidationError("--dns-mode must be auto, resolv.conf or none")
+        }
+        options.dnsMode = dnsMode
+        var logger = Logger(label: "ktctl")
+        logger.logLevel = cluster.debug ? .debug : .warning
+        do {
+            try await ConnectCommand.run(options, logger: logger) { line in
+                FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("ktctl connect: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    func prefixes(_ text: String, flag: String) throws -> [AnyIPPrefix] {
+        try text.split(separator: ",").map { part in
+            let trimmed = part.trimmingCharacters(in: .whitespaces)
+            if let prefix = try? AnyIPPrefix.parse(trimmed) { return prefix }
+            if let address = IPAddress(trimmed) {
+                switch address {
+                case .v4(let v4): return .v4(IPv4Prefix(host: v4))
+                case .v6(let v6): return .v6(IPv6Prefix(host: v6))
+                }
+            }
+            throw ValidationError("\(flag): '\(part)' is neither a prefix nor an address")
+        }
+    }
+}
