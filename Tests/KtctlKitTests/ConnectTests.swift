@@ -15,23 +15,7 @@ import Testing
         let ktctl = try #require(builtExecutable("ktctl"))
         try await RunningLab.with { lab in
             // The seed's commands.
-            #expect(
-                try lab.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).status
-                    == 0)
-            #expect(
-                try lab.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"])
-                    .status == 0)
-            let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
-            let pod = try await lab.waitReady(try #require(pods.first).name)
-            let podIP = try #require(pod.status?.podIP)
-            let exec = try lab.kubectl(
-                kubectl,
-                [
-                    "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
-                    "mkdir webapps/ROOT; echo 'kt-connect demo v1' > webapps/ROOT/index.html",
-                ])
-            #expect(exec.status == 0, "\(exec.error)")
-            let clusterIP = try #require(try await lab.client.get(Service.self, name: "tomcat").spec?.clusterIP)
+            let (podIP, clusterIP) = try await lab.deploySeedTomcat(kubectl)
 
             let workstation = TestNamespace(existing: "\(lab.name)-ws")
             let resolvConf = "/etc/netns/\(lab.name)-ws/resolv.conf"

@@ -220,23 +220,7 @@ final class PatternCheck: ChannelInboundHandler {
     @Test(.enabled(if: kubectl != nil)) func seedCommandsServicesAndDNS() async throws {
         let kubectl = try #require(Self.kubectl)
         try await RunningLab.with { lab in
-            #expect(
-                try lab.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
-                    == "deployment.apps/tomcat created\n")
-            #expect(
-                try lab.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
-                    == "service/tomcat exposed\n")
-            let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
-            let pod = try await lab.waitReady(try #require(pods.first).name)
-            let podIP = try #require(pod.status?.podIP)
-            // As the seed writes its page: kubectl exec (WebSocket v5) in the container's working directory.
-            let exec = try lab.kubectl(
-                kubectl,
-                [
-                    "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
-                    "mkdir webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
-                ])
-            #expect(exec.status == 0, "\(exec.error)")
+            let (podIP, clusterIP) = try await lab.deploySeedTomcat(kubectl)
             let failing = try lab.kubectl(
                 kubectl, ["exec", "deployment/tomcat", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
             #expect(failing.status == 3)
@@ -254,8 +238,6 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(
                 lines.count == 2 && lines[1].contains("1/1") && lines[1].contains("Running") && lines[1].contains(podIP)
                     && lines[1].contains("\(lab.name)-node"), "\(wide)")
-            let service = try await lab.client.get(Service.self, name: "tomcat")
-            let clusterIP = try #require(service.spec?.clusterIP)
             let svc = try lab.kubectl(kubectl, ["get", "svc", "tomcat"]).output
             #expect(svc.contains("ClusterIP") && svc.contains(clusterIP) && svc.contains("8080/TCP"), "\(svc)")
 

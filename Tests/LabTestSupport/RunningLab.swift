@@ -82,6 +82,30 @@ public final class RunningLab: @unchecked Sendable {
             timeout: timeout)
     }
 
+    /// The seed quick start's first steps with `kubectl`, exactly as written: `create deployment tomcat`, `expose`,
+    /// and the `exec` that writes "kt-connect demo v1" into the page; returns the pod's IP and the ClusterIP.
+    public func deploySeedTomcat(_ kubectl: String) async throws -> (podIP: String, clusterIP: String) {
+        #expect(
+            try self.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
+                == "deployment.apps/tomcat created\n")
+        #expect(
+            try self.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
+                == "service/tomcat exposed\n")
+        let pods = try await client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
+        let pod = try await waitReady(try #require(pods.first).name)
+        let podIP = try #require(pod.status?.podIP)
+        // As the seed writes its page: kubectl exec (WebSocket v5) in the container's working directory.
+        let exec = try self.kubectl(
+            kubectl,
+            [
+                "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
+                "mkdir webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
+            ])
+        #expect(exec.status == 0, "\(exec.error)")
+        let clusterIP = try #require(try await client.get(Service.self, name: "tomcat").spec?.clusterIP)
+        return (podIP, clusterIP)
+    }
+
     public func down() async -> TestNamespace.CommandResult? {
         await client.shutdown()
         return try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
