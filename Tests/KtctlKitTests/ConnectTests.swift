@@ -49,7 +49,7 @@ import Testing
             )
             // A service created after connect resolves within 5 s.
             #expect(
-                try lab.kubectl(
+                try await lab.kubectl(
                     kubectl, ["expose", "deployment", "tomcat", "--name=late", "--port=8081", "--target-port=8080"]
                 )
                 .status == 0)
@@ -77,7 +77,7 @@ import Testing
             #expect(took < .seconds(5))
             try await Task.sleep(for: .milliseconds(300))
             // ktctl itself has exited (the line starts with its path; its supervising shell's starts with sh).
-            #expect(try TestNamespace.run(["pgrep", "-f", "^\(ktctl) connect .*\(state)"]).output.isEmpty)
+            #expect(try await TestNamespace.run(["pgrep", "-f", "^\(ktctl) connect .*\(state)"]).output.isEmpty)
             let output = connect.stop()
             #expect(output.contains("ktctl: disconnected"), "\(output)")
             #expect(try workstation.run(["ip", "link", "show", "kt0"]).status != 0)

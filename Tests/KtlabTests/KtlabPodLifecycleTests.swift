@@ -43,7 +43,7 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
         kill(up.processIdentifier, SIGKILL)
         up.waitUntilExit()
         #expect(Host.namespaces().contains("\(name)-node"), "up was killed before it made its namespaces")
-        let down = try TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
+        let down = try await TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
         #expect(down.status == 0, "\(down.output) \(down.error)")
         try expectLabGone(name)
 
@@ -51,7 +51,7 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
         let lab = try await RunningLab()
         _ = try await lab.client.create(patternPod("source", bytes: 1))
         _ = try await lab.waitReady("source")
-        let podProcesses = try TestNamespace.run(["ip", "netns", "pids", "\(lab.name)-pod-1"]).output
+        let podProcesses = try await TestNamespace.run(["ip", "netns", "pids", "\(lab.name)-pod-1"]).output
             .split(separator: "\n").compactMap { Int32($0) }
         #expect(!podProcesses.isEmpty)
         let server = try #require(LabState.read(lab.name)?.serverPID)
@@ -117,7 +117,7 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
             let files = "\(LabLayout.stateRoot)/\(lab.name)/test"
             try FileManager.default.createDirectory(atPath: files, withIntermediateDirectories: true)
             try Self.volumePod.write(toFile: "\(files)/vol.yaml", atomically: true, encoding: .utf8)
-            let created = try lab.kubectl(kubectl, ["create", "-f", "\(files)/vol.yaml"])
+            let created = try await lab.kubectl(kubectl, ["create", "-f", "\(files)/vol.yaml"])
             #expect(created.output == "pod/vol created\n", "\(created.error)")
 
             // The ConfigMap does not exist yet: ContainerCreating, with the kubelet's message and event.
@@ -130,14 +130,15 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(waiting?.contains("configmap \"app\" not found") == true, "\(waiting ?? "no waiting state")")
-            let events = try lab.kubectl(kubectl, ["get", "events"]).output
+            let events = try await lab.kubectl(kubectl, ["get", "events"]).output
             #expect(events.contains("FailedMount") && events.contains("pod/vol"), "\(events)")
 
-            _ = try lab.kubectl(
+            _ = try await lab.kubectl(
                 kubectl, ["create", "configmap", "app", "--from-literal=one=1", "--from-literal=two=2"])
-            _ = try lab.kubectl(kubectl, ["create", "secret", "generic", "creds", "--from-literal=password=s3cret"])
+            _ = try await lab.kubectl(
+                kubectl, ["create", "secret", "generic", "creds", "--from-literal=password=s3cret"])
             _ = try await lab.waitReady("vol", timeout: .seconds(15))
-            let read = try lab.kubectl(
+            let read = try await lab.kubectl(
                 kubectl,
                 [
                     "exec", "vol", "-c", "main", "--", "cat", "etc/one.conf", "etc/cfg/two", "etc/sec/pw/file",
@@ -145,11 +146,12 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
                 ])
             #expect(read.output == "12s3cretvol", "\(read.error)")
             #expect(
-                try lab.kubectl(kubectl, ["exec", "vol", "-c", "main", "--", "cat", "etc/info/labels"]).output
+                try await lab.kubectl(kubectl, ["exec", "vol", "-c", "main", "--", "cat", "etc/info/labels"]).output
                     == "a=\"b\"")
             // emptyDir: what one container wrote, the other reads.
             #expect(
-                try lab.kubectl(kubectl, ["exec", "vol", "-c", "main", "--", "cat", "scratch/x"]).output == "shared\n")
+                try await lab.kubectl(kubectl, ["exec", "vol", "-c", "main", "--", "cat", "scratch/x"]).output
+                    == "shared\n")
             let secretFile = "\(LabLayout.stateRoot)/\(lab.name)/pods/default_vol/volumes/sec/pw/file"
             let mode = try FileManager.default.attributesOfItem(atPath: secretFile)[.posixPermissions] as? Int
             #expect(mode == 0o400)
@@ -162,22 +164,22 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
             data: {a: b}
             bogus: 1
             """.write(toFile: "\(files)/bad.yaml", atomically: true, encoding: .utf8)
-            let bad = try lab.kubectl(kubectl, ["create", "-f", "\(files)/bad.yaml"])
+            let bad = try await lab.kubectl(kubectl, ["create", "-f", "\(files)/bad.yaml"])
             #expect(bad.status != 0)
             #expect(bad.error.contains("strict decoding error: unknown field \"bogus\""), "\(bad.error)")
-            #expect(try lab.kubectl(kubectl, ["get", "configmap", "bad"]).status != 0)
+            #expect(try await lab.kubectl(kubectl, ["get", "configmap", "bad"]).status != 0)
 
             // Graceful deletion of a pod whose containers end on SIGTERM: gone at once, processes and all.
             let started = ContinuousClock.now
-            let deleted = try lab.kubectl(kubectl, ["delete", "pod", "vol"])
+            let deleted = try await lab.kubectl(kubectl, ["delete", "pod", "vol"])
             #expect(deleted.output == "pod \"vol\" deleted\n", "\(deleted.error)")
             #expect(ContinuousClock.now - started < .seconds(3))
-            #expect(try TestNamespace.run(["pgrep", "-f", "echo shared > scratch/x"]).output.isEmpty)
-            #expect(try TestNamespace.run(["pgrep", "-f", "sleep 1000"]).output.isEmpty)
+            #expect(try await TestNamespace.run(["pgrep", "-f", "echo shared > scratch/x"]).output.isEmpty)
+            #expect(try await TestNamespace.run(["pgrep", "-f", "sleep 1000"]).output.isEmpty)
             #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)/pods/default_vol"))
 
             // One that ignores SIGTERM: Terminating until its grace period ends, then killed.
-            let run = try lab.kubectl(
+            let run = try await lab.kubectl(
                 kubectl,
                 [
                     "run", "stubborn", "--image=busybox", "--", "sh", "-c",
@@ -187,17 +189,18 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
             _ = try await lab.waitReady("stubborn")
             let marked = ContinuousClock.now
             #expect(
-                try lab.kubectl(kubectl, ["delete", "pod", "stubborn", "--grace-period=3", "--wait=false"]).status == 0)
+                try await lab.kubectl(kubectl, ["delete", "pod", "stubborn", "--grace-period=3", "--wait=false"]).status
+                    == 0)
             try await Task.sleep(for: .seconds(1))
-            let terminating = try lab.kubectl(kubectl, ["get", "pod", "stubborn"]).output
+            let terminating = try await lab.kubectl(kubectl, ["get", "pod", "stubborn"]).output
             #expect(terminating.contains("Terminating"), "\(terminating)")
             let stubborn = try await lab.client.get(Pod.self, name: "stubborn")
             #expect(stubborn.raw["metadata"]?["deletionGracePeriodSeconds"] == 3)
-            let wait = try lab.kubectl(kubectl, ["wait", "--for=delete", "pod/stubborn", "--timeout=20s"])
+            let wait = try await lab.kubectl(kubectl, ["wait", "--for=delete", "pod/stubborn", "--timeout=20s"])
             #expect(wait.status == 0, "\(wait.error)")
             let took = ContinuousClock.now - marked
             #expect(took > .milliseconds(2500) && took < .seconds(8), "deletion took \(took)")
-            #expect(try TestNamespace.run(["pgrep", "-f", "trap '' TERM"]).output.isEmpty)
+            #expect(try await TestNamespace.run(["pgrep", "-f", "trap '' TERM"]).output.isEmpty)
         }
     }
 }

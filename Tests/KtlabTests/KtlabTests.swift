@@ -63,6 +63,12 @@ final class PatternCheck: ChannelInboundHandler {
     }
 }
 
+/// Whether the Python `kubernetes` client is installed (`make deps` installs it).
+let pythonClientInstalled: Bool = {
+    let result: TestNamespace.CommandResult? = try? TestNamespace.run(["env", "python3", "-c", "import kubernetes"])
+    return result?.status == 0
+}()
+
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct KtlabTests {
     /// ktlab refuses to run as anyone but root, and says so.
     @Test func refusesWithoutRoot() throws {
@@ -118,21 +124,21 @@ final class PatternCheck: ChannelInboundHandler {
         }
         #expect(!Host.namespaces().contains { $0.hasPrefix("\(name)-") })
         // The host's own network was never touched: no ktlab interface or nftables table in the root namespace.
-        let links = try TestNamespace.run(["ip", "-br", "link"]).output
+        let links = try await TestNamespace.run(["ip", "-br", "link"]).output
         #expect(
             !links.split(separator: "\n").contains {
                 $0.hasPrefix("kt-br") || $0.hasPrefix("ws0") || $0.hasPrefix("vp")
             })
-        #expect(!(try TestNamespace.run(["nft", "list", "tables"]).output.contains("ktlab")))
+        #expect(!(try await TestNamespace.run(["nft", "list", "tables"]).output.contains("ktlab")))
         #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(name)"))
         #expect(!FileManager.default.fileExists(atPath: "/etc/netns/\(name)-ws"))
-        let leftovers = try TestNamespace.run(["pgrep", "-f", "serve --name \(name)"])
+        let leftovers = try await TestNamespace.run(["pgrep", "-f", "serve --name \(name)"])
         #expect(leftovers.output.isEmpty)
     }
 
     /// Real clients nobody here wrote: the Python `kubernetes` client lists, watches and port-forwards to the
     /// tomcat pod; from another pod the page is served; from the workstation namespace pods are unreachable.
-    @Test(.enabled(if: (try? TestNamespace.run(["env", "python3", "-c", "import kubernetes"]))?.status == 0))
+    @Test(.enabled(if: pythonClientInstalled))
     func pythonClientAndPodNetwork() async throws {
         try await RunningLab.with { lab in
             var tomcat = Container(name: "tomcat", image: "tomcat:9")
@@ -151,11 +157,11 @@ final class PatternCheck: ChannelInboundHandler {
             _ = try await lab.client.create(
                 Pod(metadata: ObjectMeta(name: "client"), spec: PodSpec(containers: [client])))
             _ = try await lab.waitReady("client")
-            let fromPod = try TestNamespace.run([
+            let fromPod = try await TestNamespace.run([
                 "ip", "netns", "exec", "\(lab.name)-pod-2", "curl", "-s", "-m", "5", "http://\(ip):8080/",
             ])
             #expect(fromPod.output == "kt-connect demo v1\n")
-            let fromWorkstation = try TestNamespace.run([
+            let fromWorkstation = try await TestNamespace.run([
                 "ip", "netns", "exec", "\(lab.name)-ws", "curl", "-s", "-m", "2", "http://\(ip):8080/",
             ])
             #expect(fromWorkstation.status != 0)
@@ -221,13 +227,13 @@ final class PatternCheck: ChannelInboundHandler {
         let kubectl = try #require(Self.kubectl)
         try await RunningLab.with { lab in
             let (podIP, clusterIP) = try await lab.deploySeedTomcat(kubectl)
-            let failing = try lab.kubectl(
+            let failing = try await lab.kubectl(
                 kubectl, ["exec", "deployment/tomcat", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
             #expect(failing.status == 3)
             #expect(failing.output == "out\n")
             #expect(failing.error.contains("err\n") && failing.error.contains("command terminated with exit code 3"))
 
-            let wide = try lab.kubectl(kubectl, ["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
+            let wide = try await lab.kubectl(kubectl, ["get", "pod", "-o", "wide", "--selector", "app=tomcat"]).output
             let lines = wide.split(separator: "\n")
             #expect(
                 lines.first?.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
@@ -238,7 +244,7 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(
                 lines.count == 2 && lines[1].contains("1/1") && lines[1].contains("Running") && lines[1].contains(podIP)
                     && lines[1].contains("\(lab.name)-node"), "\(wide)")
-            let svc = try lab.kubectl(kubectl, ["get", "svc", "tomcat"]).output
+            let svc = try await lab.kubectl(kubectl, ["get", "svc", "tomcat"]).output
             #expect(svc.contains("ClusterIP") && svc.contains(clusterIP) && svc.contains("8080/TCP"), "\(svc)")
 
             // A pod to look from, created while `kubectl get pods -w` streams; it writes a line to its log.
@@ -257,7 +263,7 @@ final class PatternCheck: ChannelInboundHandler {
             _ = try await lab.waitReady("client")
             let watched = try await watching.value.output
             #expect(watched.split(separator: "\n").filter { $0.hasPrefix("client ") }.count >= 2, "\(watched)")
-            #expect(try lab.kubectl(kubectl, ["logs", "client"]).output == "hello from the pod\n")
+            #expect(try await lab.kubectl(kubectl, ["logs", "client"]).output == "hello from the pod\n")
             let clientNamespace = "\(lab.name)-pod-2"
             // Give the service rules a moment to follow the endpoints.
             try await Task.sleep(for: .milliseconds(300))
@@ -265,28 +271,28 @@ final class PatternCheck: ChannelInboundHandler {
                 "http://\(podIP):8080", "http://\(clusterIP):8080", "http://tomcat:8080", "http://tomcat.default:8080",
                 "http://tomcat.default.svc.cluster.local:8080",
             ] {
-                let fromPod = try TestNamespace.run([
+                let fromPod = try await TestNamespace.run([
                     "ip", "netns", "exec", clientNamespace, "curl", "-s", "-m", "5", url,
                 ])
                 #expect(fromPod.output == "kt-connect demo v1\n", "from a pod: \(url)")
-                let fromWorkstation = try TestNamespace.run(
+                let fromWorkstation = try await TestNamespace.run(
                     ["ip", "netns", "exec", "\(lab.name)-ws", "curl", "-s", "-m", "1", url])
                 #expect(fromWorkstation.status != 0, "the workstation must not reach \(url)")
             }
             // Hairpin: the tomcat pod through its own Service.
-            let hairpin = try TestNamespace.run(
+            let hairpin = try await TestNamespace.run(
                 ["ip", "netns", "exec", "\(lab.name)-pod-1", "curl", "-s", "-m", "5", "http://\(clusterIP):8080"])
             #expect(hairpin.output == "kt-connect demo v1\n")
             // Cluster DNS from the pod: A, PTR; the workstation's upstream knows no cluster names.
-            let answer = try TestNamespace.run([
+            let answer = try await TestNamespace.run([
                 "ip", "netns", "exec", clientNamespace, "dig", "+short", "tomcat.default.svc.cluster.local",
             ])
             #expect(answer.output == "\(clusterIP)\n")
-            let reverse = try TestNamespace.run([
+            let reverse = try await TestNamespace.run([
                 "ip", "netns", "exec", clientNamespace, "dig", "+short", "-x", clusterIP,
             ])
             #expect(reverse.output == "tomcat.default.svc.cluster.local.\n")
-            let upstream = try TestNamespace.run([
+            let upstream = try await TestNamespace.run([
                 "ip", "netns", "exec", "\(lab.name)-ws", "dig", "+short", "tomcat.default.svc.cluster.local",
             ])
             #expect(upstream.output.isEmpty)
@@ -294,19 +300,19 @@ final class PatternCheck: ChannelInboundHandler {
             // Scale to 3 and back to 1: the Endpoints and a headless service's DNS answers follow within 2 s of
             // the pods (becoming ready; being deleted).
             #expect(
-                try lab.kubectl(
+                try await lab.kubectl(
                     kubectl,
                     ["create", "service", "clusterip", "tomcat-headless", "--clusterip=None", "--tcp=8080:8080"]
                 ).status == 0)
             #expect(
-                try lab.kubectl(
+                try await lab.kubectl(
                     kubectl, ["patch", "service", "tomcat-headless", "-p", #"{"spec":{"selector":{"app":"tomcat"}}}"#]
                 ).status == 0)
             func following(_ count: Int) async throws -> (endpoints: Int, dns: Int) {
                 let endpoints =
                     try await lab.client.get(Endpoints.self, name: "tomcat").raw["subsets"]?.arrayValue?
                     .first?["addresses"]?.arrayValue?.count ?? 0
-                let dns = try TestNamespace.run([
+                let dns = try await TestNamespace.run([
                     "ip", "netns", "exec", clientNamespace, "dig", "+short",
                     "tomcat-headless.default.svc.cluster.local",
                 ]).output.split(separator: "\n").count
@@ -318,7 +324,7 @@ final class PatternCheck: ChannelInboundHandler {
                 }.count
             }
             #expect(
-                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=3"]).output
+                try await lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=3"]).output
                     == "deployment.apps/tomcat scaled\n")
             let deadline = ContinuousClock.now + .seconds(20)
             while try await readyPods() != 3, ContinuousClock.now < deadline {
@@ -332,7 +338,7 @@ final class PatternCheck: ChannelInboundHandler {
             #expect(try await following(3) == (3, 3))
             print("ktlab: endpoints and DNS followed 3 ready pods in \(ContinuousClock.now - since)")
             #expect(
-                try lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=1"]).output
+                try await lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=1"]).output
                     == "deployment.apps/tomcat scaled\n")
             since = ContinuousClock.now
             while try await following(1) != (1, 1), ContinuousClock.now < since + .seconds(2) {
@@ -342,12 +348,12 @@ final class PatternCheck: ChannelInboundHandler {
             print("ktlab: endpoints and DNS followed the scale to 1 in \(ContinuousClock.now - since)")
             #expect(try await lab.client.get(Deployment.self, name: "tomcat").spec?.replicas == 1)
             #expect(
-                try lab.kubectl(
+                try await lab.kubectl(
                     kubectl, ["patch", "deployment", "tomcat", "-p", #"{"metadata":{"labels":{"tier":"web"}}}"#]
                 ).output
                     == "deployment.apps/tomcat patched\n")
             #expect(
-                try lab.kubectl(kubectl, ["delete", "deployment", "tomcat"]).output
+                try await lab.kubectl(kubectl, ["delete", "deployment", "tomcat"]).output
                     == "deployment.apps \"tomcat\" deleted\n")
             // Its pods terminate gracefully: tomcat's server ends on SIGTERM, well inside the grace period.
             let gone = ContinuousClock.now + .seconds(5)
@@ -377,24 +383,24 @@ final class LockedFlag: @unchecked Sendable {
     @Test(.enabled(if: kubectl != nil)) func kubectl120() async throws {
         let kubectl = try #require(Self.kubectl)
         try await RunningLab.with { lab in
-            #expect(try lab.kubectl(kubectl, ["version", "--short"]).output.contains("Client Version: v1.20"))
+            #expect(try await lab.kubectl(kubectl, ["version", "--short"]).output.contains("Client Version: v1.20"))
             #expect(
-                try lab.kubectl(kubectl, ["create", "deployment", "web", "--image=tomcat:9"]).output
+                try await lab.kubectl(kubectl, ["create", "deployment", "web", "--image=tomcat:9"]).output
                     == "deployment.apps/web created\n")
             #expect(
-                try lab.kubectl(kubectl, ["expose", "deployment", "web", "--port=8080"]).output
+                try await lab.kubectl(kubectl, ["expose", "deployment", "web", "--port=8080"]).output
                     == "service/web exposed\n")
             let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=web")).items
             _ = try await lab.waitReady(try #require(pods.first).name)
-            let get = try lab.kubectl(kubectl, ["get", "deployment", "web"]).output
+            let get = try await lab.kubectl(kubectl, ["get", "deployment", "web"]).output
             #expect(get.contains("web") && get.contains("1/1"), "\(get)")
-            #expect(try lab.kubectl(kubectl, ["get", "svc", "web"]).output.contains("8080/TCP"))
+            #expect(try await lab.kubectl(kubectl, ["get", "svc", "web"]).output.contains("8080/TCP"))
             #expect(
-                try lab.kubectl(kubectl, ["scale", "deployment", "web", "--replicas=2"]).output
+                try await lab.kubectl(kubectl, ["scale", "deployment", "web", "--replicas=2"]).output
                     == "deployment.apps/web scaled\n")
             #expect(try await lab.client.get(Deployment.self, name: "web").spec?.replicas == 2)
             #expect(
-                try lab.kubectl(
+                try await lab.kubectl(
                     kubectl,
                     [
                         "patch", "deployment", "web", "-p",
@@ -406,8 +412,9 @@ final class LockedFlag: @unchecked Sendable {
             #expect(patched.spec?.template.spec?.containers.first?.image == "tomcat:9")
             #expect(patched.spec?.template.spec?.containers.first?.env?.first?.value == "1")
             #expect(
-                try lab.kubectl(kubectl, ["delete", "deployment", "web"]).output == "deployment.apps \"web\" deleted\n")
-            #expect(try lab.kubectl(kubectl, ["delete", "svc", "web"]).output == "service \"web\" deleted\n")
+                try await lab.kubectl(kubectl, ["delete", "deployment", "web"]).output
+                    == "deployment.apps \"web\" deleted\n")
+            #expect(try await lab.kubectl(kubectl, ["delete", "svc", "web"]).output == "service \"web\" deleted\n")
         }
     }
 }

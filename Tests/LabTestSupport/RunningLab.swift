@@ -17,16 +17,16 @@ public final class RunningLab: @unchecked Sendable {
         self.ktlab = ktlab
         Self.reapStaleLabs(ktlab)
         name = Self.uniqueName()
-        let up = try TestNamespace.run(["env", ktlab, "up", "--name", name], timeout: 60)
+        let up = try await TestNamespace.run(["env", ktlab, "up", "--name", name], timeout: 60)
         guard up.status == 0 else {
-            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
+            _ = try? await TestNamespace.run(["env", ktlab, "down", "--name", name])
             throw LabControl.Failure("ktlab up failed: \(up.output) \(up.error)")
         }
         kubeconfig = "\(LabLayout.stateRoot)/\(name)/kubeconfig"
         do {
             client = try KubeClient(access: try Kubeconfig.load(explicitPath: kubeconfig, environment: [:]).access())
         } catch {
-            _ = try? TestNamespace.run(["env", ktlab, "down", "--name", name])
+            _ = try? await TestNamespace.run(["env", ktlab, "down", "--name", name])
             throw error
         }
     }
@@ -74,10 +74,10 @@ public final class RunningLab: @unchecked Sendable {
     }
 
     /// Runs a kubectl binary against this lab, with a home of its own (kubectl's discovery cache).
-    public func kubectl(_ binary: String, _ arguments: [String], timeout: Double = 30) throws
+    public func kubectl(_ binary: String, _ arguments: [String], timeout: Double = 30) async throws
         -> TestNamespace.CommandResult
     {
-        try TestNamespace.run(
+        try await TestNamespace.run(
             ["env", "HOME=\(LabLayout.stateRoot)/\(name)/home", "KUBECONFIG=\(kubeconfig)", binary] + arguments,
             timeout: timeout)
     }
@@ -86,16 +86,18 @@ public final class RunningLab: @unchecked Sendable {
     /// and the `exec` that writes "kt-connect demo v1" into the page; returns the pod's IP and the ClusterIP.
     public func deploySeedTomcat(_ kubectl: String) async throws -> (podIP: String, clusterIP: String) {
         #expect(
-            try self.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"]).output
+            try await self.kubectl(kubectl, ["create", "deployment", "tomcat", "--image=tomcat:9", "--port=8080"])
+                .output
                 == "deployment.apps/tomcat created\n")
         #expect(
-            try self.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"]).output
+            try await self.kubectl(kubectl, ["expose", "deployment", "tomcat", "--port=8080", "--target-port=8080"])
+                .output
                 == "service/tomcat exposed\n")
         let pods = try await client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
         let pod = try await waitReady(try #require(pods.first).name)
         let podIP = try #require(pod.status?.podIP)
         // As the seed writes its page: kubectl exec (WebSocket v5) in the container's working directory.
-        let exec = try self.kubectl(
+        let exec = try await self.kubectl(
             kubectl,
             [
                 "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
@@ -108,7 +110,7 @@ public final class RunningLab: @unchecked Sendable {
 
     public func down() async -> TestNamespace.CommandResult? {
         await client.shutdown()
-        return try? TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
+        return try? await TestNamespace.run(["env", ktlab, "down", "--name", name], timeout: 60)
     }
 
     /// Waits until the pod is Ready (the kubelet saw its port open).

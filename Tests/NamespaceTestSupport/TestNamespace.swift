@@ -117,8 +117,21 @@ public final class TestNamespace: @unchecked Sendable {
         return nil
     }
 
+    /// Runs a command to completion on a thread of its own, so that the wait does not hold one of Swift's few
+    /// concurrency threads, which every test running beside this one shares (a test that waited 4 s for a command
+    /// there held back another's API calls until its watch had ended).
+    public static func run(_ arguments: [String], timeout: Double = 20) async throws -> CommandResult {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try blockingRun(arguments, timeout: timeout) }) }.start()
+        }
+    }
+
     /// Runs a command to completion (killing it after `timeout` seconds) and collects its output.
     public static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+        try blockingRun(arguments, timeout: timeout)
+    }
+
+    static func blockingRun(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
         guard let executable = findExecutable(arguments[0]) else {
             throw TestNamespaceError("\(arguments[0]) not found")
         }

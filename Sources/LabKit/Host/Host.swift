@@ -44,6 +44,15 @@ public enum Host {
         try result.withLockedValue { $0 }.get()
     }
 
+    /// Runs blocking work (a command, a file) on a thread of its own and waits for it without holding one of
+    /// Swift's concurrency threads, which the API server's watch streams and controllers share.
+    @discardableResult
+    public static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
     /// Runs a command to completion and returns its standard output; a non-zero exit throws with stderr.
     @discardableResult
     public static func run(_ arguments: [String], input: String? = nil, allowFailure: Bool = false) throws -> String {

@@ -29,6 +29,10 @@ public final class Kubelet: Sendable {
 
     let pods = NIOLockedValueBox<[String: RunningPod]>([:])
     private let nextIndex = NIOLockedValueBox(1)
+    /// Where the kubelet's blocking work runs (`ip` commands, files, starting processes), one pod event after
+    /// another. Never on Swift's concurrency pool: its few threads also carry every watch stream and controller of
+    /// the API server, which stalled for seconds while a pod's namespace was being made.
+    let work = DispatchQueue(label: "ktlab.kubelet")
 
     public init(layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger) {
         self.layout = layout
@@ -51,32 +55,38 @@ public final class Kubelet: Sendable {
         }
         defer { reaper.cancel() }
         for await event in events {
-            let namespace = event.object["metadata"]?["namespace"]?.stringValue ?? ""
-            let name = event.object["metadata"]?["name"]?.stringValue ?? ""
-            switch event.kind {
-            case .added, .modified:
-                let known = pods.withLockedValue { $0[Self.key(namespace, name)] != nil }
-                if event.object["metadata"]?["deletionTimestamp"] != nil {
-                    if known {
-                        terminate(namespace: namespace, name: name)
-                    } else {
-                        _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
-                    }
-                } else if !known && event.object["status"]?["podIP"] == nil {
-                    start(namespace: namespace, name: name, pod: event.object)
+            work.async { self.handle(event) }
+        }
+    }
+
+    func handle(_ event: StoredEvent) {
+        let namespace = event.object["metadata"]?["namespace"]?.stringValue ?? ""
+        let name = event.object["metadata"]?["name"]?.stringValue ?? ""
+        switch event.kind {
+        case .added, .modified:
+            let known = pods.withLockedValue { $0[Self.key(namespace, name)] != nil }
+            if event.object["metadata"]?["deletionTimestamp"] != nil {
+                if known {
+                    terminate(namespace: namespace, name: name)
+                } else {
+                    _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
                 }
-            case .deleted:
-                stop(namespace: namespace, name: name)
+            } else if !known && event.object["status"]?["podIP"] == nil {
+                start(namespace: namespace, name: name, pod: event.object)
             }
+        case .deleted:
+            stop(namespace: namespace, name: name)
         }
     }
 
     /// Stops every pod (the server is stopping).
     public func stopAll() {
-        let all = pods.withLockedValue { Array($0.keys) }
-        for key in all {
-            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
-            stop(namespace: parts[0], name: parts[1])
+        work.sync {
+            let all = pods.withLockedValue { Array($0.keys) }
+            for key in all {
+                let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+                stop(namespace: parts[0], name: parts[1])
+            }
         }
     }
 
@@ -146,7 +156,7 @@ public final class Kubelet: Sendable {
             }
             if attempt == 0 { recordEvent(pod: pod, type: "Warning", reason: "FailedMount", message: error.message) }
             guard error.waits else { return }
-            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(2)) { [weak self] in
+            work.asyncAfter(deadline: .now() + .seconds(2)) { [weak self] in
                 self?.startContainers(namespace: namespace, name: name, attempt: attempt + 1)
             }
             return
@@ -381,7 +391,7 @@ public final class Kubelet: Sendable {
         guard restart else { return }
         // Back off 1 s, 2 s, 4 s ... up to 30 s, as a kubelet's crash loop does (shorter).
         let delay = min(30, 1 << min(restarts - 1, 5))
-        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(delay)) { [weak self] in
+        work.asyncAfter(deadline: .now() + .seconds(delay)) { [weak self] in
             guard let self, let current = try? self.store.get(Pod.resource, namespace: namespace, name: name),
                 self.pods.withLockedValue({ $0[key].map { !$0.stopped } ?? false })
             else { return }
@@ -488,13 +498,26 @@ public final class Kubelet: Sendable {
         }
         let store = self.store
         Task { [self] in
+            // The period runs from now, as a kubelet times it (deletionTimestamp has whole seconds only); a later
+            // delete with a shorter period brings the end forward.
+            var grace: Int64? = nil
+            var deadline = ContinuousClock.now
             // `exited` removes a container's process when it ends.
             while !(self.pods.withLockedValue { $0[key]?.processes.isEmpty ?? true }) {
                 self.endOrphans()
-                let deadline =
+                let current =
                     (try? store.get(Pod.resource, namespace: namespace, name: name))?["metadata"]?[
-                        "deletionTimestamp"]?.stringValue.flatMap(RFC3339.parse) ?? Date()
-                if Date() >= deadline {
+                        "deletionGracePeriodSeconds"]?.intValue ?? 0
+                if let previous = grace {
+                    if current < previous {
+                        grace = current
+                        deadline = min(deadline, .now + .seconds(current))
+                    }
+                } else {
+                    grace = current
+                    deadline = .now + .seconds(current)
+                }
+                if ContinuousClock.now >= deadline {
                     for process in self.pods.withLockedValue({ $0[key]?.processes.values.map { $0 } ?? [] }) {
                         killpg(process.processIdentifier, SIGKILL)
                     }

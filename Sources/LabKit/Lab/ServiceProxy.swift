@@ -33,7 +33,10 @@ public final class ServiceProxy: Sendable {
             let rules = ruleset()
             guard rules != applied else { continue }
             do {
-                try Host.run(["ip", "netns", "exec", layout.nodeNamespace, "nft", "-f", "-"], input: rules)
+                let node = layout.nodeNamespace
+                try await Host.offPool {
+                    try Host.run(["ip", "netns", "exec", node, "nft", "-f", "-"], input: rules)
+                }
                 applied = rules
             } catch {
                 logger.error("service rules not applied: \(error)")
