@@ -37,13 +37,13 @@ import Testing
                 "http://\(podIP):8080", "http://\(clusterIP):8080", "http://tomcat:8080", "http://tomcat.default:8080",
                 "http://tomcat.default.svc.cluster.local:8080",
             ] {
-                let curl = try workstation.run(["curl", "-s", "-m", "10", url])
+                let curl = try await workstation.run(["curl", "-s", "-m", "10", url])
                 #expect(curl.output == "kt-connect demo v1\n", "\(url): \(curl.error)")
             }
             // Cluster DNS through the resolver; a name the upstream knows still goes there.
-            let dig = try workstation.run(["dig", "+short", "+time=3", "tomcat.default.svc.cluster.local"])
+            let dig = try await workstation.run(["dig", "+short", "+time=3", "tomcat.default.svc.cluster.local"])
             #expect(dig.output == "\(clusterIP)\n")
-            let upstream = try workstation.run(["dig", "+short", "+time=3", "api.lab.test"])
+            let upstream = try await workstation.run(["dig", "+short", "+time=3", "api.lab.test"])
             #expect(
                 upstream.output == "\(LabLayout(name: lab.name, slot: 0).nodeLinkAddress)\n" || !upstream.output.isEmpty
             )
@@ -57,12 +57,14 @@ import Testing
             let started = ContinuousClock.now
             var answer = ""
             while answer != "\(late)\n", ContinuousClock.now - started < .seconds(5) {
-                answer = try workstation.run(["dig", "+short", "+time=1", "late.default.svc.cluster.local"]).output
+                answer = try await workstation.run(["dig", "+short", "+time=1", "late.default.svc.cluster.local"])
+                    .output
                 if answer != "\(late)\n" { try await Task.sleep(for: .milliseconds(200)) }
             }
             #expect(answer == "\(late)\n")
             #expect(
-                try workstation.run(["curl", "-s", "-m", "10", "http://late:8081"]).output == "kt-connect demo v1\n")
+                try await workstation.run(["curl", "-s", "-m", "10", "http://late:8081"]).output
+                    == "kt-connect demo v1\n")
 
             // Ctrl-C: the TUN, routes and resolv.conf are back as they were; the pod and secret are gone.
             let shadowPods = try await lab.client.list(
@@ -80,7 +82,7 @@ import Testing
             #expect(try await TestNamespace.run(["pgrep", "-f", "^\(ktctl) connect .*\(state)"]).output.isEmpty)
             let output = connect.stop()
             #expect(output.contains("ktctl: disconnected"), "\(output)")
-            #expect(try workstation.run(["ip", "link", "show", "kt0"]).status != 0)
+            #expect(try await workstation.run(["ip", "link", "show", "kt0"]).status != 0)
             #expect(try String(contentsOfFile: resolvConf, encoding: .utf8) == originalResolvConf)
             #expect(
                 try await lab.client.list(

@@ -68,6 +68,11 @@ public final class TestNamespace: @unchecked Sendable {
         try Self.run(["ip", "netns", "exec", name] + arguments, timeout: timeout)
     }
 
+    /// Runs a command inside the namespace, waiting on a thread of its own (see ``run(_:timeout:)-static``).
+    public func run(_ arguments: [String], timeout: Double = 20) async throws -> CommandResult {
+        try await Self.run(["ip", "netns", "exec", name] + arguments, timeout: timeout)
+    }
+
     // MARK: - Entering
 
     private typealias SetNamespace = @convention(c) (CInt, CInt) -> CInt
