@@ -6,16 +6,16 @@ SHELL := /bin/bash
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 60
-FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube
+FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy
 FUZZ_BUILD := .build-fuzz
 
 # System packages the build and the tests use. Add to this list when a later part needs more.
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
-	openssh-client openssh-server openssl util-linux python3-pip
+	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps
 
-.PHONY: deps build lint test fuzz bench clean
+.PHONY: deps build lint test demo fuzz bench clean
 
 ## deps: install missing system packages (idempotent: apt runs only when something is missing)
 deps:
@@ -52,10 +52,16 @@ build: deps
 lint:
 	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests Fuzz bench/Package.swift bench/Sources
 
-## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces)
+## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces), then the demo quietly
 test: build lint
 	@set -o pipefail; $(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
+	@echo "== make demo, quietly:"; scripts/demo.sh --quiet && echo "demo: all five curls printed the page"
+
+## demo: deps + build, then the seed quick start end to end: ktlab up, kubectl, ktctl connect, five curls, down
+demo: deps
+	$(SWIFT) build $(SWIFT_TEST_FLAGS)
+	@scripts/demo.sh
 
 ## fuzz: build every libFuzzer target and run each for FUZZ_SECONDS (a crash fails the target)
 fuzz: deps

@@ -13,7 +13,7 @@ let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
 let fuzzers = [
     "FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel",
-    "FuzzKube",
+    "FuzzKube", "FuzzProxy",
 ]
 
 var targets: [Target] = [
@@ -236,7 +236,8 @@ if fuzzing {
             name: name,
             dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")]
                 + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : [])
-                + (name == "FuzzKube" ? ["KubeKit"] : []),
+                + (name == "FuzzKube" ? ["KubeKit"] : [])
+                + (name == "FuzzProxy" ? ["KtEngine"] : []),
             path: "Fuzz/\(name)"
         )
     }

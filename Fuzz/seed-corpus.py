@@ -23,7 +23,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube", "FuzzProxy"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -72,6 +72,15 @@ seeds["FuzzKube"] += [
 for name in ["deployment.json"]:
     with open(os.path.join(fixtures_dir, name), "rb") as handle:
         seeds["FuzzKube"].append((name, b"\x04" + handle.read()))
+
+# FuzzProxy: a selector byte, then a SOCKS5 greeting and request, an HTTP proxy head, or a SOCKS UDP datagram.
+seeds["FuzzProxy"] += [
+    ("socks-name", b"\x00\x05\x01\x00\x05\x01\x00\x03\x06tomcat\x1f\x90"),
+    ("socks-v6", b"\x00\x05\x02\x00\x02\x05\x03\x00\x04" + bytes(15) + b"\x01\x00\x35"),
+    ("http-connect", b"\x01CONNECT tomcat.default:8080 HTTP/1.1\r\nHost: tomcat.default:8080\r\n\r\n"),
+    ("http-get", b"\x01GET http://[::1]:8080/a?b HTTP/1.1\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n"),
+    ("udp", b"\x02\x00\x00\x00\x01\x0a\x60\x00\x0a\x00\x35payload"),
+]
 
 for fuzzer, items in seeds.items():
     directory = os.path.join(sys.argv[1], fuzzer)

@@ -81,6 +81,9 @@ struct ConnectCLI: AsyncParsableCommand {
             tun mode (the default, needs root) makes a TUN device with routes for the cluster's ranges and a DNS \
             resolver for cluster names; every program on this machine reaches the cluster. Ctrl-C removes the \
             device, routes, DNS change and the shadow pod.
+
+            socks mode (no root) changes nothing on this machine: a SOCKS5 and HTTP proxy on --proxy-addr:--proxy-port \
+            reaches the cluster for the programs told to use it (ALL_PROXY=socks5h://..., http_proxy, https_proxy).
             """)
 
     @OptionGroup var cluster: ClusterFlags
@@ -111,8 +114,25 @@ struct ConnectCLI: AsyncParsableCommand {
     @Option(name: [.customLong("cluster-domain"), .customLong("clusterDomain")], help: "The cluster's DNS domain.")
     var clusterDomain = "cluster.local"
 
-    @Option(name: .customLong("dns-mode"), help: "auto, resolv.conf or none (no DNS change).")
+    @Option(
+        name: .customLong("dns-mode"),
+        help:
+            "auto, resolv.conf or none (no DNS change). auto is resolv.conf for now (systemd-resolved wiring is not built)."
+    )
     var dnsMode = "auto"
+
+    @Option(
+        name: [.customLong("proxy-addr"), .customLong("proxyAddr")],
+        help: "socks mode: the address the SOCKS5 / HTTP proxy listens on.")
+    var proxyAddress = "127.0.0.1"
+
+    @Option(
+        name: [.customLong("proxy-port"), .customLong("proxyPort")],
+        help: "socks mode: the proxy's port.")
+    var proxyPort = 2223
+
+    @Flag(name: .customLong("disableTunDevice"), help: .hidden)
+    var disableTunDevice = false
 
     @Option(name: .customLong("state-dir"), help: .hidden)
     var stateDirectory: String?
@@ -121,7 +141,11 @@ struct ConnectCLI: AsyncParsableCommand {
         var options = ConnectOptions(
             cluster: try cluster.options(),
             stateDirectory: stateDirectory ?? (NSHomeDirectory() + "/.kt"))
-        options.mode = mode
+        // kt-connect's way to ask for the proxy alone.
+        options.mode = disableTunDevice ? .socks : mode
+        guard (1...65535).contains(proxyPort) else { throw ValidationError("--proxy-port must be 1-65535") }
+        options.proxyAddress = proxyAddress
+        options.proxyPort = proxyPort
         options.tunName = tunName
         options.tunAddress = tunAddress
         options.includeIPs = try prefixes(includeIPs, flag: "--include-ips")

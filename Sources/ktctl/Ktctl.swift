@@ -12,6 +12,6 @@ struct Ktctl: AsyncParsableCommand {
             Shell completion: ktctl --generate-completion-script bash|zsh|fish.
             """,
         version: "0.1.0-dev",
-        subcommands: [ConnectCLI.self, RouteCommand.self]
+        subcommands: [ConnectCLI.self, CleanCLI.self, RouteCommand.self]
     )
 }

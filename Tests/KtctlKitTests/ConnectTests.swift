@@ -29,7 +29,7 @@ import Testing
                     "--image", "kt-shadow:dev", "--state-dir", state,
                 ])
             defer { connect.stop() }
-            let connected = connect.waitForOutput("ktctl: connected", timeout: 60)
+            let connected = await connect.waitForOutput("ktctl: connected", timeout: 60)
             #expect(connected, "\(connect.output)")
             guard connected else { return }
 
@@ -62,9 +62,13 @@ import Testing
                 if answer != "\(late)\n" { try await Task.sleep(for: .milliseconds(200)) }
             }
             #expect(answer == "\(late)\n")
-            #expect(
-                try await workstation.run(["curl", "-s", "-m", "10", "http://late:8081"]).output
-                    == "kt-connect demo v1\n")
+            // The name may answer before the lab's service rules follow (kube-proxy lags the same way).
+            var latePage = ""
+            while latePage != "kt-connect demo v1\n", ContinuousClock.now - started < .seconds(10) {
+                latePage = try await workstation.run(["curl", "-s", "-m", "5", "http://late:8081"]).output
+                if latePage.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(latePage == "kt-connect demo v1\n")
 
             // Ctrl-C: the TUN, routes and resolv.conf are back as they were; the pod and secret are gone.
             let shadowPods = try await lab.client.list(
@@ -94,4 +98,256 @@ import Testing
                 ).items.isEmpty)
         }
     }
+
+    /// tun mode under load and through failures: 1 GiB from a pod byte-exact, 500 concurrent curls, ping; the
+    /// port-forward's TCP connection killed, then the shadow pod deleted: new connections work again within 15 s;
+    /// then `kill -9` of ktctl and `ktctl clean` leave what Ctrl-C leaves.
+    @Test(.enabled(if: kubectl != nil)) func tunModeUnderLoadThroughFailuresAndClean() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let (podIP, _) = try await lab.deploySeedTomcat(kubectl)
+            var bulk = Container(name: "bulk", image: "python:3")
+            bulk.command = ["python3", "-c", Self.gibibyteServer]
+            bulk.ports = [ContainerPort(containerPort: 9000)]
+            _ = try await lab.client.create(Pod(metadata: ObjectMeta(name: "bulk"), spec: PodSpec(containers: [bulk])))
+            let bulkIP = try #require(try await lab.waitReady("bulk").status?.podIP)
+
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let resolvConf = "/etc/netns/\(lab.name)-ws/resolv.conf"
+            let originalResolvConf = try String(contentsOfFile: resolvConf, encoding: .utf8)
+            let state = "\(LabLayout.stateRoot)/\(lab.name)/kt"
+            let kubeconfig = "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws"
+            let connect = try BackgroundProcess(
+                workstation,
+                [
+                    ktctl, "connect", "--kubeconfig", kubeconfig, "-n", "default", "--image", "kt-shadow:dev",
+                    "--state-dir", state,
+                ])
+            defer { connect.stop() }
+            let connected = await connect.waitForOutput("ktctl: connected", timeout: 60)
+            #expect(connected, "\(connect.output)")
+            guard connected else { return }
+
+            // 1 GiB, byte-exact.
+            let expected = try await TestNamespace.run(["python3", "-c", Self.gibibyteDigest]).output
+            let started = ContinuousClock.now
+            let download = try await workstation.run(
+                ["sh", "-c", "curl -s -m 120 http://\(bulkIP):9000 | sha256sum | cut -d' ' -f1"], timeout: 150)
+            let took = ContinuousClock.now - started
+            #expect(download.output == expected && expected.count == 65, "\(download.output) \(download.error)")
+            let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+            print("ktctl connect: 1 GiB from a pod through tun mode in \(took) (\(Int(1024 / seconds)) MiB/s)")
+
+            // 500 concurrent curls by service name.
+            let concurrent = try await workstation.run(
+                [
+                    "sh", "-c",
+                    "seq 500 | xargs -P 500 -I{} curl -s -m 60 http://tomcat:8080 | grep -c 'kt-connect demo v1'",
+                ], timeout: 120)
+            #expect(concurrent.output == "500\n", "\(concurrent.output) \(concurrent.error)")
+
+            // ICMP echo, answered from the cluster side.
+            let ping = try await workstation.run(["ping", "-c", "2", "-W", "3", podIP])
+            #expect(ping.status == 0, "\(ping.output) \(ping.error)")
+
+            // The port-forward's TCP connection killed (ss -K in the workstation namespace), then the shadow pod
+            // deleted: each time new connections work again within 15 s.
+            let server = try #require(
+                try String(contentsOfFile: kubeconfig, encoding: .utf8).split(separator: "\n")
+                    .first { $0.contains("server: https://") }?.split(separator: "/").last?.split(separator: ":").first)
+            let shadowPods = try await lab.client.list(
+                Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+            ).items
+            let shadow = try #require(shadowPods.first).name
+            let failures: [(String, () async throws -> Void)] = [
+                (
+                    "port-forward connection killed",
+                    {
+                        let killed = try await workstation.run([
+                            "ss", "-K", "dst", String(server), "dport", "=", "6443",
+                        ])
+                        #expect(killed.output.contains("ESTAB"), "\(killed.output) \(killed.error)")
+                    }
+                ),
+                (
+                    "shadow pod deleted",
+                    {
+                        try await lab.client.delete(
+                            Pod.self, name: shadow, options: DeleteOptions(gracePeriodSeconds: 0))
+                    }
+                ),
+            ]
+            for (what, fail) in failures {
+                try await fail()
+                let failed = ContinuousClock.now
+                var page = ""
+                while page != "kt-connect demo v1\n", ContinuousClock.now - failed < .seconds(15) {
+                    page = try await workstation.run(["curl", "-s", "-m", "3", "http://tomcat:8080"]).output
+                    if page.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+                }
+                let back = ContinuousClock.now - failed
+                #expect(page == "kt-connect demo v1\n", "\(what): \(connect.output)")
+                print("ktctl connect: \(what): new connections work again after \(back)")
+            }
+
+            // kill -9: the TUN and its routes go with the process; resolv.conf and the cluster objects stay until
+            // `ktctl clean`.
+            connect.signalProgram(SIGKILL)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await workstation.run(["ip", "link", "show", "kt0"]).status != 0)
+            #expect(try String(contentsOfFile: resolvConf, encoding: .utf8) != originalResolvConf)
+            let clean = try await workstation.run(
+                [ktctl, "clean", "--kubeconfig", kubeconfig, "-n", "default", "--state-dir", state], timeout: 30)
+            #expect(clean.status == 0, "\(clean.error)")
+            #expect(clean.output.contains("restored /etc/resolv.conf"), "\(clean.output)")
+            #expect(clean.output.contains("its ktctl was killed"), "\(clean.output)")
+            #expect(try String(contentsOfFile: resolvConf, encoding: .utf8) == originalResolvConf)
+            #expect(!FileManager.default.fileExists(atPath: "\(state)/connect.pid"))
+            // The pod terminates (its grace period), the Secret is gone at once.
+            #expect(
+                try await lab.client.list(
+                    Secret.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.isEmpty)
+            let deadline = ContinuousClock.now + .seconds(40)
+            var left = [Pod]()
+            repeat {
+                left = try await lab.client.list(
+                    Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items
+                if !left.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+            } while !left.isEmpty && ContinuousClock.now < deadline
+            #expect(left.isEmpty)
+            let again = try await workstation.run(
+                [ktctl, "clean", "--kubeconfig", kubeconfig, "-n", "default", "--state-dir", state], timeout: 30)
+            #expect(again.output.contains("nothing to clean"), "\(again.output)")
+        }
+    }
+
+    /// Serves 1 GiB (a 1 MiB pattern 1024 times) on :9000 to every connection, after reading its request.
+    static let gibibyteServer = """
+        import socket, threading
+        block = bytes((i * 7 + 13) % 251 for i in range(1 << 20))
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("0.0.0.0", 9000))
+        server.listen(16)
+        def serve(connection):
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % (1 << 30))
+            for _ in range(1024):
+                connection.sendall(block)
+            connection.close()
+        while True:
+            connection, _ = server.accept()
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+        """
+
+    /// The SHA-256 of what `gibibyteServer` sends as a body.
+    static let gibibyteDigest = """
+        import hashlib
+        block = bytes((i * 7 + 13) % 251 for i in range(1 << 20))
+        digest = hashlib.sha256()
+        for _ in range(1024):
+            digest.update(block)
+        print(digest.hexdigest())
+        """
+
+    /// socks mode as an ordinary user (nobody): curl through SOCKS5 with cluster-side names, through the HTTP proxy
+    /// (plain and CONNECT), a DNS query through UDP ASSOCIATE; a second connect is refused with the first one's pid;
+    /// Ctrl-C removes the pod and Secret.
+    @Test(.enabled(if: kubectl != nil)) func socksModeAsAnOrdinaryUser() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let (_, clusterIP) = try await lab.deploySeedTomcat(kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            // A kubeconfig and a state directory that nobody can use.
+            let home = "\(LabLayout.stateRoot)/\(lab.name)/nobody"
+            try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", toPath: "\(home)/config")
+            for path in [home, "\(home)/config"] {
+                try FileManager.default.setAttributes([.ownerAccountID: 65534], ofItemAtPath: path)
+            }
+            func ktctlAsNobody(_ port: Int) -> [String] {
+                [
+                    "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ktctl, "connect", "--mode", "socks",
+                    "--kubeconfig", "\(home)/config", "-n", "default", "--image", "kt-shadow:dev", "--state-dir",
+                    "\(home)/kt", "--proxy-port", "\(port)",
+                ]
+            }
+            let connect = try BackgroundProcess(workstation, ktctlAsNobody(2223))
+            defer { connect.stop() }
+            let connected = await connect.waitForOutput("ktctl: connected", timeout: 60)
+            #expect(connected, "\(connect.output)")
+            guard connected else { return }
+            #expect(connect.output.contains("export ALL_PROXY=socks5h://127.0.0.1:2223"), "\(connect.output)")
+
+            let page = "kt-connect demo v1\n"
+            for (what, command) in [
+                (
+                    "SOCKS5, name resolved in the cluster",
+                    ["curl", "-s", "-m", "10", "--socks5-hostname", "127.0.0.1:2223"]
+                ),
+                ("ALL_PROXY=socks5h", ["env", "ALL_PROXY=socks5h://127.0.0.1:2223", "curl", "-s", "-m", "10"]),
+                ("http_proxy", ["env", "http_proxy=http://127.0.0.1:2223", "curl", "-s", "-m", "10"]),
+                ("HTTP CONNECT", ["curl", "-s", "-m", "10", "-p", "-x", "http://127.0.0.1:2223"]),
+            ] {
+                for url in [
+                    "http://tomcat:8080", "http://tomcat.default.svc.cluster.local:8080", "http://\(clusterIP):8080",
+                ] {
+                    let curl = try await workstation.run(command + [url])
+                    #expect(curl.output == page, "\(what) \(url): \(curl.output) \(curl.error)")
+                }
+            }
+            // An unknown name: the proxy says so (SOCKS "host unreachable", HTTP 502 with the reason).
+            let missing = try await workstation.run(
+                ["curl", "-s", "-m", "10", "-x", "http://127.0.0.1:2223", "http://nothing-here:8080"])
+            #expect(missing.output.contains("name not found"), "\(missing.output)")
+
+            // DNS through UDP ASSOCIATE, to the nameserver the cluster's pods use (the tomcat pod's).
+            let nameserver = try #require(
+                try String(contentsOfFile: "/etc/netns/\(lab.name)-pod-1/resolv.conf", encoding: .utf8)
+                    .split(separator: "\n").first { $0.hasPrefix("nameserver ") }?.split(separator: " ").last)
+            let udp = try await workstation.run(["python3", "-c", Self.socksUDPQuery, String(nameserver)])
+            #expect(udp.output == "\(clusterIP)\n", "\(udp.error)")
+
+            // One connect per state directory: the second names the first's pid and changes nothing.
+            let second = try await workstation.run(ktctlAsNobody(2224), timeout: 30)
+            #expect(second.status != 0)
+            #expect(second.error.contains("another ktctl connect is running (pid"), "\(second.error)")
+
+            connect.signalProgram(SIGINT)
+            #expect(await connect.waitForOutput("ktctl: disconnected", timeout: 10), "\(connect.output)")
+            #expect(
+                try await lab.client.list(
+                    Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.isEmpty)
+            #expect(
+                try await lab.client.list(
+                    Secret.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.isEmpty)
+        }
+    }
+
+    /// A SOCKS5 UDP ASSOCIATE client asking argv[1]:53 for tomcat.default.svc.cluster.local; prints the A record.
+    static let socksUDPQuery = """
+        import socket, struct, sys
+        control = socket.create_connection(("127.0.0.1", 2223), timeout=10)
+        control.sendall(b"\\x05\\x01\\x00")
+        assert control.recv(2) == b"\\x05\\x00"
+        control.sendall(b"\\x05\\x03\\x00\\x01" + bytes(6))
+        reply = control.recv(10)
+        assert reply[1] == 0, reply
+        relay = (socket.inet_ntoa(reply[4:8]), struct.unpack(">H", reply[8:10])[0])
+        name = b"".join(bytes([len(p)]) + p.encode() for p in "tomcat.default.svc.cluster.local".split("."))
+        query = struct.pack(">HHHHHH", 0x4b54, 0x0100, 1, 0, 0, 0) + name + b"\\x00\\x00\\x01\\x00\\x01"
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.settimeout(5)
+        udp.sendto(b"\\x00\\x00\\x00\\x01" + socket.inet_aton(sys.argv[1]) + struct.pack(">H", 53) + query, relay)
+        answer, _ = udp.recvfrom(4096)
+        assert answer[:4] == b"\\x00\\x00\\x00\\x01", answer
+        print(socket.inet_ntoa(answer[-4:]))
+        """
 }

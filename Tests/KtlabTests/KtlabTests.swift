@@ -195,10 +195,10 @@ let pythonClientInstalled: Bool = {
             try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
             // The watch needs a change to report: label the pod while the script waits.
             let finished = LockedFlag()
-            let python = Task {
+            async let python: TestNamespace.CommandResult = {
                 defer { finished.set() }
-                return try TestNamespace.run(["env", "python3", scriptPath], timeout: 60)
-            }
+                return try await TestNamespace.run(["env", "python3", scriptPath], timeout: 60)
+            }()
             // Change the pod every half second until the script is done, however long it takes to start.
             var round = 0
             while !finished.isSet {
@@ -208,7 +208,7 @@ let pythonClientInstalled: Bool = {
                     Pod.self, name: "tomcat", .merge(["metadata": ["labels": ["seen": .string(String(round))]]]))
                 if round > 100 { break }
             }
-            let result = try await python.value
+            let result = try await python
             #expect(result.status == 0, "\(result.error)")
             let output = try JSONValue(json: Data(result.output.utf8))
             #expect(output["pods"] == [["tomcat", "Running", .string(ip), true]])
@@ -250,18 +250,16 @@ let pythonClientInstalled: Bool = {
             // A pod to look from, created while `kubectl get pods -w` streams; it writes a line to its log.
             let kubeconfig = lab.kubeconfig
             let home = "\(LabLayout.stateRoot)/\(lab.name)/home"
-            let watching = Task {
-                try TestNamespace.run(
-                    ["env", "HOME=\(home)", "KUBECONFIG=\(kubeconfig)", "timeout", "4", kubectl, "get", "pods", "-w"],
-                    timeout: 10)
-            }
+            async let watching = TestNamespace.run(
+                ["env", "HOME=\(home)", "KUBECONFIG=\(kubeconfig)", "timeout", "4", kubectl, "get", "pods", "-w"],
+                timeout: 10)
             try await Task.sleep(for: .milliseconds(1500))
             var client = Container(name: "client", image: "busybox")
             client.command = ["sh", "-c", "echo hello from the pod; sleep infinity"]
             _ = try await lab.client.create(
                 Pod(metadata: ObjectMeta(name: "client"), spec: PodSpec(containers: [client])))
             _ = try await lab.waitReady("client")
-            let watched = try await watching.value.output
+            let watched = try await watching.output
             #expect(watched.split(separator: "\n").filter { $0.hasPrefix("client ") }.count >= 2, "\(watched)")
             #expect(try await lab.kubectl(kubectl, ["logs", "client"]).output == "hello from the pod\n")
             let clientNamespace = "\(lab.name)-pod-2"

@@ -53,18 +53,22 @@ public final class RunningLab: @unchecked Sendable {
     /// Makes a lab, runs `body`, and removes the lab whatever `body` did (checking that `down` succeeded);
     /// returns the lab's name for checks after it is gone.
     @discardableResult
+    /// The body runs on ``DedicatedExecutor``: lab tests wait for watches, grace periods and reconnects, which a
+    /// concurrency pool held by other suites' long synchronous tests would stretch past their limits.
     public static func with(_ body: (RunningLab) async throws -> Void) async throws -> String {
-        let lab = try await RunningLab()
-        var failure: (any Error)?
-        do {
-            try await body(lab)
-        } catch {
-            failure = error
+        try await onDedicatedThreads {
+            let lab = try await RunningLab()
+            var failure: (any Error)?
+            do {
+                try await body(lab)
+            } catch {
+                failure = error
+            }
+            let down = await lab.down()
+            #expect(down?.status == 0)
+            if let failure { throw failure }
+            return lab.name
         }
-        let down = await lab.down()
-        #expect(down?.status == 0)
-        if let failure { throw failure }
-        return lab.name
     }
 
     /// A tool `make deps` put in .build/tools, when it is there.

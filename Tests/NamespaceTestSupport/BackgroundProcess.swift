@@ -61,6 +61,19 @@ public final class BackgroundProcess: @unchecked Sendable {
         return false
     }
 
+    /// Waits as ``waitForOutput(_:timeout:)`` does, sleeping between looks instead of holding a thread of Swift's
+    /// concurrency pool (the tests running beside this one share its few threads).
+    @discardableResult
+    public func waitForOutput(_ text: String, timeout: Double = 10) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
     /// SIGTERM, then SIGKILL after `grace` seconds, to the program and everything it started (a launcher such as
     /// pyenv's shim may fork rather than exec, and a grandchild left running would keep Foundation waiting); waits
     /// for the exit and removes the log. Returns the output.

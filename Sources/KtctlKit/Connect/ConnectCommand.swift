@@ -20,9 +20,6 @@ public enum ConnectCommand {
         async throws
     {
         if options.mode == .tun && geteuid() != 0 { throw ConnectError.needsRoot }
-        guard options.mode == .tun else {
-            throw ConnectError.other("--mode socks is not built yet; use --mode tun")
-        }
         var undo = UndoStack()
         do {
             try await connect(options, logger: logger, print: print, undo: &undo)
@@ -39,6 +36,7 @@ public enum ConnectCommand {
         _ options: ConnectOptions, logger: Logger, print: @escaping @Sendable (String) -> Void, undo: inout UndoStack
     ) async throws {
         try FileManager.default.createDirectory(atPath: options.stateDirectory, withIntermediateDirectories: true)
+        let crashed = PidFile.read("\(options.stateDirectory)/connect.pid").flatMap { $0.isAlive ? nil : $0 }
         let pidFile = try PidFile.claim("\(options.stateDirectory)/connect.pid")
         undo.push("remove \(pidFile.path)") { pidFile.release() }
 
@@ -53,8 +51,23 @@ public enum ConnectCommand {
         let client = try KubeClient(access: access, logger: logger)
         undo.push("close the API client") { await client.shutdown() }
         let namespace = access.namespace
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        // What a session that was killed left in the cluster goes before this one makes its own.
+        if let crashed, let id = crashed.session {
+            let removed = await CleanCommand.removeSession(
+                id, client: client, namespace: crashed.namespace ?? namespace, logger: logger)
+            if !removed.isEmpty {
+                print("ktctl: removed \(removed.joined(separator: ", ")) left by a session that was killed")
+            }
+        }
+        // socks mode glues each client's socket to its tunnel flow, which needs both on one loop.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.mode == .socks ? 1 : 2)
         undo.push("stop the event loops") { try? await group.shutdownGracefully() }
+        if options.mode == .socks {
+            try await socks(
+                options, client: client, namespace: namespace, access: access, group: group,
+                pidFile: pidFile, logger: logger, print: print, undo: &undo)
+            return
+        }
 
         // Which ranges: decided before anything is changed, so that a conflict changes nothing.
         let ranges = try await discoverRanges(client)
@@ -77,6 +90,7 @@ public enum ConnectCommand {
         }
 
         let session = SessionIdentity.fresh()
+        pidFile.record(session: session.id, namespace: namespace)
         let link = TunnelLink()
         let shadow = ShadowSession(
             client: client, namespace: namespace, options: options.cluster, session: session, link: link,
@@ -117,7 +131,7 @@ public enum ConnectCommand {
         _ = try await resolver.listen(host: options.tunAddress, port: 53)
         if options.dnsMode != "none" {
             try resolvConf.apply(resolver: options.tunAddress, search: names.searchList)
-            undo.push("restore /etc/resolv.conf") { try? resolvConf.restore() }
+            undo.push("restore /etc/resolv.conf") { _ = try? resolvConf.restore() }
         }
 
         print(
@@ -129,6 +143,47 @@ public enum ConnectCommand {
               dns        \(options.tunAddress):53 for *.\(options.clusterDomain), svc.ns and short names; \
             others to \(upstreams.map { $0.ipAddress ?? "?" }.joined(separator: ", "))
               stop       Ctrl-C (routes, DNS and the pod are removed)
+            """)
+        await waitForSignal()
+    }
+
+    /// socks mode: the shadow, and a SOCKS5 / HTTP proxy on this machine; nothing else on the machine changes.
+    static func socks(
+        _ options: ConnectOptions, client: KubeClient, namespace: String, access: ClusterAccess,
+        group: MultiThreadedEventLoopGroup, pidFile: PidFile, logger: Logger,
+        print: @escaping @Sendable (String) -> Void, undo: inout UndoStack
+    ) async throws {
+        let session = SessionIdentity.fresh()
+        let link = TunnelLink()
+        let proxy = ProxyServer(link: link, eventLoop: group.next(), logger: logger)
+        // The port first: if it is taken, nothing in the cluster is made.
+        let bound: SocketAddress
+        do {
+            bound = try await proxy.listen(host: options.proxyAddress, port: options.proxyPort)
+        } catch {
+            throw ConnectError.badFlag(
+                "--proxy-port",
+                "cannot listen on \(options.proxyAddress):\(options.proxyPort): \(error); "
+                    + "choose another with --proxy-port")
+        }
+        undo.push("close the proxy") { proxy.close() }
+        pidFile.record(session: session.id, namespace: namespace)
+        let shadow = ShadowSession(
+            client: client, namespace: namespace, options: options.cluster, session: session,
+            link: link, group: group, logger: logger, progress: { print("ktctl: \($0)") })
+        undo.push("delete the shadow pod and secret") { await shadow.stop() }
+        try await shadow.start()
+        let address = bound.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? options.proxyAddress
+        let port = bound.port ?? options.proxyPort
+        print(
+            """
+            ktctl: connected to \(access.server.absoluteString) (context \(access.contextName)), namespace \(namespace)
+              shadow     pod \(shadow.podName) (\(shadow.podIP ?? "?")) through port-forward and SSH
+              proxy      SOCKS5 and HTTP on \(address):\(port); names resolve in the cluster \
+            (short names in namespace \(namespace))
+              use        export ALL_PROXY=socks5h://\(address):\(port) http_proxy=http://\(address):\(port) \
+            https_proxy=http://\(address):\(port)
+              stop       Ctrl-C (the pod is removed)
             """)
         await waitForSignal()
     }
@@ -197,20 +252,44 @@ struct UndoStack {
     }
 }
 
-/// One `ktctl connect` per machine: a pid file that a live ktctl holds.
+/// One `ktctl connect` per state directory: a pid file that a live ktctl holds. Its second line names the session,
+/// so that `ktctl clean` can tell the objects of a ktctl that was killed.
 struct PidFile: Sendable {
     let path: String
 
+    struct Record: Sendable {
+        var pid: Int32
+        var session: String?
+        var namespace: String?
+        /// A live ktctl has that pid.
+        var isAlive: Bool
+    }
+
+    static func read(_ path: String) -> Record? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let first = lines.first, let pid = Int32(first) else { return nil }
+        let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        let alive = kill(pid, 0) == 0 && command.contains("ktctl")
+        return Record(
+            pid: pid, session: lines.count > 1 ? lines[1] : nil, namespace: lines.count > 2 ? lines[2] : nil,
+            isAlive: alive)
+    }
+
     static func claim(_ path: String) throws -> PidFile {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid != getpid(), kill(pid, 0) == 0,
-            let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
-            command.contains("ktctl")
-        {
-            throw ConnectError.alreadyRunning(pid: pid, file: path)
+        if let record = read(path), record.pid != getpid(), record.isAlive {
+            throw ConnectError.alreadyRunning(pid: record.pid, file: path)
         }
-        try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+        // A dead session's line stays until this one has its own, so `ktctl clean` can still find its objects.
+        let previous = read(path).flatMap { $0.isAlive ? nil : $0 }
+        let kept = [previous?.session, previous?.namespace].compactMap { $0 }.map { $0 + "\n" }.joined()
+        try "\(getpid())\n\(kept)".write(toFile: path, atomically: true, encoding: .utf8)
         return PidFile(path: path)
+    }
+
+    /// Names this process's session (and the namespace of its objects) in the file.
+    func record(session: String, namespace: String) {
+        try? "\(getpid())\n\(session)\n\(namespace)\n".write(toFile: path, atomically: true, encoding: .utf8)
     }
 
     func release() {

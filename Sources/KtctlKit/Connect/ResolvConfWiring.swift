@@ -59,6 +59,9 @@ public struct ResolvConfWiring: Sendable {
         try Self.overwrite(path, with: Self.rewritten(base, resolver: resolver, search: search))
     }
 
+    /// A change to undo is journaled.
+    public var hasJournal: Bool { FileManager.default.fileExists(atPath: journal) }
+
     /// Puts the original back and removes the journal; nothing to do without a journal.
     @discardableResult
     public func restore() throws -> Bool {

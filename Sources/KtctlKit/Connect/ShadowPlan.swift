@@ -28,6 +28,8 @@ public struct SessionIdentity: Sendable, Hashable {
 /// Labels and annotations every object a ktctl session creates carries (DESIGN.md §5 and §11).
 public enum SessionLabels {
     public static let managedBy = "app.kubernetes.io/managed-by"
+    /// The value of `managedBy` on everything ktctl makes.
+    public static let manager = "ktctl"
     public static let role = "ktctl.io/role"
     public static let session = "ktctl.io/session"
     public static let heartbeat = "ktctl.io/heartbeat"
@@ -103,7 +105,7 @@ public enum ShadowPlan {
 
     public static func labels(_ session: SessionIdentity, role: String, extra: [String: String]) -> JSONValue {
         var labels: [String: JSONValue] = extra.mapValues { .string($0) }
-        labels[SessionLabels.managedBy] = "ktctl"
+        labels[SessionLabels.managedBy] = .string(SessionLabels.manager)
         labels[SessionLabels.role] = .string(role)
         labels[SessionLabels.session] = .string(session.id)
         return .object(labels)

@@ -132,7 +132,7 @@ public final class APIServer: Sendable {
         let bind: @Sendable () -> EventLoopFuture<any Channel> = {
             ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer(initializer)
                 .bind(host: host, port: port)
         }
@@ -155,7 +155,7 @@ public final class APIServer: Sendable {
                 APIStatusError.badRequest("pod \(pod["metadata"]?["name"]?.stringValue ?? "") has no IP yet"))
         }
         return ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .connect(host: address, port: port)
     }

@@ -106,6 +106,7 @@ public final class Kubelet: Sendable {
         let now = RFC3339.format(Date())
         do {
             try makeNamespace(podNamespace, index: index, ip: ip, podNamespace: namespace)
+            try applySysctls(pod, in: podNamespace)
         } catch {
             logger.error("pod \(namespace)/\(name): network setup failed: \(error)")
             updateStatus(namespace, name) { status in
@@ -230,6 +231,21 @@ public final class Kubelet: Sendable {
         """.write(toFile: "\(etc)/resolv.conf", atomically: true, encoding: .utf8)
     }
 
+    /// The pod's `securityContext.sysctls`, in its network namespace: the namespaced `net.*` ones (as
+    /// `net.ipv4.ping_group_range`, which unprivileged ICMP sockets need); others are refused by name, as a
+    /// kubelet refuses sysctls it does not allow.
+    func applySysctls(_ pod: JSONValue, in podNamespace: String) throws {
+        for sysctl in pod["spec"]?["securityContext"]?["sysctls"]?.arrayValue ?? [] {
+            guard let name = sysctl["name"]?.stringValue, let value = sysctl["value"]?.stringValue else { continue }
+            guard name.hasPrefix("net."), name.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
+                throw Host.CommandError(
+                    command: ["sysctl", name], status: 1,
+                    output: "forbidden sysctl \(name): ktlab sets only namespaced net.* sysctls")
+            }
+            try Host.run(["ip", "netns", "exec", podNamespace, "sysctl", "-qw", "\(name)=\(value)"])
+        }
+    }
+
     func directory(namespace: String, name: String, container: String) -> String {
         "\(layout.podsDirectory)/\(namespace)_\(name)/\(container)"
     }
@@ -252,9 +268,18 @@ public final class Kubelet: Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
+        // runAsUser / runAsGroup (the container's, else the pod's): the process runs as that user, owning its
+        // container's directory as an image's files would be readable to it.
+        let user = Self.securityContext(container, pod, "runAsUser")
+        let group = Self.securityContext(container, pod, "runAsGroup") ?? (user == nil ? nil : 0)
+        var identity: [String] = []
+        if let user {
+            identity = ["setpriv", "--reuid=\(user)", "--regid=\(group ?? 0)", "--clear-groups"]
+            try Host.run(["chown", "-R", "\(user):\(group ?? 0)", root])
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Host.findExecutable("ip") ?? "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", running.namespace] + arguments
+        process.arguments = ["netns", "exec", running.namespace] + identity + arguments
         process.environment = environment
         process.currentDirectoryURL = URL(fileURLWithPath: cwd)
         process.standardInput = FileHandle.nullDevice
@@ -270,6 +295,11 @@ public final class Kubelet: Sendable {
         logger.info(
             "pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))"
         )
+    }
+
+    /// A numeric field of the container's `securityContext`, else of the pod's.
+    static func securityContext(_ container: JSONValue, _ pod: JSONValue, _ field: String) -> Int64? {
+        container["securityContext"]?[field]?.intValue ?? pod["spec"]?["securityContext"]?[field]?.intValue
     }
 
     /// The file a container's output goes to (nil before the pod runs here).
