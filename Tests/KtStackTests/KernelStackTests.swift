@@ -104,9 +104,12 @@ struct KernelStackTests {
         defer { harness.stop() }
         let host = v6 ? "fd00:96::15" : "10.96.0.15"
         let script =
-            "import socket,struct,time; s=socket.create_connection(('\(host)', 6000)); time.sleep(0.3); "
-            + "i=s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104); print('options', i[5], 'wscale', i[6] & 15, i[6] >> 4); time.sleep(1.5)"
-        let result = try harness.shell("python3 -c \"\(script)\" & sleep 1; ss -tin; wait")
+            "import socket,subprocess,time; s=socket.create_connection(('\(host)', 6000)); time.sleep(0.3); "
+            + "i=s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104); print('options', i[5], 'wscale', i[6] & 15, i[6] >> 4); "
+            + "print(subprocess.run(['ss', '-tin'], capture_output=True, text=True).stdout, flush=True)"
+        // ss runs while the connection is open, however slowly python starts (a fixed `sleep 1` lost that race
+        // under the full suite's load).
+        let result = try harness.shell("python3 -c \"\(script)\"")
         #expect(
             result.output.contains("wscale:7,10"),
             "ss: the kernel sends with our shift 7 and receives with its 10: \(result.output)")

@@ -60,7 +60,7 @@ struct TunnelFailureTests {
                     }
                 }
                 // Every flow has echoed once; now the TCP connection under the session dies.
-                let deadline = Date().addingTimeInterval(5)
+                let deadline = Date().addingTimeInterval(15)
                 while started.withLockedValue({ $0 }) < flows, Date() < deadline {
                     try await Task.sleep(for: .milliseconds(10))
                 }

@@ -555,7 +555,12 @@ public final class Kubelet: Sendable {
                 }
                 try? await Task.sleep(for: .milliseconds(100))
             }
-            _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
+            // As a kubelet: the pod's sandbox and files go first, then the object, so whoever waits for the
+            // deletion finds nothing left behind.
+            self.work.async {
+                self.stop(namespace: namespace, name: name)
+                _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
+            }
         }
     }
 

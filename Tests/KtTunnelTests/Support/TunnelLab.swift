@@ -46,15 +46,18 @@ final class TunnelLab: @unchecked Sendable {
     }
 
     /// Runs `body` with a fresh lab and removes everything afterwards, also when `body` throws.
-    static func with<T>(_ prefix: String, _ body: (TunnelLab) async throws -> T) async throws -> T {
-        let lab = try TunnelLab(prefix: prefix)
-        do {
-            let result = try await body(lab)
-            await lab.shutdown()
-            return result
-        } catch {
-            await lab.shutdown()
-            throw error
+    /// The body runs on ``DedicatedExecutor`` (see there): these tests time flows and failures.
+    static func with<T: Sendable>(_ prefix: String, _ body: (TunnelLab) async throws -> T) async throws -> T {
+        try await onDedicatedThreads {
+            let lab = try TunnelLab(prefix: prefix)
+            do {
+                let result = try await body(lab)
+                await lab.shutdown()
+                return result
+            } catch {
+                await lab.shutdown()
+                throw error
+            }
         }
     }
 
