@@ -97,6 +97,9 @@ struct ConnectCLI: AsyncParsableCommand {
     @Option(name: .customLong("tun-address"), help: "The TUN device's own address (the DNS resolver listens there).")
     var tunAddress = "198.18.20.1"
 
+    @Option(help: "The TUN device's MTU (576-65535).")
+    var mtu = 1500
+
     @Option(
         name: [.customLong("include-ips"), .customLong("includeIps")], help: "More prefixes to route, comma-separated.")
     var includeIPs: String = ""
@@ -148,6 +151,8 @@ struct ConnectCLI: AsyncParsableCommand {
         options.proxyPort = proxyPort
         options.tunName = tunName
         options.tunAddress = tunAddress
+        guard (576...65535).contains(mtu) else { throw ValidationError("--mtu \(mtu) is outside 576-65535; nothing was changed") }
+        options.mtu = mtu
         options.includeIPs = try prefixes(includeIPs, flag: "--include-ips")
         options.excludeIPs = try prefixes(excludeIPs, flag: "--exclude-ips")
         options.forceRoutes = forceRoutes

@@ -301,6 +301,15 @@ import Testing
                     #expect(curl.output == page, "\(what) \(url): \(curl.output) \(curl.error)")
                 }
             }
+            // https_proxy: curl tunnels TLS through CONNECT, here to the API server as the cluster side sees it.
+            let server = try #require(
+                try String(contentsOfFile: "\(home)/config", encoding: .utf8).split(separator: "\n")
+                    .first { $0.contains("server: https://") }?.split(separator: " ").last)
+            let https = try await workstation.run([
+                "env", "https_proxy=http://127.0.0.1:2223", "curl", "-s", "-k", "-m", "10", "-o", "/dev/null", "-w",
+                "%{http_code}", "\(server)/version",
+            ])
+            #expect(["200", "401", "403"].contains(https.output), "https_proxy: \(https.output) \(https.error)")
             // An unknown name: the proxy says so (SOCKS "host unreachable", HTTP 502 with the reason).
             let missing = try await workstation.run(
                 ["curl", "-s", "-m", "10", "-x", "http://127.0.0.1:2223", "http://nothing-here:8080"])

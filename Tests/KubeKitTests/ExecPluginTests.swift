@@ -200,6 +200,27 @@ import Testing
         #expect(namespace.name == "default")
         #expect(transport.requests.map { $0.header("Authorization") } == ["Bearer tok-1", "Bearer tok-2"])
     }
+
+    /// A plugin still open for writing somewhere (here: by this test, closed 100 ms later) makes exec fail with
+    /// "text file busy"; the provider waits it out instead of calling the plugin missing.
+    @Test func aPluginBusyForAMomentStillRuns() throws {
+        let scratch = try Scratch()
+        let path = try scratch.write("plugin.sh", "#!/bin/sh\nexit 0\n", mode: 0o755)
+        let writer = try #require(FileHandle(forWritingAtPath: path))
+        let busy = Process()
+        busy.executableURL = URL(fileURLWithPath: path)
+        #expect(throws: (any Error).self) { try busy.run() }  // the kernel refuses while the file is open to write
+        let closer = Thread {
+            usleep(100_000)
+            try? writer.close()
+        }
+        closer.start()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        try ExecCredentialProvider.start(process)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
 }
 
 /// A clock the test moves by hand.

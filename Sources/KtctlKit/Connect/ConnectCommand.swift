@@ -106,6 +106,7 @@ public enum ConnectCommand {
             throw ConnectError.badFlag("--tun-address", "'\(options.tunAddress)' is not an IPv4 address")
         }
         try netlink.addAddress(InterfaceAddress(interface: link0.index, address: .v4(tunAddress), prefixLength: 32))
+        try netlink.setMTU(UInt32(options.mtu), of: link0.index)
         try netlink.setUp(true, link0.index)
         for prefix in routes {
             try netlink.addRoute(Route(destination: prefix, outputInterface: link0.index, scope: .link))
@@ -115,6 +116,7 @@ public enum ConnectCommand {
         configuration.segmentationOffload = true
         configuration.verifyChecksums = false
         configuration.routerAddressV4 = tunAddress
+        configuration.mtu = options.mtu
         let engine = try TunEngine(
             device: device, link: link, group: group, configuration: configuration, logger: logger)
         undo.push("stop the engine") { engine.stop() }

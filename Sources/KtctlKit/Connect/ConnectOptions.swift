@@ -37,6 +37,8 @@ public struct ConnectOptions: Sendable {
     public var tunName = "kt0"
     /// The TUN's own address (the DNS resolver listens there): a /30 unlikely to be anyone's.
     public var tunAddress = "198.18.20.1"
+    /// The TUN's MTU (and so the MSS the kernel and the stack announce).
+    public var mtu = 1500
     public var includeIPs: [AnyIPPrefix] = []
     public var excludeIPs: [AnyIPPrefix] = []
     public var forceRoutes = false

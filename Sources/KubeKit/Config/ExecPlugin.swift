@@ -117,6 +117,7 @@ public enum ExecPluginError: Error, Sendable, Hashable, CustomStringConvertible 
     case failed(command: String, exitCode: Int32)
     case badOutput(command: String, problem: String)
     case needsTerminal(command: String)
+    case couldNotStart(command: String, reason: String)
 
     public var description: String {
         switch self {
@@ -128,6 +129,8 @@ public enum ExecPluginError: Error, Sendable, Hashable, CustomStringConvertible 
             return "exec credential plugin \(command) printed an unusable credential: \(problem)"
         case .needsTerminal(let command):
             return "exec credential plugin \(command) has interactiveMode Always but stdin is not a terminal"
+        case .couldNotStart(let command, let reason):
+            return "exec credential plugin \(command) could not be started: \(reason)"
         }
     }
 }
@@ -193,14 +196,16 @@ public actor ExecCredentialProvider {
         let (code, stdout): (Int32, [UInt8]) = try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
                 do {
-                    try process.run()
+                    try Self.start(process)
                     let bytes = output.fileHandleForReading.readDataToEndOfFile()
                     process.waitUntilExit()
                     continuation.resume(returning: (process.terminationStatus, Array(bytes)))
                 } catch {
+                    let notFound = (error as? CocoaError)?.code == .fileReadNoSuchFile
                     continuation.resume(
-                        throwing: ExecPluginError.notFound(
-                            command: configuration.command, hint: configuration.installHint))
+                        throwing: notFound
+                            ? ExecPluginError.notFound(command: configuration.command, hint: configuration.installHint)
+                            : ExecPluginError.couldNotStart(command: configuration.command, reason: "\(error)"))
                 }
             }
             thread.start()
@@ -208,6 +213,31 @@ public actor ExecCredentialProvider {
         guard code == 0 else { throw ExecPluginError.failed(command: configuration.command, exitCode: code) }
         return try ExecCredential.parse(
             stdout, expectedVersion: configuration.apiVersion, command: configuration.command)
+    }
+
+    /// Starts `process`, again a few times while the kernel answers "text file busy": a plugin written a moment ago
+    /// (a fresh install, a test) can still be open for writing in a child that another thread forked and that has not
+    /// yet reached exec.
+    static func start(_ process: Process) throws {
+        var attempt = 0
+        while true {
+            do {
+                return try process.run()
+            } catch {
+                attempt += 1
+                guard attempt < 20, isTextFileBusy(error) else { throw error }
+                usleep(UInt32(10_000 * attempt))
+            }
+        }
+    }
+
+    static func isTextFileBusy(_ error: Error) -> Bool {
+        var current: NSError? = error as NSError
+        while let nsError = current {
+            if nsError.domain == NSPOSIXErrorDomain, nsError.code == Int(ETXTBSY) { return true }
+            current = nsError.userInfo[NSUnderlyingErrorKey] as? NSError
+        }
+        return false
     }
 
     static func locate(_ command: String, path: String) -> String? {
