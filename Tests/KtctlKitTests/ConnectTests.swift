@@ -254,7 +254,8 @@ import Testing
         """
 
     /// socks mode as an ordinary user (nobody): curl through SOCKS5 with cluster-side names, through the HTTP proxy
-    /// (plain and CONNECT), a DNS query through UDP ASSOCIATE; a second connect is refused with the first one's pid;
+    /// (plain and CONNECT), a DNS query and an echo by service name through UDP ASSOCIATE; a second connect is refused
+    /// with the first one's pid;
     /// Ctrl-C removes the pod and Secret.
     @Test(.enabled(if: kubectl != nil)) func socksModeAsAnOrdinaryUser() async throws {
         let kubectl = try #require(Self.kubectl)
@@ -321,6 +322,25 @@ import Testing
                     .split(separator: "\n").first { $0.hasPrefix("nameserver ") }?.split(separator: " ").last)
             let udp = try await workstation.run(["python3", "-c", Self.socksUDPQuery, String(nameserver)])
             #expect(udp.output == "\(clusterIP)\n", "\(udp.error)")
+            // UDP ASSOCIATE to a name (socks5h): a UDP echo service by its short name, resolved in the cluster; the
+            // answer comes back "from" the name the client used.
+            let none = try await workstation.run(["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            #expect(none.status != 0 && none.error.contains("timed out"), "\(none.output) \(none.error)")
+            var echo = Container(name: "echo", image: "python:3")
+            echo.command = ["python3", "-c", Self.udpEchoServer]
+            _ = try await lab.client.create(
+                Pod(
+                    metadata: ObjectMeta(name: "udpecho", labels: ["app": "udpecho"]), spec: PodSpec(containers: [echo])
+                ))
+            _ = try await lab.client.create(
+                Service(
+                    metadata: ObjectMeta(name: "udpecho"),
+                    spec: Service.Spec(
+                        selector: ["app": "udpecho"],
+                        ports: [ServicePort(port: 9999, targetPort: .int(9999), protocol: "UDP")])))
+            _ = try await lab.waitReady("udpecho")
+            let echoed = try await workstation.run(["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            #expect(echoed.output == "udpecho:9999 echo 1\nudpecho:9999 echo 2\n", "\(echoed.output) \(echoed.error)")
 
             // One connect per state directory: the second names the first's pid and changes nothing.
             let second = try await workstation.run(ktctlAsNobody(2224), timeout: 30)
@@ -339,6 +359,41 @@ import Testing
                 ).items.isEmpty)
         }
     }
+
+    /// Echoes UDP datagrams on :9999, prefixed with "echo ".
+    static let udpEchoServer = """
+        import socket
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("0.0.0.0", 9999))
+        while True:
+            data, peer = server.recvfrom(65535)
+            server.sendto(b"echo " + data, peer)
+        """
+
+    /// A SOCKS5 UDP ASSOCIATE client sending "1" and "2" to the name argv[1], port 9999; prints each answer as
+    /// `source:port payload`. Fails (socket timeout) when no answer comes within 3 s.
+    static let socksUDPEcho = """
+        import socket, struct, sys
+        control = socket.create_connection(("127.0.0.1", 2223), timeout=10)
+        control.sendall(b"\\x05\\x01\\x00")
+        assert control.recv(2) == b"\\x05\\x00"
+        control.sendall(b"\\x05\\x03\\x00\\x01" + bytes(6))
+        reply = control.recv(10)
+        assert reply[1] == 0, reply
+        relay = (socket.inet_ntoa(reply[4:8]), struct.unpack(">H", reply[8:10])[0])
+        name = sys.argv[1].encode()
+        header = b"\\x00\\x00\\x00\\x03" + bytes([len(name)]) + name + struct.pack(">H", 9999)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.settimeout(3)
+        for payload in (b"1", b"2"):
+            udp.sendto(header + payload, relay)
+            answer, _ = udp.recvfrom(4096)
+            assert answer[:4] == b"\\x00\\x00\\x00\\x03", answer
+            length = answer[4]
+            source = answer[5:5 + length].decode()
+            port = struct.unpack(">H", answer[5 + length:7 + length])[0]
+            print("%s:%d %s" % (source, port, answer[7 + length:].decode()))
+        """
 
     /// A SOCKS5 UDP ASSOCIATE client asking argv[1]:53 for tomcat.default.svc.cluster.local; prints the A record.
     static let socksUDPQuery = """

@@ -331,6 +331,21 @@ final class SocksUDPAssociation: @unchecked Sendable {
     var destinations: [UInt32: ProxyDestination] = [:]
     var nextFlow: UInt32 = 1
     var closed = false
+    /// Names being looked up (through the shadow's nameserver, with the pod's search list), with the datagrams
+    /// waiting for the answer; and the answers, kept for their TTL.
+    var lookups: [String: NameLookup] = [:]
+    var lookupFlows: [UInt32: String] = [:]
+    var addresses: [String: (address: IPAddress, expires: NIODeadline)] = [:]
+
+    struct NameLookup {
+        var flow: UInt32
+        var type: DNSType
+        var waiting: [(destination: ProxyDestination, payload: ByteBuffer)]
+    }
+
+    /// How long a name's lookup may take before its datagrams are dropped; how many may wait for it.
+    static let lookupTimeout = TimeAmount.seconds(5)
+    static let waitingPerName = 64
 
     init(link: TunnelLink, logger: Logger) {
         self.link = link
@@ -366,31 +381,123 @@ final class SocksUDPAssociation: @unchecked Sendable {
             logger.debug("proxy UDP: \(error); dropped")
             return
         }
-        let address: DatagramFrame.Address
         switch destination.host {
-        case .address(.v4(let v4)): address = .v4(v4)
-        case .address(.v6(let v6)): address = .v6(v6)
+        case .address(let address):
+            send(payload, to: destination, via: address)
         case .name(let name):
-            logger.info("proxy UDP: datagrams to a name (\(name)) are not supported; send them to an address")
-            return
+            if let known = addresses[name], known.expires > .now() {
+                send(payload, to: destination, via: known.address)
+            } else {
+                lookUp(name, then: (destination, payload))
+            }
+        }
+    }
+
+    /// Sends `payload` to `address`, on the flow of `destination` (as the client named it: replies say that name).
+    func send(_ payload: ByteBuffer, to destination: ProxyDestination, via address: IPAddress) {
+        let frameAddress: DatagramFrame.Address
+        switch address {
+        case .v4(let v4): frameAddress = .v4(v4)
+        case .v6(let v6): frameAddress = .v6(v6)
         }
         let flow: UInt32
         if let known = flows[destination] {
             flow = known
         } else {
-            flow = nextFlow
-            nextFlow = nextFlow == .max ? 1 : nextFlow + 1
+            flow = newFlow()
             flows[destination] = flow
             destinations[flow] = destination
         }
-        let frame = DatagramFrame(
-            kind: .udp, flow: flow, address: address, port: UInt16(destination.port), payload: payload)
+        send(
+            DatagramFrame(
+                kind: .udp, flow: flow, address: frameAddress, port: UInt16(destination.port), payload: payload))
+    }
+
+    func send(_ frame: DatagramFrame) {
         if let datagrams {
             datagrams.send(frame)
             return
         }
         if waiting.count < 64 { waiting.append(frame) }
         openDatagrams()
+    }
+
+    func newFlow() -> UInt32 {
+        let flow = nextFlow
+        nextFlow = nextFlow == .max ? 1 : nextFlow + 1
+        return flow
+    }
+
+    // MARK: - Names
+
+    /// Asks the shadow's nameserver for `name` (A, then AAAA if it has none); `datagram` waits for the answer.
+    func lookUp(_ name: String, then datagram: (destination: ProxyDestination, payload: ByteBuffer)) {
+        if let pending = lookups[name] {
+            if pending.waiting.count < Self.waitingPerName { lookups[name]?.waiting.append(datagram) }
+            return
+        }
+        let flow = newFlow()
+        lookups[name] = NameLookup(flow: flow, type: .a, waiting: [datagram])
+        lookupFlows[flow] = name
+        guard query(name, type: .a, flow: flow) else { return }
+        eventLoop?.scheduleTask(in: Self.lookupTimeout) { [weak self] in
+            guard let self, let lookup = self.lookups[name], lookup.flow == flow else { return }
+            self.logger.info(
+                "proxy UDP: no answer for \(name) within 5 s; its \(lookup.waiting.count) datagram(s) dropped")
+            self.endLookup(name)
+        }
+    }
+
+    /// Sends the query; false (and the lookup ended) when the name is not a DNS name.
+    @discardableResult
+    func query(_ name: String, type: DNSType, flow: UInt32) -> Bool {
+        let question: DNSName
+        do {
+            question = try DNSName(parsing: name)
+        } catch {
+            logger.info("proxy UDP: \"\(name)\" is not a host name (\(error)); its datagrams were dropped")
+            endLookup(name)
+            return false
+        }
+        let message = DNSMessage(
+            header: DNSHeader(id: UInt16(truncatingIfNeeded: flow)),
+            questions: [DNSQuestion(name: question, type: type)])
+        send(DatagramFrame(kind: .udp, flow: flow, address: .nameserver, port: 53, payload: message.encoded()))
+        return true
+    }
+
+    func answered(_ name: String, _ payload: ByteBuffer) {
+        guard var lookup = lookups[name], let answer = try? DNSMessage(parsing: payload), answer.header.isResponse
+        else { return }
+        let found = answer.answers.lazy.compactMap { record -> (IPAddress, UInt32)? in
+            switch record.data {
+            case .a(let v4): return (.v4(v4), record.ttl)
+            case .aaaa(let v6): return (.v6(v6), record.ttl)
+            default: return nil
+            }
+        }.first
+        guard let (address, ttl) = found else {
+            if lookup.type == .a, answer.header.responseCode == .noError {
+                lookup.type = .aaaa
+                lookups[name] = lookup
+                query(name, type: .aaaa, flow: lookup.flow)
+            } else {
+                logger.info(
+                    "proxy UDP: \(name) has no address in the cluster (\(answer.responseCode)); its datagrams were dropped"
+                )
+                endLookup(name)
+            }
+            return
+        }
+        if addresses.count >= 1024 { addresses = [:] }
+        addresses[name] = (address, .now() + .seconds(Int64(min(max(ttl, 1), 300))))
+        endLookup(name)
+        for datagram in lookup.waiting { send(datagram.payload, to: datagram.destination, via: address) }
+    }
+
+    func endLookup(_ name: String) {
+        guard let lookup = lookups.removeValue(forKey: name) else { return }
+        lookupFlows[lookup.flow] = nil
     }
 
     func openDatagrams() {
@@ -425,12 +532,16 @@ final class SocksUDPAssociation: @unchecked Sendable {
     }
 
     func fromCluster(_ frame: DatagramFrame) {
+        if frame.kind == .udp, case .nameserver = frame.address, let name = lookupFlows[frame.flow] {
+            answered(name, frame.payload)
+            return
+        }
         guard frame.kind == .udp, let socket, let client, let destination = destinations[frame.flow] else { return }
         let source: ProxyDestination
-        switch frame.address {
-        case .v4(let v4): source = ProxyDestination(host: .address(.v4(v4)), port: Int(frame.port))
-        case .v6(let v6): source = ProxyDestination(host: .address(.v6(v6)), port: Int(frame.port))
-        case .nameserver: source = destination
+        switch (frame.address, destination.host) {
+        case (.nameserver, _), (_, .name): source = destination
+        case (.v4(let v4), _): source = ProxyDestination(host: .address(.v4(v4)), port: Int(frame.port))
+        case (.v6(let v6), _): source = ProxyDestination(host: .address(.v6(v6)), port: Int(frame.port))
         }
         var datagram = Socks5.datagramHeader(from: source, allocator: socket.allocator)
         var payload = frame.payload
