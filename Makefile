@@ -13,7 +13,11 @@ FUZZ_BUILD := .build-fuzz
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
-	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps
+	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon \
+	$(RESOLVED_LIBRARIES)
+# What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
+RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \
+	liblz4-1 liblzma5 libmount1 libpam0g libseccomp2 libselinux1 libssl3 libzstd1
 
 .PHONY: deps build lint test demo fuzz bench clean
 
@@ -38,6 +42,14 @@ deps:
 			|| ($(SUDO) apt-get update -qq && apt-get download kubernetes-client >/dev/null 2>&1)) \
 		&& dpkg-deb -x kubernetes-client_*.deb k120 && rm -f kubernetes-client_*.deb \
 		&& ln -sf k120/usr/bin/kubectl kubectl-1.20 && echo "kubectl 1.20 at .build/tools/kubectl-1.20")
+	@# systemd-resolved and its libsystemd-shared, unpacked rather than installed (installing it would take over this
+	@# machine's /etc/resolv.conf): scripts/with-resolved.sh runs it in a test's own namespaces.
+	@[ -x .build/tools/resolved/lib/systemd/systemd-resolved ] || (mkdir -p .build/tools/resolved-debs \
+		&& cd .build/tools/resolved-debs \
+		&& (apt-get download systemd-resolved libsystemd-shared >/dev/null 2>&1 \
+			|| ($(SUDO) apt-get update -qq && apt-get download systemd-resolved libsystemd-shared >/dev/null 2>&1)) \
+		&& for deb in *.deb; do dpkg-deb -x $$deb ../resolved; done && cd .. && rm -rf resolved-debs \
+		&& echo "systemd-resolved at .build/tools/resolved")
 
 # Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
 # and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).

@@ -123,9 +123,12 @@ struct ConnectCLI: AsyncParsableCommand {
 
     @Option(
         name: .customLong("dns-mode"),
-        help:
-            "auto, resolv.conf or none (no DNS change). auto is resolv.conf for now (systemd-resolved wiring is not built)."
-    )
+        help: """
+            auto, resolved, resolv.conf or none (no DNS change). resolved: per-link DNS and routing domains on the \
+            TUN through systemd-resolved; resolv.conf: /etc/resolv.conf rewritten and restored on exit. auto is \
+            resolved where systemd-resolved answers lookups (resolv.conf names its stub), else resolv.conf.
+            """,
+        completion: .list(["auto", "resolved", "resolv.conf", "none"]))
     var dnsMode = "auto"
 
     @Option(
@@ -163,8 +166,8 @@ struct ConnectCLI: AsyncParsableCommand {
         options.excludeIPs = try prefixes(excludeIPs, flag: "--exclude-ips")
         options.forceRoutes = forceRoutes
         options.clusterDomain = clusterDomain
-        guard ["auto", "resolv.conf", "none"].contains(dnsMode) else {
-            throw ValidationError("--dns-mode must be auto, resolv.conf or none")
+        guard ["auto", "resolved", "resolv.conf", "none"].contains(dnsMode) else {
+            throw ValidationError("--dns-mode \(dnsMode) is not one of auto, resolved, resolv.conf, none")
         }
         options.dnsMode = dnsMode
         var logger = Logger(label: "ktctl")

@@ -21,6 +21,17 @@ import Testing
             let resolvConf = "/etc/netns/\(lab.name)-ws/resolv.conf"
             let originalResolvConf = try String(contentsOfFile: resolvConf, encoding: .utf8)
             let state = "\(LabLayout.stateRoot)/\(lab.name)/kt"
+            // --dns-mode resolved where no systemd-resolved runs: refused before anything is made.
+            let refused = try await workstation.run([
+                ktctl, "connect", "--kubeconfig", "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "--image",
+                "kt-shadow:dev", "--state-dir", state, "--dns-mode", "resolved",
+            ])
+            #expect(refused.status != 0 && refused.error.contains("systemd-resolved does not answer lookups here"))
+            #expect(refused.error.contains("nothing was changed"), "\(refused.error)")
+            #expect(
+                try await lab.client.list(
+                    Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.isEmpty)
             let connect = try BackgroundProcess(
                 workstation,
                 [
@@ -96,6 +107,95 @@ import Testing
                 try await lab.client.list(
                     Secret.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
                 ).items.isEmpty)
+        }
+    }
+
+    /// tun mode where systemd-resolved is in charge (a real resolved, unpacked by `make deps`, in a mount namespace of
+    /// the test's own): `--dns-mode auto` gives kt0 per-link DNS with routing domains and leaves /etc/resolv.conf
+    /// alone; short names, `svc.ns` and full names resolve through resolved; other names stay with resolved's own
+    /// server; Ctrl-C and `kill -9` both leave resolved without kt0.
+    @Test(
+        .enabled(
+            if: kubectl != nil
+                && access("\(repositoryRoot)/.build/tools/resolved/lib/systemd/systemd-resolved", X_OK) == 0))
+    func tunModeThroughSystemdResolved() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let (_, clusterIP) = try await lab.deploySeedTomcat(kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let upstream = try #require(
+                try String(contentsOfFile: "/etc/netns/\(lab.name)-ws/resolv.conf", encoding: .utf8)
+                    .split(separator: "\n").first { $0.hasPrefix("nameserver ") }?.split(separator: " ").last)
+            let state = "\(LabLayout.stateRoot)/\(lab.name)/kt"
+            let connect =
+                "\(ktctl) connect --kubeconfig \(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws -n default "
+                + "--image kt-shadow:dev --state-dir \(state)"
+            let scenario = """
+                log="$KTRESOLVED_WORK/connect.log"
+                cp /etc/resolv.conf "$KTRESOLVED_WORK/before"
+                start() {
+                    \(connect) >"$log" 2>&1 &
+                    pid=$!
+                    for _ in $(seq 1 600); do grep -q "ktctl: connected" "$log" && return 0; sleep 0.1; done
+                    cat "$log"; return 1
+                }
+                start || exit 1
+                grep "^  dns " "$log" | sed 's/^ */summary: /'
+                echo "link dns: $(resolvectl dns kt0)"
+                echo "link domains: $(COLUMNS=1000 resolvectl domain kt0 | tr -s ' \\n' ' ')"
+                cmp -s /etc/resolv.conf "$KTRESOLVED_WORK/before" && echo "resolv.conf untouched"
+                # What a resolv.conf symlinked to resolved's stub file shows now.
+                mount --bind /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+                grep '^search' /etc/resolv.conf
+                for name in tomcat.default.svc.cluster.local tomcat.default tomcat; do
+                    echo "getent $name: $(getent ahostsv4 $name | awk 'NR==1{print $1}')"
+                    echo "curl $name: $(curl -s -m 10 http://$name:8080)"
+                done
+                echo "upstream api.lab.test: $(getent ahostsv4 api.lab.test | awk 'NR==1{print $1}')"
+                kill -INT $pid; wait $pid
+                echo "after Ctrl-C: $(resolvectl dns kt0 2>&1 | head -1)"
+                start || exit 1
+                kill -KILL $pid; wait $pid 2>/dev/null
+                sleep 0.5
+                echo "after kill -9: $(resolvectl dns kt0 2>&1 | head -1)"
+                \(ktctl) clean --state-dir \(state) --kubeconfig \(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws >/dev/null 2>&1
+                echo "clean: $?"
+                """
+            let run = try await workstation.run(
+                ["\(repositoryRoot)/scripts/with-resolved.sh", String(upstream), "--", "bash", "-c", scenario],
+                timeout: 150)
+            let lines = run.output
+            print(lines.split(separator: "\n").map { "ktctl connect, systemd-resolved: \($0)" }.joined(separator: "\n"))
+            #expect(run.status == 0, "\(lines) \(run.error)")
+            #expect(lines.contains("summary: dns        198.18.20.1:53 on kt0 through systemd-resolved"), "\(lines)")
+            #expect(lines.contains("link dns: Link ") && lines.contains("198.18.20.1"), "\(lines)")
+            #expect(
+                lines.contains(
+                    #/link domains: Link \d+ \(kt0\): default.svc.cluster.local svc.cluster.local cluster.local ~svc ~default/#
+                ),
+                "\(lines)")
+            #expect(lines.contains("resolv.conf untouched"), "\(lines)")
+            #expect(lines.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "\(lines)")
+            for name in ["tomcat.default.svc.cluster.local", "tomcat.default", "tomcat"] {
+                #expect(lines.contains("getent \(name): \(clusterIP)\n"), "\(name): \(lines)")
+                #expect(lines.contains("curl \(name): kt-connect demo v1\n"), "\(name): \(lines)")
+            }
+            #expect(
+                lines.contains("upstream api.lab.test: \(LabLayout(name: lab.name, slot: 0).nodeLinkAddress)\n")
+                    || lines.contains(#/upstream api.lab.test: \d+\.\d+\.\d+\.\d+\n/#), "\(lines)")
+            #expect(lines.contains("after Ctrl-C: Failed to resolve interface"), "\(lines)")
+            #expect(lines.contains("after kill -9: Failed to resolve interface"), "\(lines)")
+            #expect(lines.contains("clean: 0"), "\(lines)")
+            // Both sessions' objects: the Secrets gone, the pods gone or terminating.
+            #expect(
+                try await lab.client.list(
+                    Secret.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.isEmpty)
+            #expect(
+                try await lab.client.list(
+                    Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.allSatisfy { $0.metadata.deletionTimestamp != nil })
         }
     }
 

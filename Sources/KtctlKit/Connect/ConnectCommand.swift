@@ -69,7 +69,8 @@ public enum ConnectCommand {
             return
         }
 
-        // Which ranges: decided before anything is changed, so that a conflict changes nothing.
+        // How DNS is wired, and which ranges: decided before anything is changed, so that a refusal changes nothing.
+        let resolved = try chooseResolved(options, resolvConf: resolvConf, print: print)
         let ranges = try await discoverRanges(client)
         var excluded = options.excludeIPs
         if let host = access.server.host, let address = IPAddress(host) {
@@ -131,9 +132,26 @@ public enum ConnectCommand {
         let resolver = ClusterResolver(names: names, upstreams: upstreams, link: link, group: group, logger: logger)
         undo.push("stop the resolver") { resolver.close() }
         _ = try await resolver.listen(host: options.tunAddress, port: 53)
-        if options.dnsMode != "none" {
-            try resolvConf.apply(resolver: options.tunAddress, search: names.searchList)
-            undo.push("restore /etc/resolv.conf") { _ = try? resolvConf.restore() }
+        let dnsSummary: String
+        if let resolved {
+            let domains = ResolvedWiring.domains(
+                clusterDomain: options.clusterDomain, namespace: namespace, searchList: names.searchList)
+            undo.push("revert systemd-resolved's settings for \(device.name)") {
+                await resolved.revert(link: device.name)
+            }
+            try await resolved.apply(link: device.name, server: options.tunAddress, domains: domains)
+            dnsSummary =
+                "\(options.tunAddress):53 on \(device.name) through systemd-resolved (domains \(domains.joined(separator: " "))); "
+                + "other names stay with resolved's servers"
+        } else {
+            if options.dnsMode != "none" {
+                try resolvConf.apply(resolver: options.tunAddress, search: names.searchList)
+                undo.push("restore /etc/resolv.conf") { _ = try? resolvConf.restore() }
+            }
+            dnsSummary =
+                "\(options.tunAddress):53 for *.\(options.clusterDomain), svc.ns and short names; others to "
+                + upstreams.map { $0.ipAddress ?? "?" }.joined(separator: ", ")
+                + (options.dnsMode == "none" ? " (--dns-mode none: nothing points at it)" : " (/etc/resolv.conf)")
         }
 
         print(
@@ -142,11 +160,35 @@ public enum ConnectCommand {
               shadow     pod \(shadow.podName) (\(shadow.podIP ?? "?")) through port-forward and SSH
               routes     \(routes.map(\.description).joined(separator: " ")) via \(device.name) \
             (services: \(ranges.serviceSource); pods: \(ranges.podSource))
-              dns        \(options.tunAddress):53 for *.\(options.clusterDomain), svc.ns and short names; \
-            others to \(upstreams.map { $0.ipAddress ?? "?" }.joined(separator: ", "))
+              dns        \(dnsSummary)
               stop       Ctrl-C (routes, DNS and the pod are removed)
             """)
         await waitForSignal()
+    }
+
+    /// systemd-resolved's wiring when `--dns-mode` asks for it or (`auto`) resolved answers lookups here; nil for
+    /// resolv.conf or none. `resolved` where resolved is not in charge is refused before anything changes.
+    static func chooseResolved(
+        _ options: ConnectOptions, resolvConf: ResolvConfWiring, print: @Sendable (String) -> Void
+    ) throws -> ResolvedWiring? {
+        guard options.dnsMode == "auto" || options.dnsMode == "resolved" else { return nil }
+        let inCharge = ResolvedWiring.isInCharge(resolvConfNameservers: resolvConf.nameservers())
+        let resolvectl = ResolvedWiring.locate()
+        if inCharge, let resolvectl { return ResolvedWiring(resolvectl: resolvectl) }
+        if options.dnsMode == "resolved" {
+            throw ConnectError.badFlag(
+                "--dns-mode resolved",
+                inCharge
+                    ? "systemd-resolved runs but resolvectl is not on PATH; nothing was changed; install it or use "
+                        + "--dns-mode resolv.conf"
+                    : "systemd-resolved does not answer lookups here (\(ResolvedWiring.socketPath) takes no "
+                        + "connections, or /etc/resolv.conf does not name its stub 127.0.0.53); nothing was changed; "
+                        + "use --dns-mode resolv.conf")
+        }
+        if inCharge {
+            print("ktctl: systemd-resolved runs but resolvectl is not on PATH: rewriting /etc/resolv.conf instead")
+        }
+        return nil
     }
 
     /// socks mode: the shadow, and a SOCKS5 / HTTP proxy on this machine; nothing else on the machine changes.

@@ -43,9 +43,9 @@ public struct ConnectOptions: Sendable {
     public var excludeIPs: [AnyIPPrefix] = []
     public var forceRoutes = false
     public var clusterDomain = "cluster.local"
-    /// `auto`, `resolv.conf`, `none`. `auto` is meant to use systemd-resolved's per-link DNS where it runs; that
-    /// wiring is not built, so `auto` rewrites resolv.conf (whose old nameservers, 127.0.0.53 included, become the
-    /// resolver's upstreams).
+    /// `auto`, `resolved`, `resolv.conf`, `none`. `auto` is `resolved` (per-link DNS on the TUN) where
+    /// systemd-resolved answers the machine's lookups, and `resolv.conf` (the file rewritten, its old nameservers the
+    /// resolver's upstreams) elsewhere.
     public var dnsMode = "auto"
     public var proxyAddress = "127.0.0.1"
     public var proxyPort = 2223
