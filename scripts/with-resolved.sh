@@ -36,15 +36,16 @@ cleanup() {
         kill -KILL "$bus_pid" 2>/dev/null # a system bus does not stop on SIGTERM
         wait "$bus_pid" 2>/dev/null
     fi
-    # Only what this script wrote: never past a mount point.
+    # $work holds at most an empty directory (the lab's state was moved out of it): rmdir, which can remove
+    # nothing else, never rm -r (a bind mount of the same filesystem would lead it into the real /run).
     mountpoint -q "$work/ktlab" 2>/dev/null && umount "$work/ktlab"
-    rm -rf --one-file-system "$work"
+    rmdir "$work/ktlab" 2>/dev/null
+    rmdir "$work"
     exit $status
 }
 trap cleanup EXIT
 
-# A private /run, with the lab's state moved into it (nothing of the real /run stays mounted under $work, so that
-# removing $work can never reach it).
+# A private /run, with the lab's state moved into it (nothing of the real /run stays mounted under $work).
 if [ -d /run/ktlab ]; then
     mkdir -p "$work/ktlab"
     mount --bind /run/ktlab "$work/ktlab"
