@@ -470,9 +470,9 @@ import Testing
             server.sendto(b"echo " + data, peer)
         """
 
-    /// A SOCKS5 UDP ASSOCIATE client sending "1" and "2" to the name argv[1], port 9999; prints each answer as
-    /// `source:port payload`. Fails (socket timeout) when no answer comes within 3 s.
-    static let socksUDPEcho = """
+    /// The start of a SOCKS5 UDP ASSOCIATE client of the proxy on 127.0.0.1:2223: `control` is the TCP connection that
+    /// keeps the association, `relay` the address its datagrams go to.
+    static let socksUDPAssociate = """
         import socket, struct, sys
         control = socket.create_connection(("127.0.0.1", 2223), timeout=10)
         control.sendall(b"\\x05\\x01\\x00")
@@ -481,6 +481,12 @@ import Testing
         reply = control.recv(10)
         assert reply[1] == 0, reply
         relay = (socket.inet_ntoa(reply[4:8]), struct.unpack(">H", reply[8:10])[0])
+        """
+
+    /// A SOCKS5 UDP ASSOCIATE client sending "1" and "2" to the name argv[1], port 9999; prints each answer as
+    /// `source:port payload`. Fails (socket timeout) when no answer comes within 3 s.
+    static let socksUDPEcho = """
+        \(socksUDPAssociate)
         name = sys.argv[1].encode()
         header = b"\\x00\\x00\\x00\\x03" + bytes([len(name)]) + name + struct.pack(">H", 9999)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -497,14 +503,7 @@ import Testing
 
     /// A SOCKS5 UDP ASSOCIATE client asking argv[1]:53 for tomcat.default.svc.cluster.local; prints the A record.
     static let socksUDPQuery = """
-        import socket, struct, sys
-        control = socket.create_connection(("127.0.0.1", 2223), timeout=10)
-        control.sendall(b"\\x05\\x01\\x00")
-        assert control.recv(2) == b"\\x05\\x00"
-        control.sendall(b"\\x05\\x03\\x00\\x01" + bytes(6))
-        reply = control.recv(10)
-        assert reply[1] == 0, reply
-        relay = (socket.inet_ntoa(reply[4:8]), struct.unpack(">H", reply[8:10])[0])
+        \(socksUDPAssociate)
         name = b"".join(bytes([len(p)]) + p.encode() for p in "tomcat.default.svc.cluster.local".split("."))
         query = struct.pack(">HHHHHH", 0x4b54, 0x0100, 1, 0, 0, 0) + name + b"\\x00\\x00\\x01\\x00\\x01"
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

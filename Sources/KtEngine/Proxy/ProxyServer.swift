@@ -443,7 +443,8 @@ final class SocksUDPAssociation: @unchecked Sendable {
         eventLoop?.scheduleTask(in: Self.lookupTimeout) { [weak self] in
             guard let self, let lookup = self.lookups[name], lookup.flow == flow else { return }
             self.logger.info(
-                "proxy UDP: no answer for \(name) within 5 s; its \(lookup.waiting.count) datagram(s) dropped")
+                "proxy UDP: no answer for \(name) within \(Self.lookupTimeout.nanoseconds / 1_000_000_000) s; its \(lookup.waiting.count) datagram(s) dropped"
+            )
             self.endLookup(name)
         }
     }
