@@ -226,7 +226,13 @@ final class PatternClientHandler: ChannelInboundHandler {
         _ forwarder: PortForwarder, download: Int, upload: Int, group: any EventLoopGroup
     ) async throws -> PatternClientHandler.Result {
         let eventLoop = group.next()
-        let channel = try await forwarder.connect(on: eventLoop)
+        let channel: any Channel
+        do {
+            channel = try await forwarder.connect(on: eventLoop)
+        } catch let error as PortForwardError {
+            // The stream ended before it was handed over (the server's error right behind the 101): connect says why.
+            return PatternClientHandler.Result(downloadedCorrectly: false, uploadVerdict: nil, error: "\(error)")
+        }
         let done = eventLoop.makePromise(of: PatternClientHandler.Result.self)
         try await eventLoop.submit {
             try channel.pipeline.syncOperations.addHandler(

@@ -29,6 +29,9 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     private var delivering = false
     private var readRequested = false
     private var closeSent = false
+    /// Why the handler ended the stream (the server's error text or a protocol violation), for a caller that was not
+    /// yet listening when it happened.
+    private(set) var failure: PortForwardError?
 
     init(port: UInt16) {
         self.port = port
@@ -129,12 +132,14 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard !errorText.isEmpty else { return }
         let text = String(decoding: errorText, as: UTF8.self)
         errorText = []
+        failure = .remote(text)
         context.fireErrorCaught(PortForwardError.remote(text))
         sendClose(context: context, code: .normalClosure)
         context.close(promise: nil)
     }
 
     private func protocolError(context: ChannelHandlerContext, _ problem: String) {
+        failure = .protocolViolation("the server sent \(problem)")
         context.fireErrorCaught(PortForwardError.protocolViolation("the server sent \(problem)"))
         sendClose(context: context, code: .protocolError)
         context.close(promise: nil)

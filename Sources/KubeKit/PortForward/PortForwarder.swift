@@ -114,9 +114,13 @@ public struct PortForwarder: Sendable {
             channel.close(promise: nil)
             throw translate(error, access: access)
         }
-        // Deliver what arrived with the 101, and everything after, on the consumer's reads.
+        // Deliver what arrived with the 101, and everything after, on the consumer's reads. The stream may already
+        // have ended (the server's error text, then its close, right behind the 101): then that is the answer.
         try await channel.eventLoop.submit {
-            let context = try channel.pipeline.syncOperations.context(handler: frames.value)
+            guard let context = try? channel.pipeline.syncOperations.context(handler: frames.value) else {
+                throw frames.value.failure
+                    ?? PortForwardError.protocolViolation("the connection closed right after the WebSocket handshake")
+            }
             frames.value.startDelivering(context: context)
         }.get()
         return channel
