@@ -1,10 +1,12 @@
 import Foundation
-import KubeKit
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import NIOWebSocket
 import Testing
+
+@testable import KubeKit
 
 /// Bytes whose value depends on their offset, so that a lost, repeated or reordered byte is seen.
 enum OffsetPattern {
@@ -329,5 +331,90 @@ final class PatternClientHandler: ChannelInboundHandler {
             theirs.webSocketMask(key, indexOffset: offset)
             #expect(ours == theirs)
         }
+    }
+}
+
+/// The frame handler holds the end of the stream for its consumer: an error that comes right behind the 101, before
+/// anybody reads, is neither lost nor turned into a bare close (the `errorChannelTextIsSurfaced` race, made
+/// deterministic with an `EmbeddedChannel`).
+@Suite struct PortForwardFrameHandlerTests {
+    /// A server message on `channel`: the channel byte, then `payload`.
+    static func message(_ channel: UInt8, _ payload: [UInt8]) -> WebSocketFrame {
+        var data = ByteBuffer()
+        data.writeInteger(channel)
+        data.writeBytes(payload)
+        return WebSocketFrame(fin: true, opcode: .binary, data: data)
+    }
+
+    /// Records what reaches the consumer.
+    final class Consumer: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        var events: [String] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            events.append("data " + String(buffer: unwrapInboundIn(data)))
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { events.append("error \(error)") }
+        func channelInactive(context: ChannelHandlerContext) { events.append("inactive") }
+    }
+
+    @Test func anErrorBeforeTheConsumerReadsWaitsForItsRead() throws {
+        let handler = PortForwardFrameHandler(port: 8080)
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        // The server: both port headers, a data message, the error text, then its close.
+        try channel.writeInbound(Self.message(0, [0x90, 0x1F]))
+        try channel.writeInbound(Self.message(1, [0x90, 0x1F]))
+        try channel.writeInbound(Self.message(0, Array("hello".utf8)))
+        try channel.writeInbound(Self.message(1, Array("error forwarding port 8080".utf8)))
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer()))
+        // Nothing went anywhere yet, and the connection is still open for the consumer.
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
+        #expect(channel.isActive)
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+
+        // The consumer arrives (as `PortForwarder.connect` hands over) and reads: the data, then the error, then
+        // the close.
+        let consumer = Consumer()
+        try channel.pipeline.syncOperations.addHandler(consumer)
+        let context = try channel.pipeline.syncOperations.context(handler: handler)
+        handler.startDelivering(context: context)
+        #expect(consumer.events.isEmpty)
+        channel.read()
+        #expect(
+            consumer.events == [
+                "data hello", "error port-forward: the cluster reported: error forwarding port 8080", "inactive",
+            ])
+        #expect(!channel.isActive)
+        // Our close frame went out (masked, opcode 0x8).
+        let close = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(close.getInteger(at: 0, as: UInt8.self) == 0x88)
+    }
+
+    @Test func anErrorWhileTheConsumerReadsIsDeliveredAtOnce() throws {
+        let handler = PortForwardFrameHandler(port: 8080)
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let consumer = Consumer()
+        try channel.pipeline.syncOperations.addHandler(consumer)
+        handler.startDelivering(context: try channel.pipeline.syncOperations.context(handler: handler))
+        channel.read()
+        try channel.writeInbound(Self.message(1, [0x90, 0x1F] + Array("no such port".utf8)))
+        #expect(consumer.events == ["error port-forward: the cluster reported: no such port", "inactive"])
+    }
+
+    @Test func aProtocolViolationIsHeldTheSameWay() throws {
+        let handler = PortForwardFrameHandler(port: 8080)
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(Self.message(0, [0x91, 0x1F]))
+        #expect(channel.isActive)
+        let consumer = Consumer()
+        try channel.pipeline.syncOperations.addHandler(consumer)
+        handler.startDelivering(context: try channel.pipeline.syncOperations.context(handler: handler))
+        channel.read()
+        #expect(
+            consumer.events == [
+                "error port-forward: protocol error: the server sent port 8081 announced, 8080 asked for", "inactive",
+            ])
     }
 }

@@ -9,7 +9,11 @@ import NIOWebSocket
 /// the server's first message on each channel is the port number as a little-endian UInt16.
 ///
 /// Inbound data is held until someone downstream asks to read (`read()`), so that bytes the pod sends right after
-/// the handshake (an SSH server's version line) wait for the handler that will consume them.
+/// the handshake (an SSH server's version line) wait for the handler that will consume them. The end of the stream
+/// is held the same way: the server's error text (or a protocol violation) is fired and the connection closed only
+/// on the consumer's first read, behind the data before it. Ending it at once lost the error whenever it came right
+/// behind the 101: the error went down a pipeline with nobody listening, the TLS close took a moment, and the consumer
+/// that was added meanwhile saw only the channel going inactive (the `errorChannelTextIsSurfaced` flake).
 final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = ByteBuffer
@@ -32,6 +36,8 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Why the handler ended the stream (the server's error text or a protocol violation), for a caller that was not
     /// yet listening when it happened.
     private(set) var failure: PortForwardError?
+    /// The failure is recorded but not yet fired downstream (nobody has asked to read since it came).
+    private var failurePending = false
 
     init(port: UInt16) {
         self.port = port
@@ -44,9 +50,14 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         if readRequested { flushPending(context: context) }
     }
 
+    /// The consumer is in place and has asked to read: the end can be delivered now.
+    private var consumerReading: Bool { delivering && readRequested }
+
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // After the stream's end, the server's frames are not part of it.
+        guard failure == nil else { return }
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .binary:
@@ -72,8 +83,10 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
             break
         case .connectionClose:
             finishError(context: context)
-            sendClose(context: context, code: .normalClosure)
-            context.close(promise: nil)
+            if failure == nil {
+                sendClose(context: context, code: .normalClosure)
+                context.close(promise: nil)
+            }
         default:
             protocolError(context: context, "an unknown opcode \(frame.opcode)")
         }
@@ -120,35 +133,57 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
         if delivering { context.fireChannelReadComplete() }
     }
 
+    /// Delivers the data held back, then the failure held back (if any) and the close it means.
     private func flushPending(context: ChannelHandlerContext) {
-        guard !pending.isEmpty else { return }
-        let buffers = pending
-        pending = []
-        for buffer in buffers { context.fireChannelRead(wrapInboundOut(buffer)) }
-        context.fireChannelReadComplete()
+        if !pending.isEmpty {
+            let buffers = pending
+            pending = []
+            for buffer in buffers { context.fireChannelRead(wrapInboundOut(buffer)) }
+            context.fireChannelReadComplete()
+        }
+        deliverFailure(context: context)
+    }
+
+    private func deliverFailure(context: ChannelHandlerContext) {
+        guard failurePending, let failure else { return }
+        failurePending = false
+        context.fireErrorCaught(failure)
+        sendClose(context: context, code: failure.isProtocolViolation ? .protocolError : .normalClosure)
+        context.close(promise: nil)
+    }
+
+    /// Records why the stream ends; it reaches the consumer behind the data before it (at once if it is reading).
+    private func end(context: ChannelHandlerContext, _ why: PortForwardError) {
+        guard failure == nil else { return }
+        failure = why
+        failurePending = true
+        // Nothing more is read from the server: what follows the failure is not part of the stream.
+        fragmentChannel = nil
+        if consumerReading && pending.isEmpty { deliverFailure(context: context) }
     }
 
     private func finishError(context: ChannelHandlerContext) {
         guard !errorText.isEmpty else { return }
         let text = String(decoding: errorText, as: UTF8.self)
         errorText = []
-        failure = .remote(text)
-        context.fireErrorCaught(PortForwardError.remote(text))
-        sendClose(context: context, code: .normalClosure)
-        context.close(promise: nil)
+        end(context: context, .remote(text))
     }
 
     private func protocolError(context: ChannelHandlerContext, _ problem: String) {
-        failure = .protocolViolation("the server sent \(problem)")
-        context.fireErrorCaught(PortForwardError.protocolViolation("the server sent \(problem)"))
-        sendClose(context: context, code: .protocolError)
-        context.close(promise: nil)
+        end(context: context, .protocolViolation("the server sent \(problem)"))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // Whatever arrived before the end is still delivered, then the end.
+        // Whatever arrived before the end is still delivered, then why it ended, then the end.
         if !pending.isEmpty {
-            flushPending(context: context)
+            let buffers = pending
+            pending = []
+            for buffer in buffers { context.fireChannelRead(wrapInboundOut(buffer)) }
+            context.fireChannelReadComplete()
+        }
+        if failurePending, let failure {
+            failurePending = false
+            context.fireErrorCaught(failure)
         }
         context.fireChannelInactive()
     }
@@ -156,12 +191,11 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     // MARK: - Outbound
 
     func read(context: ChannelHandlerContext) {
+        readRequested = true
         if delivering {
-            if !pending.isEmpty {
-                flushPending(context: context)
-            }
-        } else {
-            readRequested = true
+            flushPending(context: context)
+            // The stream has ended: the failure (delivered above) closed the connection.
+            if failure != nil { return }
         }
         context.read()
     }
@@ -214,5 +248,10 @@ public enum PortForwardError: Error, Sendable, Hashable, CustomStringConvertible
         case .upgradeRefused(let status, let message):
             return "port-forward: the API server refused the WebSocket upgrade (HTTP \(status)): \(message)"
         }
+    }
+
+    var isProtocolViolation: Bool {
+        if case .protocolViolation = self { return true }
+        return false
     }
 }

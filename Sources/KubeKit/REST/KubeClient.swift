@@ -15,6 +15,8 @@ public final class KubeClient: Sendable {
     private let transports: TransportSource
     private let tokenFile: TokenFileCache?
     private let plugin: ExecCredentialProvider?
+    /// The API server's clock, from the `Date` header of every answer.
+    public let serverClock = ServerClock()
 
     /// How many times and how long to wait between attempts when the server cannot be reached.
     public struct RetryPolicy: Sendable, Hashable {
@@ -121,6 +123,7 @@ public final class KubeClient: Sendable {
                 continue
             }
             logger.trace("\(request.method.rawValue) \(request.target) → \(head.status)")
+            if let date = head.header("Date") { serverClock.observe(dateHeader: date) }
             if (200..<300).contains(head.status) { return result }
             if head.status == 401, let plugin, !refreshedCredentials {
                 // client-go runs the plugin again after a 401 and retries once.

@@ -312,6 +312,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
 
     private func respond(context: ChannelHandlerContext, _ response: APIServerResponse, keepAlive: Bool) {
         var headers = HTTPHeaders()
+        // Clients judge ages in the server's clock (RFC 9110 §6.6.1: an origin server with a clock sends Date).
+        headers.add(name: "Date", value: ServerClock.formatHTTPDate(Date()))
         switch response {
         case .json(let status, let document):
             let bytes = (try? document.jsonData()) ?? Data()

@@ -55,6 +55,7 @@ public enum ResourceRegistry {
         ServedResource(
             type: ServiceCIDR.resource, singular: "servicecidr", shortNames: [], categories: [],
             subresources: ["status": statusVerbs]),
+        ServedResource(type: Lease.resource, singular: "lease", shortNames: [], categories: [], subresources: [:]),
     ]
 
     /// The served resource at `/api/v1/...` or `/apis/<group>/<version>/...`.

@@ -157,6 +157,59 @@ public enum Host {
         return group
     }
 
+    /// A TCP socket connected to `127.0.0.1:port` inside network namespace `name`, made by a thread of its own that
+    /// enters the namespace (a socket stays in the namespace it was made in). This is how a kubelet port-forwards:
+    /// to localhost in the pod's network namespace, so a pod's process that listens on 127.0.0.1 only is reachable by
+    /// port-forward and by nothing else in the cluster.
+    public static func connectLoopback(inNamespace name: String, port: Int) throws -> CInt {
+        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NamespaceError(description: "cannot open /run/netns/\(name): errno \(errno)") }
+        defer { close(fd) }
+        guard let setns else { throw NamespaceError(description: "this libc has no setns") }
+        let box = SocketBox()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            guard setns(fd, 0x4000_0000) == 0 else {  // CLONE_NEWNET
+                box.error = NamespaceError(description: "setns into \(name): errno \(errno)")
+                return
+            }
+            let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard socketFD >= 0 else {
+                box.error = NamespaceError(description: "socket: errno \(errno)")
+                return
+            }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard result == 0 else {
+                let code = errno
+                close(socketFD)
+                box.error = NamespaceError(
+                    description: "failed to connect to localhost:\(port) inside namespace \(name): dial tcp4 "
+                        + "127.0.0.1:\(port): connect: \(String(cString: strerror(code)).lowercased())")
+                return
+            }
+            box.socket = socketFD
+        }
+        thread.start()
+        done.wait()
+        if let error = box.error { throw error }
+        guard let socket = box.socket else { throw NamespaceError(description: "no socket") }
+        return socket
+    }
+
+    final class SocketBox: @unchecked Sendable {
+        var socket: CInt?
+        var error: (any Error)?
+    }
+
     final class GroupBox: @unchecked Sendable {
         var group: MultiThreadedEventLoopGroup?
         var error: (any Error)?

@@ -133,7 +133,7 @@ public final class Kubelet: Sendable {
 
     /// Materialises the pod's volumes and starts its containers. A volume whose ConfigMap or Secret does not exist
     /// yet keeps the pod in ContainerCreating and is retried every 2 s, as a kubelet does.
-    func startContainers(namespace: String, name: String, attempt: Int) {
+    func startContainers(namespace: String, name: String, attempt: Int, pulled: Bool = false) {
         let key = Self.key(namespace, name)
         guard let pod = try? store.get(Pod.resource, namespace: namespace, name: name),
             pod["metadata"]?["deletionTimestamp"] == nil,
@@ -141,6 +141,31 @@ public final class Kubelet: Sendable {
         else { return }
         let now = RFC3339.format(Date())
         let containers = pod["spec"]?["containers"]?.arrayValue ?? []
+        // `ktlab.io/start-delay: <seconds>` stands for a slow image pull: the pod stays in ContainerCreating that long
+        // (tests use it to act while a client waits for a pod).
+        if !pulled, let delay = pod["metadata"]?["annotations"]?[Self.startDelayAnnotation]?.stringValue.flatMap(Double.init),
+            delay > 0
+        {
+            updateStatus(namespace, name) { status in
+                status["containerStatuses"] = .array(
+                    containers.map { container in
+                        Self.containerStatus(
+                            container["name"]?.stringValue ?? "c", image: container["image"]?.stringValue ?? "",
+                            state: [
+                                "waiting": [
+                                    "reason": "ContainerCreating",
+                                    "message": .string("pulling the image (\(Self.startDelayAnnotation): \(delay) s)"),
+                                ]
+                            ], ready: false, restarts: 0)
+                    })
+            }
+            recordEvent(
+                pod: pod, type: "Normal", reason: "Pulling", message: "Pulling image (\(Self.startDelayAnnotation))")
+            work.asyncAfter(deadline: .now() + delay) { [weak self] in
+                self?.startContainers(namespace: namespace, name: name, attempt: attempt, pulled: true)
+            }
+            return
+        }
         let volumes: [String: String]
         do {
             volumes = try materialiseVolumes(namespace: namespace, name: name, pod: pod)
@@ -158,7 +183,7 @@ public final class Kubelet: Sendable {
             if attempt == 0 { recordEvent(pod: pod, type: "Warning", reason: "FailedMount", message: error.message) }
             guard error.waits else { return }
             work.asyncAfter(deadline: .now() + .seconds(2)) { [weak self] in
-                self?.startContainers(namespace: namespace, name: name, attempt: attempt + 1)
+                self?.startContainers(namespace: namespace, name: name, attempt: attempt + 1, pulled: true)
             }
             return
         } catch {
@@ -443,6 +468,33 @@ public final class Kubelet: Sendable {
                     containers: current["spec"]?["containers"]?.arrayValue ?? [])
             }
         }
+    }
+
+    /// The annotation that delays a pod's start (a slow image pull).
+    public static let startDelayAnnotation = "ktlab.io/start-delay"
+
+    // MARK: - Port-forward
+
+    /// Connects to `127.0.0.1:port` in the pod's network namespace, as a kubelet's port-forward does (so a process
+    /// that listens on localhost only, like kt-shadow, is reachable through the API server and from nowhere else).
+    public func dialLoopback(pod: JSONValue, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        let namespace = pod["metadata"]?["namespace"]?.stringValue ?? ""
+        let name = pod["metadata"]?["name"]?.stringValue ?? ""
+        guard let network = pods.withLockedValue({ $0[Self.key(namespace, name)].flatMap { $0.stopped ? nil : $0.namespace } })
+        else {
+            return eventLoop.makeFailedFuture(APIStatusError.badRequest("pod \(name) is not running on this node"))
+        }
+        let promise = eventLoop.makePromise(of: (any Channel).self)
+        DispatchQueue.global().async {
+            do {
+                let socket = try Host.connectLoopback(inNamespace: network, port: port)
+                ClientBootstrap(group: eventLoop).channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                    .withConnectedSocket(socket).cascade(to: promise)
+            } catch {
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
     }
 
     // MARK: - Readiness

@@ -29,6 +29,7 @@ public enum LabServer {
                 host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
                 key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token]),
             handler: handler, group: group, logger: logger,
+            dialPod: { pod, port, eventLoop in kubelet.dialLoopback(pod: pod, port: port, on: eventLoop) },
             locateExec: { pod, container in kubelet.execTarget(pod: pod, container: container) })
         // Inside the node namespace for the workstation; from this (host) thread for 127.0.0.1 of the host.
         try await server.listen(host: layout.nodeLinkAddress, port: layout.apiPort, inside: group.next())
