@@ -32,6 +32,12 @@ public struct ShadowConfiguration: Sendable {
     /// Names answered before DNS, as glibc's `hosts: files dns` does; `nil` reads `hostsPath` at start.
     public var hosts: HostsFile?
     public var hostsPath = "/etc/hosts"
+    /// How long a connection may take from accept to a successful login: a client that connects and says nothing
+    /// (or keeps failing) holds a socket and a key exchange's memory; ktctl logs in within a round trip or two.
+    public var loginTimeout: TimeAmount = .seconds(10)
+    /// Connections not yet logged in, at most: more are closed at accept. ktctl makes one or two; a flood of
+    /// half-open logins cannot pile up past this.
+    public var maximumUnauthenticated = 16
     /// Forces the address reverse forwards listen on (tests keep them on loopback); `nil` honours the request
     /// (all addresses for "" and "0.0.0.0", loopback for "localhost").
     public var forwardBindAddress: String?
@@ -50,6 +56,8 @@ public final class ShadowServer: Sendable {
     private let logger: Logger
     private let serverChannel: NIOLockedValueBox<Channel?>
     private let connections: NIOLockedValueBox<[ObjectIdentifier: Channel]>
+    /// Connections accepted and not yet logged in.
+    private let unauthenticated = NIOLockedValueBox(0)
 
     public init(configuration: ShadowConfiguration, group: EventLoopGroup, logger: Logger = Logger(label: "kt-shadow"))
     {
@@ -84,6 +92,7 @@ public final class ShadowServer: Sendable {
             }
         }
         let group = self.group
+        let unauthenticated = self.unauthenticated
         // The listening socket is made on an event-loop thread, so that it lives in the same network namespace
         // as everything else the server opens (a bootstrap makes its socket on the calling thread).
         let channel = try await group.next().flatSubmit {
@@ -92,6 +101,28 @@ public final class ShadowServer: Sendable {
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.socketOption(.so_keepalive), value: 1)
                 .childChannelInitializer { channel in
+                    let admitted = unauthenticated.withLockedValue { count -> Bool in
+                        guard count < configuration.maximumUnauthenticated else { return false }
+                        count += 1
+                        return true
+                    }
+                    guard admitted else {
+                        let limit = configuration.maximumUnauthenticated
+                        logger.info(
+                            "refused a connection from \(channel.remoteAddress?.endpoint ?? "?"): \(limit) connections are already logging in")
+                        return channel.close()
+                    }
+                    let login = LoginGate(counter: unauthenticated)
+                    channel.closeFuture.whenComplete { _ in login.ended() }
+                    let timeout = channel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
+                        if login.pending {
+                            let seconds = configuration.loginTimeout.nanoseconds / 1_000_000_000
+                            logger.info(
+                                "closed a connection from \(channel.remoteAddress?.endpoint ?? "?"): no login within \(seconds) s")
+                            channel.close(promise: nil)
+                        }
+                    }
+                    channel.closeFuture.whenComplete { _ in timeout.cancel() }
                     let key = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[key] = channel }
                     channel.closeFuture.whenComplete { _ in
@@ -104,7 +135,8 @@ public final class ShadowServer: Sendable {
                             peer: channel.remoteAddress?.endpoint ?? "?", eventLoop: channel.eventLoop)
                         let serverConfiguration = SSHServerConfiguration(
                             hostKeys: [configuration.hostKey],
-                            userAuthDelegate: AuthorizedKeys(keys: configuration.authorizedKeys, logger: logger),
+                            userAuthDelegate: AuthorizedKeys(
+                                keys: configuration.authorizedKeys, logger: logger, loggedIn: { login.succeeded() }),
                             globalRequestDelegate: connection)
                         let handler = NIOSSHHandler(
                             role: .server(serverConfiguration), allocator: channel.allocator,
@@ -142,10 +174,36 @@ public final class ShadowServer: Sendable {
     }
 }
 
+/// One connection's way through login: counted among the unauthenticated from accept until it logs in or closes.
+final class LoginGate: Sendable {
+    private let counter: NIOLockedValueBox<Int>
+    private let state = NIOLockedValueBox(true)
+
+    init(counter: NIOLockedValueBox<Int>) {
+        self.counter = counter
+    }
+
+    /// Not logged in yet.
+    var pending: Bool { state.withLockedValue { $0 } }
+
+    func succeeded() { leave() }
+    func ended() { leave() }
+
+    private func leave() {
+        let was = state.withLockedValue { pending -> Bool in
+            defer { pending = false }
+            return pending
+        }
+        if was { counter.withLockedValue { $0 -= 1 } }
+    }
+}
+
 /// Public-key authentication against the authorized keys; nothing else is offered.
 struct AuthorizedKeys: NIOSSHServerUserAuthenticationDelegate {
     let keys: [NIOSSHPublicKey]
     let logger: Logger
+    /// Called when a login succeeds.
+    var loggedIn: @Sendable () -> Void = {}
 
     var supportedAuthenticationMethods: NIOSSHAvailableUserAuthenticationMethods { .publicKey }
 
@@ -159,6 +217,7 @@ struct AuthorizedKeys: NIOSSHServerUserAuthenticationDelegate {
             responsePromise.succeed(.failure)
             return
         }
+        loggedIn()
         responsePromise.succeed(.success)
     }
 }

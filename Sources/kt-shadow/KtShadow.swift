@@ -13,15 +13,27 @@ struct KtShadow: AsyncParsableCommand {
         commandName: "kt-shadow",
         abstract: "The SSH agent in ktctl's shadow pod: dials, listens and relays datagrams for ktctl.",
         discussion: """
-            A fresh host key is made at every start; its fingerprint is the first log line \
-            ("kt-shadow host key SHA256:… listening on …") and, with --fingerprint-file, written to a file. \
-            Only public-key logins with the authorized keys are accepted; no shell or program is ever run.
+            The host key comes from ktctl (KT_HOST_KEY or --host-key: an ed25519 seed in base64), so ktctl knows \
+            whom it talks to before the pod starts; without one a fresh key is made. Its fingerprint is the first \
+            log line ("kt-shadow host key SHA256:… listening on …") and, with --fingerprint-file, written to a file. \
+            Only public-key logins with the authorized keys are accepted, within --login-timeout; no shell or \
+            program is ever run. It listens on 127.0.0.1 by default: port-forward reaches it there, and nothing else \
+            in the cluster can.
             """,
         version: "0.1.0-dev"
     )
 
-    @Option(help: "Address and port to listen on.")
-    var listen = "0.0.0.0:2222"
+    @Option(help: "Address and port to listen on (port-forward reaches 127.0.0.1 in the pod).")
+    var listen = "127.0.0.1:2222"
+
+    @Option(
+        help: ArgumentHelp(
+            "File with the host key's ed25519 seed in base64.",
+            discussion: "Without it, KT_HOST_KEY is read; with neither, a fresh host key is made."))
+    var hostKey: String?
+
+    @Option(help: "Seconds a connection may take to log in before it is closed.")
+    var loginTimeout: Int = 10
 
     @Option(
         help: ArgumentHelp(
@@ -54,6 +66,7 @@ struct KtShadow: AsyncParsableCommand {
     func validate() throws {
         guard dialTimeout > 0 else { throw ValidationError("--dial-timeout must be at least 1 second") }
         guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
+        guard loginTimeout > 0 else { throw ValidationError("--login-timeout must be at least 1 second") }
     }
 
     func run() async throws {
@@ -75,8 +88,19 @@ struct KtShadow: AsyncParsableCommand {
         } else {
             throw ValidationError("no authorized keys: pass --authorized-keys FILE or set KT_AUTHORIZED_KEYS")
         }
-        var configuration = ShadowConfiguration(
-            listen: address, authorizedKeys: keys, hostKey: SessionKey().sshPrivateKey)
+        let host: SessionKey
+        if let hostKey {
+            guard let text = try? String(contentsOfFile: hostKey, encoding: .utf8) else {
+                throw ValidationError("cannot read --host-key \(hostKey)")
+            }
+            do { host = try SessionKey(seedBase64: text) } catch { throw ValidationError("--host-key \(hostKey): \(error)") }
+        } else if let text = ProcessInfo.processInfo.environment["KT_HOST_KEY"], !text.isEmpty {
+            do { host = try SessionKey(seedBase64: text) } catch { throw ValidationError("KT_HOST_KEY: \(error)") }
+        } else {
+            host = SessionKey()
+        }
+        var configuration = ShadowConfiguration(listen: address, authorizedKeys: keys, hostKey: host.sshPrivateKey)
+        configuration.loginTimeout = .seconds(Int64(loginTimeout))
         configuration.resolvConfPath = resolvConf
         configuration.hostsPath = hosts
         configuration.dialTimeout = .seconds(Int64(dialTimeout))

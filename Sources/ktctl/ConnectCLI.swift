@@ -141,16 +141,38 @@ struct ConnectCLI: AsyncParsableCommand {
         help: "socks mode: the proxy's port.")
     var proxyPort = 2223
 
+    @Option(
+        name: .customLong("proxy-allow-users"),
+        help: ArgumentHelp(
+            "socks mode: more local users (names or uids, comma-separated) who may use the proxy, or 'all' for "
+                + "anyone who can reach it (needed for clients on other machines). By default only you may.",
+            valueName: "users"))
+    var proxyAllowUsers: String?
+
+    @Option(
+        name: .customLong("proxy-auth"),
+        help: ArgumentHelp(
+            "socks mode: require this username and password (SOCKS5 RFC 1929, HTTP Proxy-Authorization Basic).",
+            valueName: "user:password"))
+    var proxyAuth: String?
+
     @Flag(name: .customLong("disableTunDevice"), help: .hidden)
     var disableTunDevice = false
 
     @Option(name: .customLong("state-dir"), help: .hidden)
     var stateDirectory: String?
 
+    @Option(name: .customLong("lease-duration"), help: .hidden)
+    var leaseDuration: Int = SessionLease.defaultDuration
+
     func run() async throws {
         var options = ConnectOptions(
-            cluster: try cluster.options(),
-            stateDirectory: stateDirectory ?? (NSHomeDirectory() + "/.kt"))
+            cluster: try cluster.options(), stateDirectory: stateDirectory ?? StateDirectory.defaultRoot)
+        guard leaseDuration >= SessionLease.minimumDuration else {
+            throw ValidationError("--lease-duration must be at least \(SessionLease.minimumDuration) seconds")
+        }
+        options.leaseDuration = leaseDuration
+        try options.setProxyAccess(allow: proxyAllowUsers, auth: proxyAuth)
         // kt-connect's way to ask for the proxy alone.
         options.mode = disableTunDevice ? .socks : mode
         guard (1...65535).contains(proxyPort) else { throw ValidationError("--proxy-port must be 1-65535") }
@@ -170,14 +192,10 @@ struct ConnectCLI: AsyncParsableCommand {
             throw ValidationError("--dns-mode \(dnsMode) is not one of auto, resolved, resolv.conf, none")
         }
         options.dnsMode = dnsMode
-        var logger = Logger(label: "ktctl")
-        logger.logLevel = cluster.debug ? .debug : .warning
         do {
-            try await ConnectCommand.run(options, logger: logger) { line in
-                FileHandle.standardOutput.write(Data((line + "\n").utf8))
-            }
+            try await ConnectCommand.run(options, logger: Output.logger(debug: cluster.debug), print: Output.line)
         } catch {
-            FileHandle.standardError.write(Data("ktctl connect: \(error)\n".utf8))
+            Output.error("ktctl connect: \(error)")
             throw ExitCode.failure
         }
     }

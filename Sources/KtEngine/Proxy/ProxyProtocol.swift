@@ -1,3 +1,4 @@
+import Foundation
 import KtWire
 import NIOCore
 
@@ -89,6 +90,8 @@ public struct ProxyDestination: Hashable, Sendable, CustomStringConvertible {
 public enum Socks5 {
     public static let version: UInt8 = 5
     public static let noAuthentication: UInt8 = 0
+    /// RFC 1929.
+    public static let usernamePassword: UInt8 = 2
     public static let noAcceptableMethod: UInt8 = 0xff
 
     public enum Command: UInt8, Sendable {
@@ -130,6 +133,22 @@ public enum Socks5 {
         guard let methods = view.readBytes(length: Int(count)) else { return nil }
         buffer = view
         return methods
+    }
+
+    /// RFC 1929's username/password request: version 1, ULEN, UNAME, PLEN, PASSWD.
+    public static func parseUsernamePassword(_ buffer: inout ByteBuffer) throws -> (username: String, password: String)?
+    {
+        var view = buffer
+        guard let version = view.readInteger(as: UInt8.self), let userLength = view.readInteger(as: UInt8.self)
+        else { return nil }
+        guard version == 1 else {
+            throw ProxyError("username/password negotiation of version \(version) (RFC 1929 is version 1)")
+        }
+        guard let user = view.readBytes(length: Int(userLength)), let passwordLength = view.readInteger(as: UInt8.self),
+            let password = view.readBytes(length: Int(passwordLength))
+        else { return nil }
+        buffer = view
+        return (String(decoding: user, as: UTF8.self), String(decoding: password, as: UTF8.self))
     }
 
     /// A request: version, command, reserved, address.
@@ -225,6 +244,8 @@ public struct HTTPProxyRequest: Equatable, Sendable {
     public var destination: ProxyDestination
     /// What to send to the origin first (nil for CONNECT).
     public var forwardedHead: String?
+    /// The `Proxy-Authorization` header's value, if the client sent one (it is never forwarded).
+    public var proxyAuthorization: String?
 
     public static let maximumHeadLength = 65536
 
@@ -253,10 +274,12 @@ public struct HTTPProxyRequest: Equatable, Sendable {
         }
         let target = parts[1]
         buffer.moveReaderIndex(forwardBy: end - readable.startIndex)
+        let authorization = lines.dropFirst().first { $0.prefix { $0 != ":" }.lowercased() == "proxy-authorization" }
+            .map { String($0.drop { $0 != ":" }.dropFirst().trimmingCharacters(in: .whitespaces)) }
         if method == "CONNECT" {
             return HTTPProxyRequest(
                 method: method, destination: try ProxyDestination.parseAuthority(target, defaultPort: nil),
-                forwardedHead: nil)
+                forwardedHead: nil, proxyAuthorization: authorization)
         }
         guard target.lowercased().hasPrefix("http://") else {
             if target.lowercased().hasPrefix("https://") {
@@ -282,7 +305,19 @@ public struct HTTPProxyRequest: Equatable, Sendable {
         if !hasHost { forwarded += "Host: \(authority)\r\n" }
         for header in headers { forwarded += header + "\r\n" }
         forwarded += "Connection: close\r\n\r\n"
-        return HTTPProxyRequest(method: method, destination: destination, forwardedHead: forwarded)
+        return HTTPProxyRequest(
+            method: method, destination: destination, forwardedHead: forwarded, proxyAuthorization: authorization)
+    }
+
+    /// `Basic base64(user:password)` as username and password; nil for anything else.
+    public static func basicCredentials(_ value: String) -> (username: String, password: String)? {
+        let words = value.split(separator: " ", maxSplits: 1)
+        guard words.count == 2, words[0].lowercased() == "basic",
+            let data = Data(base64Encoded: String(words[1]).trimmingCharacters(in: .whitespaces))
+        else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
     /// The index just past the head's closing empty line.

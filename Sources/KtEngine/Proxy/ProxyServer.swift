@@ -14,12 +14,14 @@ import NIOPosix
 public final class ProxyServer: Sendable {
     let link: TunnelLink
     let eventLoop: any EventLoop
+    let access: ProxyAccess
     let logger: Logger
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
 
-    public init(link: TunnelLink, eventLoop: any EventLoop, logger: Logger) {
+    public init(link: TunnelLink, eventLoop: any EventLoop, access: ProxyAccess, logger: Logger) {
         self.link = link
         self.eventLoop = eventLoop
+        self.access = access
         self.logger = logger
     }
 
@@ -27,13 +29,15 @@ public final class ProxyServer: Sendable {
     public func listen(host: String, port: Int) async throws -> SocketAddress {
         let link = self.link
         let logger = self.logger
+        let access = self.access
         let channel = try await ServerBootstrap(group: eventLoop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(link: link, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ProxyHandler(link: link, access: access, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()
@@ -54,6 +58,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     enum State {
         case start
+        /// SOCKS5: the client chose username/password (RFC 1929) and sends them next.
+        case authenticating
         case greeted
         case dialling
         case associated(SocksUDPAssociation)
@@ -67,16 +73,21 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     let link: TunnelLink
+    let access: ProxyAccess
     let logger: Logger
     var state = State.start
     var pending = ByteBuffer()
+    /// Whether this client may use the proxy (its socket's owner), decided when it connects.
+    var verdict = ProxyAccess.Verdict.allowed
 
-    init(link: TunnelLink, logger: Logger) {
+    init(link: TunnelLink, access: ProxyAccess, logger: Logger) {
         self.link = link
+        self.access = access
         self.logger = logger
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        verdict = access.admits(peer: context.channel.remoteAddress, local: context.channel.localAddress)
         context.read()
         context.fireChannelActive()
     }
@@ -89,7 +100,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         switch state {
-        case .start, .greeted, .associated: context.read()
+        case .start, .authenticating, .greeted, .associated: context.read()
         case .dialling, .closed: break
         }
     }
@@ -118,27 +129,63 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             switch state {
             case .start:
                 guard let first = pending.getInteger(at: pending.readerIndex, as: UInt8.self) else { return }
+                if case .refused(let why) = verdict {
+                    // Said in the client's own protocol: SOCKS "no acceptable method", HTTP 403.
+                    refuse(
+                        context,
+                        first == Socks5.version
+                            ? context.channel.allocator.buffer(bytes: [Socks5.version, Socks5.noAcceptableMethod])
+                            : Self.httpError(403, "Forbidden", why),
+                        "was refused: \(why)")
+                    return
+                }
                 if first == Socks5.version {
                     guard let methods = try Socks5.parseGreeting(&pending) else { return }
-                    guard methods.contains(Socks5.noAuthentication) else {
+                    let method = access.credentials == nil ? Socks5.noAuthentication : Socks5.usernamePassword
+                    guard methods.contains(method) else {
                         refuse(
-                            context, [Socks5.version, Socks5.noAcceptableMethod], "offers no method without a password")
+                            context, [Socks5.version, Socks5.noAcceptableMethod],
+                            access.credentials == nil
+                                ? "offers no method without a password"
+                                : "offers no username/password method (this proxy asks for one)")
                         return
                     }
-                    write(context, [Socks5.version, Socks5.noAuthentication])
-                    state = .greeted
+                    write(context, [Socks5.version, method])
+                    state = access.credentials == nil ? .greeted : .authenticating
                     process(context: context)
                 } else if first == 4 {
                     // SOCKS4: "request rejected".
                     refuse(context, [0, 0x5b, 0, 0, 0, 0, 0, 0], "speaks SOCKS4 (use socks5h://)")
                 } else {
                     guard let request = try HTTPProxyRequest.parse(&pending) else { return }
+                    if access.credentials != nil {
+                        let given = request.proxyAuthorization.flatMap(HTTPProxyRequest.basicCredentials)
+                        guard let given, access.accepts(username: given.username, password: given.password) else {
+                            refuse(
+                                context,
+                                ByteBuffer(
+                                    string: "HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                        + "Proxy-Authenticate: Basic realm=\"ktctl\"\r\nContent-Length: 0\r\n"
+                                        + "Connection: close\r\n\r\n"),
+                                given == nil ? "sent no proxy credentials" : "sent wrong proxy credentials")
+                            return
+                        }
+                    }
                     if let head = request.forwardedHead {
                         dial(context, request.destination, style: .httpForward(head))
                     } else {
                         dial(context, request.destination, style: .httpConnect)
                     }
                 }
+            case .authenticating:
+                guard let given = try Socks5.parseUsernamePassword(&pending) else { return }
+                guard access.accepts(username: given.username, password: given.password) else {
+                    refuse(context, [1, 1], "gave a wrong username or password")
+                    return
+                }
+                write(context, [1, 0])
+                state = .greeted
+                process(context: context)
             case .greeted:
                 guard let request = try Socks5.parseRequest(&pending) else { return }
                 switch Socks5.Command(rawValue: request.command) {
@@ -284,7 +331,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             refuse(context, Socks5.reply(.generalFailure, allocator: channel.allocator), "has no local address")
             return
         }
-        let association = SocksUDPAssociation(link: link, logger: logger)
+        let association = SocksUDPAssociation(link: link, access: access, logger: logger)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         association.bind(host: ip, on: context.eventLoop).whenComplete { result in
             let (handler, context) = bound.value
@@ -320,6 +367,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 final class SocksUDPAssociation: @unchecked Sendable {
     // Everything below is touched on `eventLoop` only.
     let link: TunnelLink
+    let access: ProxyAccess
     let logger: Logger
     var eventLoop: (any EventLoop)?
     var socket: (any Channel)?
@@ -347,8 +395,9 @@ final class SocksUDPAssociation: @unchecked Sendable {
     static let lookupTimeout = TimeAmount.seconds(5)
     static let waitingPerName = 64
 
-    init(link: TunnelLink, logger: Logger) {
+    init(link: TunnelLink, access: ProxyAccess, logger: Logger) {
         self.link = link
+        self.access = access
         self.logger = logger
     }
 
@@ -371,7 +420,16 @@ final class SocksUDPAssociation: @unchecked Sendable {
     }
 
     func fromClient(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        if client == nil { client = envelope.remoteAddress }
+        if client == nil {
+            // The first sender becomes the client, if its socket belongs to a user the proxy serves.
+            if case .refused(let why) = access.admits(
+                peer: envelope.remoteAddress, local: socket?.localAddress, udp: true)
+            {
+                logger.info("proxy UDP: a datagram from \(envelope.remoteAddress) was dropped: \(why)")
+                return
+            }
+            client = envelope.remoteAddress
+        }
         guard client == envelope.remoteAddress else { return }
         var payload = envelope.data
         let destination: ProxyDestination

@@ -3,6 +3,11 @@ import Foundation
 import NIOCore
 import NIOSSH
 
+/// Why a key text was not accepted.
+public struct KeyFormatError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
 /// A per-session ed25519 key: the private half stays on the laptop (mode 0600 when written), the public half goes to
 /// the shadow pod as an `authorized_keys` line.
 public struct SessionKey: Sendable {
@@ -17,6 +22,18 @@ public struct SessionKey: Sendable {
     public init(privateKey: Curve25519.Signing.PrivateKey) {
         seed = [UInt8](privateKey.rawRepresentation)
     }
+
+    /// A key from its seed in base64 (`seedBase64`): how ktctl hands the shadow its host key, so that the shadow's
+    /// identity is known before it starts and no log line can claim another. Throws when the text is not 32 bytes
+    /// of base64.
+    public init(seedBase64 text: String) throws {
+        guard let data = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32
+        else { throw KeyFormatError(description: "not an ed25519 seed (32 bytes in base64)") }
+        seed = [UInt8](data)
+    }
+
+    /// The 32-byte seed in base64.
+    public var seedBase64: String { Data(seed).base64EncodedString() }
 
     /// The key as swift-crypto holds it.
     public var privateKey: Curve25519.Signing.PrivateKey {

@@ -5,11 +5,16 @@ import Logging
 /// `ktctl clean`'s flags.
 public struct CleanOptions: Sendable {
     public var cluster: ClusterOptions
-    /// Where `ktctl connect` keeps its pid file and resolv.conf journal.
+    /// Where this machine's sessions keep their journals and pid files (`~/.kt`).
     public var stateDirectory: String
-    /// A session whose heartbeat is older than this is dead (connect refreshes it every 60 s).
-    public var threshold: Duration = .seconds(180)
+    /// A Lease not renewed for longer than this (or than its own duration, if that is longer) is stale. 0: each
+    /// Lease's own duration.
+    public var threshold: TimeInterval = 0
     public var dryRun = false
+    /// Only this machine: journals and pid files of sessions that are gone; nothing in the cluster.
+    public var localOnly = false
+    /// Every namespace, not only the context's (or `-n`'s).
+    public var allNamespaces = false
 
     public init(cluster: ClusterOptions, stateDirectory: String) {
         self.cluster = cluster
@@ -17,94 +22,188 @@ public struct CleanOptions: Sendable {
     }
 }
 
-/// `ktctl clean`: what sessions that did not end cleanly (`kill -9`, a crash, a lost laptop) left behind. On this
-/// machine: the resolv.conf change and the pid file of a ktctl that is gone (the TUN and its routes go with the
-/// process). In the cluster: the objects of that session, and of any session whose heartbeat is older than the
-/// threshold. A running session's objects are never touched.
+/// `ktctl clean`: what sessions that did not end cleanly (`kill -9`, a crash, a lost laptop) left behind, and
+/// nothing else.
+///
+/// - On this machine: every journal whose process is verifiably gone is undone (resolv.conf restored if it still
+///   holds what ktctl wrote, the session's cluster objects deleted), and stale pid files go. A live session's
+///   journal is never touched, whatever its Lease looks like (a laptop that slept).
+/// - In the cluster: a session is judged by its Lease alone, by the API server's clock (the `Date` of the answer
+///   that listed it against `renewTime`, which sessions write in the server's clock too): stale Leases are deleted
+///   with the session's objects. Objects whose session has no Lease are removed once older than the threshold (by
+///   their server-written `creationTimestamp`). Laptop clocks never enter into it.
+///
+/// Every removal (or, dry, what would go) is printed. Exits non-zero with the reasons when it could not finish.
 public enum CleanCommand {
     public static func run(_ options: CleanOptions, logger: Logger, print: @escaping @Sendable (String) -> Void)
         async throws
     {
-        let verb = options.dryRun ? "would remove" : "removed"
-        var deadSessions: [String: String?] = [:]
-        var liveSession: String?
-        let pidPath = "\(options.stateDirectory)/connect.pid"
-        if let record = PidFile.read(pidPath) {
-            if record.isAlive {
-                liveSession = record.session
-                print("ktctl clean: ktctl connect is running (pid \(record.pid)); its session is left alone")
-            } else {
-                if let session = record.session { deadSessions[session] = record.namespace }
-                if !options.dryRun { try? FileManager.default.removeItem(atPath: pidPath) }
-                print("ktctl clean: \(verb) \(pidPath) (pid \(record.pid) is gone)")
-            }
+        let state = StateDirectory(options.stateDirectory)
+        let (found, unreadable) = Recovery.journals(state)
+        var problems = unreadable
+        var said = false
+        func say(_ line: String) {
+            said = true
+            print("ktctl clean: \(line)")
         }
-        if liveSession == nil {
-            let resolvConf = ResolvConfWiring(stateDirectory: options.stateDirectory)
-            if options.dryRun {
-                if resolvConf.hasJournal { print("ktctl clean: would restore /etc/resolv.conf") }
-            } else if (try? resolvConf.restore()) == true {
-                print("ktctl clean: restored /etc/resolv.conf")
+        var live: Set<String> = []
+        for session in found where session.liveness == .alive {
+            live.insert(session.record.session)
+            say(
+                "the \(session.record.command) session \(session.record.session) (pid \(session.record.process.pid)) "
+                    + "is running; left alone")
+        }
+        let dead = found.filter { $0.liveness != .alive }
+
+        guard !options.localOnly else {
+            for session in dead {
+                guard case .gone(let why) = session.liveness else { continue }
+                for line in await Recovery.recover(session, client: nil, server: nil, why: why, dryRun: options.dryRun)
+                {
+                    say(line)
+                }
             }
+            for line in Recovery.removeStalePidFiles(state, dryRun: options.dryRun) { say(line) }
+            if !said { say("nothing to clean on this machine") }
+            return
         }
 
         let config = try Kubeconfig.load(explicitPath: options.cluster.kubeconfig)
         let access = try config.access(context: options.cluster.context, namespace: options.cluster.namespace)
         let client = try KubeClient(access: access, logger: logger)
         defer { Task { await client.shutdown() } }
-        let now = Date()
-        var removed: [String] = []
-        var namespaces = Set([access.namespace])
-        for case let namespace? in deadSessions.values { namespaces.insert(namespace) }
-        for namespace in namespaces.sorted() {
-            let selector = ListOptions(labelSelector: "\(SessionLabels.managedBy)=\(SessionLabels.manager)")
-            let pods = try await client.list(Pod.self, namespace: namespace, options: selector).items.map(\.raw)
-            let secrets = try await client.list(Secret.self, namespace: namespace, options: selector).items.map(\.raw)
-            for (kind, objects) in [("pod", pods), ("secret", secrets)] {
-                for object in objects {
-                    let metadata = object["metadata"]
-                    guard let name = metadata?["name"]?.stringValue else { continue }
-                    let session = metadata?["labels"]?[SessionLabels.session]?.stringValue
-                    if let session, session == liveSession { continue }
-                    let beat =
-                        (metadata?["annotations"]?[SessionLabels.heartbeat]?.stringValue
-                        ?? metadata?["creationTimestamp"]?.stringValue).flatMap(RFC3339.parse) ?? .distantPast
-                    let age = now.timeIntervalSince(beat)
-                    let dead = session.map { deadSessions.keys.contains($0) } ?? false
-                    guard dead || age > Double(options.threshold.components.seconds) else { continue }
-                    let why = dead ? "its ktctl was killed" : "no heartbeat for \(Int(age)) s"
-                    if !options.dryRun {
-                        if kind == "pod" {
-                            try await client.delete(Pod.self, name: name, namespace: namespace)
-                        } else {
-                            try await client.delete(Secret.self, name: name, namespace: namespace)
-                        }
-                    }
-                    removed.append("\(kind)/\(name)")
-                    print("ktctl clean: \(verb) \(kind)/\(name) in \(namespace) (\(why))")
+        let server = access.server.absoluteString
+        for session in dead {
+            guard case .gone(let why) = session.liveness else { continue }
+            let lines = await Recovery.recover(session, client: client, server: server, why: why, dryRun: options.dryRun)
+            for line in lines {
+                say(line)
+                if line.hasPrefix("could not") { problems.append(line) }
+            }
+        }
+        for line in Recovery.removeStalePidFiles(state, dryRun: options.dryRun) { say(line) }
+
+        // The cluster: every Lease of ktctl in scope, judged by the server's clock.
+        var namespaces: [String?] = options.allNamespaces ? [nil] : [access.namespace]
+        if !options.allNamespaces {
+            for session in dead {
+                if let namespace = session.record.cluster?.namespace, !namespaces.contains(namespace) {
+                    namespaces.append(namespace)
                 }
             }
         }
-        if removed.isEmpty && deadSessions.isEmpty {
-            print("ktctl clean: nothing to clean in namespace \(namespaces.sorted().joined(separator: ", "))")
+        let verb = options.dryRun ? "would remove" : "removed"
+        let managed = ListOptions(labelSelector: "\(SessionLabels.managedBy)=\(SessionLabels.manager)")
+        for namespace in namespaces {
+            let where_ = namespace.map { "namespace \($0)" } ?? "every namespace"
+            let leases: [Lease]
+            let pods: [Pod]
+            let secrets: [Secret]
+            do {
+                leases = try await client.list(
+                    Lease.self, namespace: namespace, allNamespaces: namespace == nil, options: managed
+                ).items
+                pods = try await client.list(
+                    Pod.self, namespace: namespace, allNamespaces: namespace == nil, options: managed
+                ).items
+                secrets = try await client.list(
+                    Secret.self, namespace: namespace, allNamespaces: namespace == nil, options: managed
+                ).items
+            } catch {
+                problems.append("cannot list ktctl's objects in \(where_): \(error)")
+                continue
+            }
+            let serverNow = try await SessionLease.serverNow(client)
+            var leaseSessions: Set<String> = []
+            for lease in leases {
+                let session = lease.metadata.labels?[SessionLabels.session] ?? ""
+                let key = "\(lease.namespace ?? "")/\(session)"
+                leaseSessions.insert(key)
+                let owner = describeOwner(lease.metadata)
+                if live.contains(session) { continue }
+                let verdict = SessionLease.verdict(lease, serverNow: serverNow, threshold: options.threshold)
+                guard verdict.isStale else {
+                    say(
+                        "left alone: session \(session)\(owner) in \(lease.namespace ?? "?") (its Lease was renewed "
+                            + "\(Int(verdict.age.rounded())) s ago by the API server's clock; stale after "
+                            + "\(Int(verdict.limit)) s)")
+                    continue
+                }
+                let why =
+                    "session \(session)\(owner): its Lease was not renewed for \(Int(verdict.age.rounded())) s by the "
+                    + "API server's clock (stale after \(Int(verdict.limit)) s)"
+                // The session's objects first (GC would take them, but not at once everywhere), then the Lease.
+                let objects =
+                    pods.filter { $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace }
+                    .map { ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid) }
+                    + secrets.filter {
+                        $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace
+                    }.map { ObjectRef(Secret.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid) }
+                    + [ObjectRef(Lease.resource, namespace: lease.namespace, name: lease.name, uid: lease.metadata.uid)]
+                for object in objects {
+                    if let failure = await remove(object, client: client, dryRun: options.dryRun) {
+                        problems.append(failure)
+                        say("could not remove \(object): \(failure)")
+                    } else {
+                        say("\(verb) \(object) (\(why))")
+                    }
+                }
+            }
+            // Objects whose session has no Lease: made by a ktctl that predates Leases, or left when a Lease was
+            // deleted by hand. Removed once older than the threshold, by the server-written creation time.
+            let orphanAge = max(options.threshold, TimeInterval(SessionLease.defaultDuration))
+            let orphans: [(ObjectRef, ObjectMeta)] =
+                pods.map { (ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata) }
+                + secrets.map {
+                    (ObjectRef(Secret.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata)
+                }
+            for (object, metadata) in orphans {
+                let session = metadata.labels?[SessionLabels.session] ?? ""
+                guard !live.contains(session), !leaseSessions.contains("\(object.namespace ?? "")/\(session)"),
+                    let created = metadata.creationTimestamp.flatMap(RFC3339.parse)
+                else { continue }
+                let age = serverNow.timeIntervalSince(created)
+                guard age > orphanAge else { continue }
+                if let failure = await remove(object, client: client, dryRun: options.dryRun) {
+                    problems.append(failure)
+                    say("could not remove \(object): \(failure)")
+                } else {
+                    say(
+                        "\(verb) \(object) (session \(session)\(describeOwner(metadata)) has no Lease; made "
+                            + "\(Int(age)) s ago by the API server's clock)")
+                }
+            }
+        }
+        if !said {
+            let scope = options.allNamespaces ? "any namespace" : "namespace \(namespaces.compactMap { $0 }.joined(separator: ", "))"
+            say("nothing to clean on this machine or in \(scope)")
+        }
+        if !problems.isEmpty {
+            throw CleanError(problems: problems)
         }
     }
 
-    /// Deletes the Pod and Secret of session `id`; returns what went.
-    static func removeSession(_ id: String, client: KubeClient, namespace: String, logger: Logger) async -> [String] {
-        var removed: [String] = []
-        let selector = ListOptions(labelSelector: "\(SessionLabels.session)=\(id)")
-        for pod in (try? await client.list(Pod.self, namespace: namespace, options: selector).items) ?? [] {
-            if (try? await client.delete(Pod.self, name: pod.name, namespace: namespace)) == true {
-                removed.append("pod/\(pod.name)")
-            }
+    /// ` of alice@laptop` from the owner annotations.
+    static func describeOwner(_ metadata: ObjectMeta) -> String {
+        guard let user = metadata.annotations?[SessionLabels.user] else { return "" }
+        return " of \(user)@\(metadata.annotations?[SessionLabels.host] ?? "?")"
+    }
+
+    /// Deletes one object (a pod without a grace period, preconditioned on its uid); nil when it went (or was
+    /// already gone), else why not.
+    static func remove(_ object: ObjectRef, client: KubeClient, dryRun: Bool) async -> String? {
+        guard !dryRun else { return nil }
+        switch await UndoRunner(client: client).run(.deleteObject(object)) {
+        case .done, .leftAlone: return nil
+        case .failed(let why): return why
         }
-        for secret in (try? await client.list(Secret.self, namespace: namespace, options: selector).items) ?? [] {
-            if (try? await client.delete(Secret.self, name: secret.name, namespace: namespace)) == true {
-                removed.append("secret/\(secret.name)")
-            }
-        }
-        logger.debug("removed session \(id): \(removed)")
-        return removed
+    }
+}
+
+/// Why `ktctl clean` could not finish.
+public struct CleanError: Error, CustomStringConvertible, Sendable {
+    public var problems: [String]
+    public var description: String {
+        "could not finish: " + problems.joined(separator: "; ")
     }
 }

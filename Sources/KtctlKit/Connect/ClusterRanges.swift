@@ -38,6 +38,49 @@ public struct ClusterRanges: Sendable, Hashable {
             podSource: declaredPods.isEmpty ? "inferred from \(podIPs.count) pod IPs" : "the nodes' podCIDRs")
     }
 
+    /// The shortest inferred prefixes accepted: a covering prefix shorter than these (10.0.0.0/16 and 100.64.0.0/16
+    /// give 0.0.0.0/1) would route a large part of the Internet through the cluster.
+    public static let shortestInferredV4 = 8
+    public static let shortestInferredV6 = 32
+
+    /// Inferred ranges too wide to route, with why; empty when every range was declared or is narrow enough.
+    public var tooWide: [String] {
+        var reasons: [String] = []
+        for (prefixes, source, declared) in [
+            (services, serviceSource, !serviceSource.hasPrefix("inferred")),
+            (pods, podSource, !podSource.hasPrefix("inferred")),
+        ] where !declared {
+            for prefix in prefixes {
+                switch prefix {
+                case .v4(let p) where p.length < Self.shortestInferredV4:
+                    reasons.append("\(prefix) (\(source)) is wider than /\(Self.shortestInferredV4)")
+                case .v6(let p) where p.length < Self.shortestInferredV6:
+                    reasons.append("\(prefix) (\(source)) is wider than /\(Self.shortestInferredV6)")
+                default: break
+                }
+            }
+        }
+        return reasons
+    }
+
+    /// The ranges without those too wide to route (when `--include-ips` names the ranges instead).
+    public func droppingTooWide() -> ClusterRanges {
+        func narrow(_ prefixes: [AnyIPPrefix], declared: Bool) -> [AnyIPPrefix] {
+            declared
+                ? prefixes
+                : prefixes.filter {
+                    switch $0 {
+                    case .v4(let p): return p.length >= Self.shortestInferredV4
+                    case .v6(let p): return p.length >= Self.shortestInferredV6
+                    }
+                }
+        }
+        var copy = self
+        copy.services = narrow(services, declared: !serviceSource.hasPrefix("inferred"))
+        copy.pods = narrow(pods, declared: !podSource.hasPrefix("inferred"))
+        return copy
+    }
+
     /// One covering prefix per family, at most /16 (IPv4) or /64 (IPv6) long.
     static func infer(_ addresses: [String]) -> [AnyIPPrefix] {
         let parsed = addresses.compactMap(IPAddress.init)

@@ -12,66 +12,67 @@ import NIOPosix
 
 /// `ktctl connect`: the cluster's network on this machine until Ctrl-C.
 ///
-/// Order of work, undone in reverse on the way out (also when a step fails): pid file → Secret and shadow pod →
-/// port-forward and SSH → TUN, address and routes → engine → DNS resolver → resolv.conf. Everything undoable is
-/// undone within a few seconds of SIGINT or SIGTERM.
+/// A session (`Session`): the plan (DNS wiring, ranges, route conflicts, permissions) is decided before anything is
+/// changed, so a refusal changes nothing; then, each change journaled before it is made: Lease → Secret and shadow
+/// pod → port-forward and SSH → TUN, address and routes → engine → DNS resolver → resolv.conf or systemd-resolved.
+/// A signal at any step undoes exactly what was done so far.
 public enum ConnectCommand {
     public static func run(_ options: ConnectOptions, logger: Logger, print: @escaping @Sendable (String) -> Void)
         async throws
     {
         if options.mode == .tun && geteuid() != 0 { throw ConnectError.needsRoot }
-        var undo = UndoStack()
-        do {
-            try await connect(options, logger: logger, print: print, undo: &undo)
-            print("ktctl: stopping")
-        } catch {
-            await undo.run(logger: logger)
-            throw error
+        var sessionOptions = Session.Options(command: "connect", state: StateDirectory(options.stateDirectory))
+        sessionOptions.leaseDuration = options.leaseDuration
+        try await Session.run(sessionOptions, logger: logger, print: print) { session in
+            try await connect(options, session: session, logger: logger, print: print)
         }
-        await undo.run(logger: logger)
-        print("ktctl: disconnected; routes, DNS and the cluster objects are removed")
+        print("ktctl: disconnected; \(options.mode == .tun ? "routes, DNS and " : "")the cluster objects are removed")
     }
 
     static func connect(
-        _ options: ConnectOptions, logger: Logger, print: @escaping @Sendable (String) -> Void, undo: inout UndoStack
+        _ options: ConnectOptions, session: Session, logger: Logger, print: @escaping @Sendable (String) -> Void
     ) async throws {
-        try FileManager.default.createDirectory(atPath: options.stateDirectory, withIntermediateDirectories: true)
-        let crashed = PidFile.read("\(options.stateDirectory)/connect.pid").flatMap { $0.isAlive ? nil : $0 }
-        let pidFile = try PidFile.claim("\(options.stateDirectory)/connect.pid")
-        undo.push("remove \(pidFile.path)") { pidFile.release() }
+        let cluster = try await session.connect(options.cluster)
+        let client = cluster.client
+        let namespace = cluster.namespace
+        let access = cluster.access
 
-        // A crashed session's resolv.conf change comes back first.
-        let resolvConf = ResolvConfWiring(stateDirectory: options.stateDirectory)
-        if (try? resolvConf.restore()) == true {
-            print("ktctl: restored /etc/resolv.conf left by a session that crashed")
+        // What the session may do, before it does anything.
+        let needed = Permissions.session + (options.mode == .tun ? Permissions.clusterRanges : [])
+        let missing = await Permissions.missing(needed, client: client, namespace: namespace)
+        let missingForSession = (missing ?? []).filter { !$0.clusterWide }
+        if !missingForSession.isEmpty {
+            throw ConnectError.permissions(
+                "ktctl connect cannot run here: the cluster does not let you\n"
+                    + Permissions.explain(missingForSession, namespace: namespace, user: nil)
+                    + "\nnothing was changed")
         }
+        let clusterWide = missing.map { !$0.contains(where: \.clusterWide) } ?? true
 
-        let config = try Kubeconfig.load(explicitPath: options.cluster.kubeconfig)
-        let access = try config.access(context: options.cluster.context, namespace: options.cluster.namespace)
-        let client = try KubeClient(access: access, logger: logger)
-        undo.push("close the API client") { await client.shutdown() }
-        let namespace = access.namespace
-        // What a session that was killed left in the cluster goes before this one makes its own.
-        if let crashed, let id = crashed.session {
-            let removed = await CleanCommand.removeSession(
-                id, client: client, namespace: crashed.namespace ?? namespace, logger: logger)
-            if !removed.isEmpty {
-                print("ktctl: removed \(removed.joined(separator: ", ")) left by a session that was killed")
-            }
-        }
         // socks mode glues each client's socket to its tunnel flow, which needs both on one loop.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.mode == .socks ? 1 : 2)
-        undo.push("stop the event loops") { try? await group.shutdownGracefully() }
+        session.onStop("stop the event loops") { try? await group.shutdownGracefully() }
         if options.mode == .socks {
-            try await socks(
-                options, client: client, namespace: namespace, access: access, group: group,
-                pidFile: pidFile, logger: logger, print: print, undo: &undo)
+            try await socks(options, session: session, cluster: cluster, group: group, logger: logger, print: print)
             return
         }
 
         // How DNS is wired, and which ranges: decided before anything is changed, so that a refusal changes nothing.
+        let resolvConf = ResolvConfWiring()
         let resolved = try chooseResolved(options, resolvConf: resolvConf, print: print)
-        let ranges = try await discoverRanges(client)
+        var ranges = try await discoverRanges(client, namespace: namespace, clusterWide: clusterWide, print: print)
+        let wide = ranges.tooWide
+        if !wide.isEmpty {
+            if options.includeIPs.isEmpty {
+                throw ConnectError.routes(
+                    "the cluster's ranges could not be read and the addresses seen do not fit a safe range: "
+                        + wide.joined(separator: "; ")
+                        + "; routing that would send much of the Internet into the cluster. Nothing was changed. "
+                        + "Name the cluster's ranges with --include-ips (e.g. --include-ips 10.96.0.0/12,10.244.0.0/16)")
+            }
+            print("ktctl: not routing \(wide.joined(separator: "; ")); --include-ips names the ranges instead")
+            ranges = ranges.droppingTooWide()
+        }
         var excluded = options.excludeIPs
         if let host = access.server.host, let address = IPAddress(host) {
             switch address {
@@ -80,6 +81,11 @@ public enum ConnectCommand {
             }
         }
         let routes = ranges.routes(include: options.includeIPs, exclude: excluded)
+        guard !routes.isEmpty else {
+            throw ConnectError.routes(
+                "no range to route: the cluster's ranges could not be read and no pod or service address was seen; "
+                    + "nothing was changed; name them with --include-ips")
+        }
         let netlink = try Netlink()
         let conflicts = RouteConflicts.find(for: routes, in: try netlink.routes().filter { !$0.isOwnedByKtctl })
         if !conflicts.isEmpty && !options.forceRoutes {
@@ -89,28 +95,37 @@ public enum ConnectCommand {
                     + "\nexclude them with --exclude-ips, or route them anyway with --force-routes "
                     + "(`ktctl route --check \(routes.map(\.description).joined(separator: ","))` explains)")
         }
-
-        let session = SessionIdentity.fresh()
-        pidFile.record(session: session.id, namespace: namespace)
-        let link = TunnelLink()
-        let shadow = ShadowSession(
-            client: client, namespace: namespace, options: options.cluster, session: session, link: link,
-            group: group, logger: logger, progress: { print("ktctl: \($0)") })
-        undo.push("delete the shadow pod and secret") { await shadow.stop() }
-        try await shadow.start()
-
-        // The TUN, its address and routes; closing the device removes them all.
-        let device = try TunDevice.open(TunOptions(name: options.tunName, virtioHeader: true, keepSuperPackets: true))
-        undo.push("close \(options.tunName)") { device.close() }
-        let link0 = try netlink.link(named: device.name)
         guard let tunAddress = IPv4Address(options.tunAddress) else {
             throw ConnectError.badFlag("--tun-address", "'\(options.tunAddress)' is not an IPv4 address")
         }
-        try netlink.addAddress(InterfaceAddress(interface: link0.index, address: .v4(tunAddress), prefixLength: 32))
-        try netlink.setMTU(UInt32(options.mtu), of: link0.index)
-        try netlink.setUp(true, link0.index)
+        let namespaces =
+            clusterWide ? Set(((try? await client.list(Namespace.self).items) ?? []).map(\.name)) : [namespace]
+        let names = ClusterNames(
+            domain: try DNSName(parsing: options.clusterDomain), namespace: namespace, namespaces: namespaces)
+
+        // The cluster side.
+        try await session.startLease()
+        let link = TunnelLink()
+        let shadow = ShadowSession(
+            session: session, spec: .connect(session.identity), options: options.cluster, link: link, group: group,
+            logger: logger, progress: { print("ktctl: \($0)") })
+        try await shadow.start()
+
+        // The TUN, its address and routes; closing the device removes them all, also when the process is killed.
+        let device = DeviceHolder()
+        try session.record(
+            "create the TUN device \(options.tunName) with \(options.tunAddress) and routes to "
+                + routes.map(\.description).joined(separator: " "),
+            undo: .goesWithProcess("the TUN device \(options.tunName) and its routes"),
+            before: { device.close() })
+        let tun = try TunDevice.open(TunOptions(name: options.tunName, virtioHeader: true, keepSuperPackets: true))
+        device.set(tun)
+        let interface = try netlink.link(named: tun.name)
+        try netlink.addAddress(InterfaceAddress(interface: interface.index, address: .v4(tunAddress), prefixLength: 32))
+        try netlink.setMTU(UInt32(options.mtu), of: interface.index)
+        try netlink.setUp(true, interface.index)
         for prefix in routes {
-            try netlink.addRoute(Route(destination: prefix, outputInterface: link0.index, scope: .link))
+            try netlink.addRoute(Route(destination: prefix, outputInterface: interface.index, scope: .link))
         }
         var configuration = StackConfiguration()
         configuration.checksumOffload = true
@@ -118,52 +133,53 @@ public enum ConnectCommand {
         configuration.verifyChecksums = false
         configuration.routerAddressV4 = tunAddress
         configuration.mtu = options.mtu
-        let engine = try TunEngine(
-            device: device, link: link, group: group, configuration: configuration, logger: logger)
-        undo.push("stop the engine") { engine.stop() }
+        let engine = try TunEngine(device: tun, link: link, group: group, configuration: configuration, logger: logger)
+        session.onStop("stop the engine") { engine.stop() }
 
-        // DNS: a resolver on the TUN's address; resolv.conf points at it.
+        // DNS: a resolver on the TUN's address; resolv.conf or systemd-resolved points at it.
         let upstreams = resolvConf.nameservers().filter { $0 != options.tunAddress }.compactMap {
             try? SocketAddress(ipAddress: $0, port: 53)
         }
-        let namespaces = Set(((try? await client.list(Namespace.self).items) ?? []).map(\.name))
-        let names = ClusterNames(
-            domain: try DNSName(parsing: options.clusterDomain), namespace: namespace, namespaces: namespaces)
         let resolver = ClusterResolver(names: names, upstreams: upstreams, link: link, group: group, logger: logger)
-        undo.push("stop the resolver") { resolver.close() }
+        session.onStop("stop the resolver") { resolver.close() }
         _ = try await resolver.listen(host: options.tunAddress, port: 53)
         let dnsSummary: String
         if let resolved {
             let domains = ResolvedWiring.domains(
                 clusterDomain: options.clusterDomain, namespace: namespace, searchList: names.searchList)
-            undo.push("revert systemd-resolved's settings for \(device.name)") {
-                await resolved.revert(link: device.name)
-            }
-            try await resolved.apply(link: device.name, server: options.tunAddress, domains: domains)
+            try session.record(
+                "set systemd-resolved's DNS for \(tun.name) to \(options.tunAddress)",
+                undo: .revertResolvedLink(tun.name))
+            try await resolved.apply(link: tun.name, server: options.tunAddress, domains: domains)
             dnsSummary =
-                "\(options.tunAddress):53 on \(device.name) through systemd-resolved (domains \(domains.joined(separator: " "))); "
+                "\(options.tunAddress):53 on \(tun.name) through systemd-resolved (domains \(domains.joined(separator: " "))); "
                 + "other names stay with resolved's servers"
         } else {
             if options.dnsMode != "none" {
-                try resolvConf.apply(resolver: options.tunAddress, search: names.searchList)
-                undo.push("restore /etc/resolv.conf") { _ = try? resolvConf.restore() }
+                let (original, written) = try resolvConf.plan(resolver: options.tunAddress, search: names.searchList)
+                try session.record(
+                    "point \(resolvConf.path) at \(options.tunAddress)",
+                    undo: .restoreFile(path: resolvConf.path, original: original, written: written))
+                try resolvConf.write(written)
             }
             dnsSummary =
                 "\(options.tunAddress):53 for *.\(options.clusterDomain), svc.ns and short names; others to "
                 + upstreams.map { $0.ipAddress ?? "?" }.joined(separator: ", ")
-                + (options.dnsMode == "none" ? " (--dns-mode none: nothing points at it)" : " (/etc/resolv.conf)")
+                + (options.dnsMode == "none" ? " (--dns-mode none: nothing points at it)" : " (\(resolvConf.path))")
         }
 
         print(
             """
             ktctl: connected to \(access.server.absoluteString) (context \(access.contextName)), namespace \(namespace)
+              session    \(session.identity.id) (lease kt-connect-\(session.identity.id), renewed every \
+            \(max(1, options.leaseDuration / 3)) s)
               shadow     pod \(shadow.podName) (\(shadow.podIP ?? "?")) through port-forward and SSH
-              routes     \(routes.map(\.description).joined(separator: " ")) via \(device.name) \
+              routes     \(routes.map(\.description).joined(separator: " ")) via \(tun.name) \
             (services: \(ranges.serviceSource); pods: \(ranges.podSource))
               dns        \(dnsSummary)
               stop       Ctrl-C (routes, DNS and the pod are removed)
             """)
-        await waitForSignal()
+        try await session.waitUntilStopped()
     }
 
     /// systemd-resolved's wiring when `--dns-mode` asks for it or (`auto`) resolved answers lookups here; nil for
@@ -193,13 +209,11 @@ public enum ConnectCommand {
 
     /// socks mode: the shadow, and a SOCKS5 / HTTP proxy on this machine; nothing else on the machine changes.
     static func socks(
-        _ options: ConnectOptions, client: KubeClient, namespace: String, access: ClusterAccess,
-        group: MultiThreadedEventLoopGroup, pidFile: PidFile, logger: Logger,
-        print: @escaping @Sendable (String) -> Void, undo: inout UndoStack
+        _ options: ConnectOptions, session: Session, cluster: SessionCluster, group: MultiThreadedEventLoopGroup,
+        logger: Logger, print: @escaping @Sendable (String) -> Void
     ) async throws {
-        let session = SessionIdentity.fresh()
         let link = TunnelLink()
-        let proxy = ProxyServer(link: link, eventLoop: group.next(), logger: logger)
+        let proxy = ProxyServer(link: link, eventLoop: group.next(), access: options.proxyAccess, logger: logger)
         // The port first: if it is taken, nothing in the cluster is made.
         let bound: SocketAddress
         do {
@@ -210,30 +224,52 @@ public enum ConnectCommand {
                 "cannot listen on \(options.proxyAddress):\(options.proxyPort): \(error); "
                     + "choose another with --proxy-port")
         }
-        undo.push("close the proxy") { proxy.close() }
-        pidFile.record(session: session.id, namespace: namespace)
+        session.onStop("close the proxy") { proxy.close() }
+        try await session.startLease()
         let shadow = ShadowSession(
-            client: client, namespace: namespace, options: options.cluster, session: session,
-            link: link, group: group, logger: logger, progress: { print("ktctl: \($0)") })
-        undo.push("delete the shadow pod and secret") { await shadow.stop() }
+            session: session, spec: .connect(session.identity), options: options.cluster, link: link, group: group,
+            logger: logger, progress: { print("ktctl: \($0)") })
         try await shadow.start()
         let address = bound.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? options.proxyAddress
         let port = bound.port ?? options.proxyPort
+        let credentials = options.proxyAccess.credentials.map { "\($0.username):…@" } ?? ""
         print(
             """
-            ktctl: connected to \(access.server.absoluteString) (context \(access.contextName)), namespace \(namespace)
+            ktctl: connected to \(cluster.access.server.absoluteString) (context \(cluster.access.contextName)), \
+            namespace \(cluster.namespace)
+              session    \(session.identity.id) (lease kt-connect-\(session.identity.id))
               shadow     pod \(shadow.podName) (\(shadow.podIP ?? "?")) through port-forward and SSH
-              proxy      SOCKS5 and HTTP on \(address):\(port); names resolve in the cluster \
-            (short names in namespace \(namespace))
-              use        export ALL_PROXY=socks5h://\(address):\(port) http_proxy=http://\(address):\(port) \
-            https_proxy=http://\(address):\(port)
+              proxy      SOCKS5 and HTTP on \(address):\(port) for \(options.proxyAccess.summary); names resolve in \
+            the cluster (short names in namespace \(cluster.namespace))
+              use        export ALL_PROXY=socks5h://\(credentials)\(address):\(port) \
+            http_proxy=http://\(credentials)\(address):\(port) https_proxy=http://\(credentials)\(address):\(port)
               stop       Ctrl-C (the pod is removed)
             """)
-        await waitForSignal()
+        try await session.waitUntilStopped()
     }
 
-    /// Ranges from the ServiceCIDR API and the nodes, else inferred from ClusterIPs and pod IPs.
-    static func discoverRanges(_ client: KubeClient) async throws -> ClusterRanges {
+    /// Ranges from the ServiceCIDR API and the nodes, else inferred from ClusterIPs and pod IPs. Without the
+    /// cluster-wide permissions (`deploy/rbac/ktctl-cluster.yaml`) only the session's namespace is seen, and the
+    /// summary says so.
+    static func discoverRanges(
+        _ client: KubeClient, namespace: String, clusterWide: Bool, print: @Sendable (String) -> Void
+    ) async throws -> ClusterRanges {
+        guard clusterWide else {
+            print(
+                "ktctl: without the cluster-wide permissions of \(Permissions.clusterRole), the ranges are inferred "
+                    + "from the services and pods of namespace \(namespace) only; add others with --include-ips")
+            let services = (try? await client.listAll(Service.self, namespace: namespace).items) ?? []
+            let pods = (try? await client.listAll(Pod.self, namespace: namespace).items) ?? []
+            var ranges = ClusterRanges.decide(
+                serviceCIDRs: [], nodePodCIDRs: [],
+                clusterIPs: services.compactMap { $0.raw["spec"]?["clusterIP"]?.stringValue },
+                podIPs: pods.filter { $0.raw["spec"]?["hostNetwork"]?.boolValue != true }.compactMap {
+                    $0.status?.podIP
+                })
+            ranges.serviceSource += " of namespace \(namespace)"
+            ranges.podSource += " of namespace \(namespace)"
+            return ranges
+        }
         let serviceCIDRs = ((try? await client.list(ServiceCIDR.self).items) ?? []).flatMap { $0.spec?.cidrs ?? [] }
         let nodes = (try? await client.list(Node.self).items) ?? []
         let podCIDRs = nodes.flatMap { node in
@@ -252,91 +288,20 @@ public enum ConnectCommand {
         return ClusterRanges.decide(
             serviceCIDRs: serviceCIDRs, nodePodCIDRs: podCIDRs, clusterIPs: clusterIPs, podIPs: podIPs)
     }
-
-    /// Returns on SIGINT or SIGTERM.
-    static func waitForSignal() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let queue = DispatchQueue(label: "ktctl.signals")
-            let once = NSLock()
-            var resumed = false
-            var sources: [DispatchSourceSignal] = []
-            for number in [SIGINT, SIGTERM] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler {
-                    let first = once.withLock { () -> Bool in
-                        defer { resumed = true }
-                        return !resumed
-                    }
-                    if first {
-                        for source in sources { source.cancel() }
-                        continuation.resume()
-                    }
-                }
-                source.resume()
-                sources.append(source)
-            }
-        }
-    }
 }
 
-/// What to undo, last first.
-struct UndoStack {
-    private var steps: [(String, () async -> Void)] = []
+/// The TUN device once it is open: closed (its address and routes with it) when the session stops.
+final class DeviceHolder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var device: TunDevice?
 
-    mutating func push(_ what: String, _ step: @escaping () async -> Void) {
-        steps.append((what, step))
-    }
+    func set(_ device: TunDevice) { lock.withLock { self.device = device } }
 
-    func run(logger: Logger) async {
-        for (what, step) in steps.reversed() {
-            logger.debug("undo: \(what)")
-            await step()
+    func close() {
+        let device = lock.withLock { () -> TunDevice? in
+            defer { self.device = nil }
+            return self.device
         }
-    }
-}
-
-/// One `ktctl connect` per state directory: a pid file that a live ktctl holds. Its second line names the session,
-/// so that `ktctl clean` can tell the objects of a ktctl that was killed.
-struct PidFile: Sendable {
-    let path: String
-
-    struct Record: Sendable {
-        var pid: Int32
-        var session: String?
-        var namespace: String?
-        /// A live ktctl has that pid.
-        var isAlive: Bool
-    }
-
-    static func read(_ path: String) -> Record? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard let first = lines.first, let pid = Int32(first) else { return nil }
-        let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
-        let alive = kill(pid, 0) == 0 && command.contains("ktctl")
-        return Record(
-            pid: pid, session: lines.count > 1 ? lines[1] : nil, namespace: lines.count > 2 ? lines[2] : nil,
-            isAlive: alive)
-    }
-
-    static func claim(_ path: String) throws -> PidFile {
-        if let record = read(path), record.pid != getpid(), record.isAlive {
-            throw ConnectError.alreadyRunning(pid: record.pid, file: path)
-        }
-        // A dead session's line stays until this one has its own, so `ktctl clean` can still find its objects.
-        let previous = read(path).flatMap { $0.isAlive ? nil : $0 }
-        let kept = [previous?.session, previous?.namespace].compactMap { $0 }.map { $0 + "\n" }.joined()
-        try "\(getpid())\n\(kept)".write(toFile: path, atomically: true, encoding: .utf8)
-        return PidFile(path: path)
-    }
-
-    /// Names this process's session (and the namespace of its objects) in the file.
-    func record(session: String, namespace: String) {
-        try? "\(getpid())\n\(session)\n\(namespace)\n".write(toFile: path, atomically: true, encoding: .utf8)
-    }
-
-    func release() {
-        try? FileManager.default.removeItem(atPath: path)
+        device?.close()
     }
 }

@@ -1,18 +1,19 @@
 import Foundation
 
-/// DNS wiring without systemd-resolved: `/etc/resolv.conf` rewritten in place with the session's resolver first and
-/// the cluster search list, the original kept in a journal (`<state>/resolv.conf.orig`) until it is restored, so
-/// that a crashed session's change is undone by the next `ktctl connect` or `ktctl clean`.
+/// DNS wiring without systemd-resolved: `/etc/resolv.conf` pointed at the session's resolver, with the cluster search
+/// list. The session journals the original and what it wrote before writing; the undo puts the original back only
+/// while the file still holds what ktctl wrote (a file changed since — by DHCP, a VPN, the user — is newer and is
+/// kept, and ktctl says so).
 ///
-/// The file is rewritten in place (not replaced by a rename): it may be a bind mount, as in a network namespace
-/// entered with `ip netns exec`, where the namespace's own resolv.conf is mounted over /etc/resolv.conf.
+/// The file is replaced atomically (`AtomicFile.write`: written beside, synced, renamed), so no reader ever sees it
+/// half-written, and a symbolic link is followed to its target. A resolv.conf that is a mount point (as in a network
+/// namespace entered with `ip netns exec`, where the namespace's file is bind-mounted over it) cannot be renamed
+/// over; it is rewritten in place with one write and a sync.
 public struct ResolvConfWiring: Sendable {
     public var path: String
-    public var journal: String
 
-    public init(path: String = "/etc/resolv.conf", stateDirectory: String) {
+    public init(path: String = "/etc/resolv.conf") {
         self.path = path
-        self.journal = "\(stateDirectory)/resolv.conf.orig"
     }
 
     /// The nameservers the file names now (the upstreams for everything that is not the cluster's).
@@ -48,33 +49,14 @@ public struct ResolvConfWiring: Sendable {
             ] + others).joined(separator: "\n") + "\n"
     }
 
-    /// Points the file at `resolver`. The original goes to the journal first (unless a journal from a crashed
-    /// session is already there: that one is the real original).
-    public func apply(resolver: String, search: [String]) throws {
+    /// The change as a plan: the file now, and what ktctl would write.
+    public func plan(resolver: String, search: [String]) throws -> (original: String, written: String) {
         let original = try String(contentsOfFile: path, encoding: .utf8)
-        if !FileManager.default.fileExists(atPath: journal) {
-            try original.write(toFile: journal, atomically: true, encoding: .utf8)
-        }
-        let base = (try? String(contentsOfFile: journal, encoding: .utf8)) ?? original
-        try Self.overwrite(path, with: Self.rewritten(base, resolver: resolver, search: search))
+        return (original, Self.rewritten(original, resolver: resolver, search: search))
     }
 
-    /// A change to undo is journaled.
-    public var hasJournal: Bool { FileManager.default.fileExists(atPath: journal) }
-
-    /// Puts the original back and removes the journal; nothing to do without a journal.
-    @discardableResult
-    public func restore() throws -> Bool {
-        guard let original = try? String(contentsOfFile: journal, encoding: .utf8) else { return false }
-        try Self.overwrite(path, with: original)
-        try FileManager.default.removeItem(atPath: journal)
-        return true
-    }
-
-    static func overwrite(_ path: String, with text: String) throws {
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.truncate(atOffset: 0)
-        try handle.write(contentsOf: Data(text.utf8))
+    /// Writes `text` (the planned file) the safest way the file allows.
+    public func write(_ text: String) throws {
+        try AtomicFile.write(path, text: text)
     }
 }

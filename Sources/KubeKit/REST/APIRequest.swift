@@ -114,23 +114,27 @@ public struct DeleteOptions: Sendable, Hashable {
     public var gracePeriodSeconds: Int?
     /// Delete only if the object still has this resourceVersion (409 otherwise).
     public var preconditionResourceVersion: String?
+    /// Delete only if the object is still this one (409 when another object of that name took its place).
+    public var preconditionUID: String?
 
     public init(
         propagationPolicy: Propagation? = nil, gracePeriodSeconds: Int? = nil,
-        preconditionResourceVersion: String? = nil
+        preconditionResourceVersion: String? = nil, preconditionUID: String? = nil
     ) {
         self.propagationPolicy = propagationPolicy
         self.gracePeriodSeconds = gracePeriodSeconds
         self.preconditionResourceVersion = preconditionResourceVersion
+        self.preconditionUID = preconditionUID
     }
 
     var document: JSONValue {
         var members: [String: JSONValue] = ["kind": .string("DeleteOptions"), "apiVersion": .string("v1")]
         if let propagationPolicy { members["propagationPolicy"] = .string(propagationPolicy.rawValue) }
         if let gracePeriodSeconds { members["gracePeriodSeconds"] = .int(Int64(gracePeriodSeconds)) }
-        if let preconditionResourceVersion {
-            members["preconditions"] = .object(["resourceVersion": .string(preconditionResourceVersion)])
-        }
+        var preconditions: [String: JSONValue] = [:]
+        if let preconditionResourceVersion { preconditions["resourceVersion"] = .string(preconditionResourceVersion) }
+        if let preconditionUID { preconditions["uid"] = .string(preconditionUID) }
+        if !preconditions.isEmpty { members["preconditions"] = .object(preconditions) }
         return .object(members)
     }
 }

@@ -1,0 +1,172 @@
+import Foundation
+import Glibc
+import KtWire
+import NIOCore
+
+/// Who may use socks mode's proxy. By default only the user who runs ktctl (and, under sudo, the user who ran sudo):
+/// a proxy into a cluster on 127.0.0.1 is otherwise open to every account on the machine. A local client's user is
+/// the owner of its socket, read from `/proc/net/tcp{,6}` (`/proc/net/udp{,6}` for UDP ASSOCIATE datagrams); a
+/// client that is not a local socket is refused unless anyone may connect. RFC 1929 username/password can be asked
+/// for on top (SOCKS5), and as `Proxy-Authorization: Basic` (HTTP).
+public struct ProxyAccess: Sendable, Hashable {
+    /// Users allowed; nil: anyone who can reach the port.
+    public var allowedUsers: Set<UInt32>?
+    /// A username and password every client must give; nil: none asked for.
+    public var credentials: Credentials?
+
+    public struct Credentials: Sendable, Hashable {
+        public var username: String
+        public var password: String
+
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+
+    public init(allowedUsers: Set<UInt32>?, credentials: Credentials? = nil) {
+        self.allowedUsers = allowedUsers
+        self.credentials = credentials
+    }
+
+    /// The running user, and under sudo the one who ran it.
+    public static var owners: Set<UInt32> {
+        var users: Set<UInt32> = [getuid(), geteuid()]
+        if let sudo = ProcessInfo.processInfo.environment["SUDO_UID"].flatMap(UInt32.init) { users.insert(sudo) }
+        return users
+    }
+
+    /// Only this machine's owner(s).
+    public static var ownerOnly: ProxyAccess { ProxyAccess(allowedUsers: owners) }
+
+    /// For the summary line: `uid 0, 1000` or `anyone`.
+    public var summary: String {
+        let who =
+            allowedUsers.map { "local users " + $0.sorted().map { Self.userName($0) }.joined(separator: ", ") }
+            ?? "anyone who can reach it"
+        return who + (credentials == nil ? "" : " with the username and password")
+    }
+
+    static func userName(_ uid: UInt32) -> String {
+        if let entry = getpwuid(uid), let name = entry.pointee.pw_name { return "\(String(cString: name)) (\(uid))" }
+        return "uid \(uid)"
+    }
+
+    public enum Verdict: Sendable, Hashable {
+        case allowed
+        case refused(String)
+    }
+
+    /// Whether the client at `peer`, connected to the proxy's `local`, may use it.
+    public func admits(peer: SocketAddress?, local: SocketAddress?, udp: Bool = false) -> Verdict {
+        guard let allowedUsers else { return .allowed }
+        guard let peer, let local, let owner = SocketOwner.find(peer: peer, local: local, udp: udp) else {
+            return .refused(
+                "\(peer?.description ?? "a client") is not a socket of this machine's users; only "
+                    + summary + " may use this proxy (--proxy-allow-users)")
+        }
+        guard allowedUsers.contains(owner) else {
+            return .refused(
+                "\(Self.userName(owner)) may not use this proxy: it serves \(summary) (--proxy-allow-users adds users)")
+        }
+        return .allowed
+    }
+
+    /// RFC 1929 / Basic: whether these are the credentials asked for.
+    public func accepts(username: String, password: String) -> Bool {
+        guard let credentials else { return true }
+        // Compared whole, byte for byte, without an early exit on the first difference.
+        return Self.sameBytes(username, credentials.username) && Self.sameBytes(password, credentials.password)
+    }
+
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        let left = Array(a.utf8)
+        let right = Array(b.utf8)
+        var difference = UInt8(left.count == right.count ? 0 : 1)
+        for index in 0..<max(left.count, right.count) {
+            difference |= (index < left.count ? left[index] : 0) ^ (index < right.count ? right[index] : 0)
+        }
+        return difference == 0
+    }
+}
+
+/// The owner of a local socket, from the kernel's socket tables.
+public enum SocketOwner {
+    /// The uid owning the socket whose local end is `peer` (the client's socket, seen from the proxy) and, for TCP,
+    /// whose remote end is `local` (the proxy's side of the connection).
+    public static func find(peer: SocketAddress, local: SocketAddress, udp: Bool) -> UInt32? {
+        let files = udp ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
+        guard let peerEndpoint = Endpoint(peer), let localEndpoint = Endpoint(local) else { return nil }
+        for file in files {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            if let uid = owner(in: text, local: peerEndpoint, remote: udp ? nil : localEndpoint) { return uid }
+        }
+        return nil
+    }
+
+    /// An address and port as the tables compare them (IPv4-mapped IPv6 as IPv4).
+    public struct Endpoint: Hashable, Sendable {
+        public var address: IPAddress
+        public var port: UInt16
+
+        public init(address: IPAddress, port: UInt16) {
+            if case .v6(let v6) = address, v6.bits >> 32 == 0xffff {
+                self.address = .v4(IPv4Address(bits: UInt32(truncatingIfNeeded: v6.bits)))
+            } else {
+                self.address = address
+            }
+            self.port = port
+        }
+
+        init?(_ address: SocketAddress) {
+            guard let text = address.ipAddress, let ip = IPAddress(text), let port = address.port,
+                let port16 = UInt16(exactly: port)
+            else { return nil }
+            self.init(address: ip, port: port16)
+        }
+    }
+
+    /// The uid on the first line of a `/proc/net/{tcp,udp}{,6}` table whose local address is `local` (and remote
+    /// address `remote`, when given). Total: any text gives an answer or nil.
+    public static func owner(in table: String, local: Endpoint, remote: Endpoint?) -> UInt32? {
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, ...
+            guard fields.count > 7, let here = parseEndpoint(fields[1]), here == local else { continue }
+            if let remote {
+                guard let there = parseEndpoint(fields[2]), there == remote else { continue }
+            }
+            return UInt32(fields[7])
+        }
+        return nil
+    }
+
+    /// `0100007F:08AE` (IPv4: the address as the kernel's 32-bit word in host order, little-endian here) or 32 hex
+    /// digits (IPv6: four such words), then the port in hex.
+    public static func parseEndpoint(_ text: Substring) -> Endpoint? {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1], radix: 16) else { return nil }
+        let hex = parts[0]
+        func word(_ offset: Int) -> UInt32? {
+            let start = hex.index(hex.startIndex, offsetBy: offset)
+            guard let value = UInt32(hex[start..<hex.index(start, offsetBy: 8)], radix: 16) else { return nil }
+            // The word's bytes in memory are the address in network order; the kernel printed them as a native
+            // integer.
+            return UInt32(bigEndian: value)
+        }
+        switch hex.count {
+        case 8:
+            guard let value = word(0) else { return nil }
+            return Endpoint(address: .v4(IPv4Address(bits: value)), port: port)
+        case 32:
+            var bits: UInt128 = 0
+            for index in 0..<4 {
+                guard let value = word(index * 8) else { return nil }
+                bits = bits << 32 | UInt128(value)
+            }
+            return Endpoint(address: .v6(IPv6Address(bits: bits)), port: port)
+        default:
+            return nil
+        }
+    }
+}

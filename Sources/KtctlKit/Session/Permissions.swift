@@ -1,0 +1,120 @@
+import Foundation
+import KubeKit
+
+/// One thing ktctl asks the API server to let it do, and the file in `deploy/rbac/` that grants it.
+public struct Permission: Sendable, Hashable, CustomStringConvertible {
+    public var verb: String
+    public var group: String
+    public var resource: String
+    public var subresource: String?
+    /// Across the cluster (cluster-scoped kinds, or every namespace), rather than in the session's namespace.
+    public var clusterWide: Bool
+    /// `deploy/rbac/...`: where this permission is granted.
+    public var grantedBy: String
+
+    public init(
+        _ verb: String, _ resource: String, group: String = "", subresource: String? = nil, clusterWide: Bool = false,
+        grantedBy: String
+    ) {
+        self.verb = verb
+        self.group = group
+        self.resource = resource
+        self.subresource = subresource
+        self.clusterWide = clusterWide
+        self.grantedBy = grantedBy
+    }
+
+    /// `patch leases.coordination.k8s.io`, `create pods/portforward`.
+    public var description: String {
+        let name = resource + (subresource.map { "/\($0)" } ?? "") + (group.isEmpty ? "" : ".\(group)")
+        return "\(verb) \(name)"
+    }
+}
+
+/// What ktctl needs, checked before it changes anything (SelfSubjectAccessReview), so that a missing permission is
+/// named at the start instead of failing half-way (kt-connect went on without `patch` and silently stopped its
+/// heartbeat). The lists are exactly what the code calls; `deploy/rbac/` grants exactly these.
+public enum Permissions {
+    public static let sessionRole = "deploy/rbac/ktctl-session.yaml"
+    public static let clusterRole = "deploy/rbac/ktctl-cluster.yaml"
+
+    /// Every session, in its namespace: its Lease (created, renewed by patch, deleted), the shadow's Secret and Pod,
+    /// the port-forward to it. `get` and `create` on `pods/portforward`: API servers before 1.35 authorize the
+    /// WebSocket upgrade (a GET) as `get`, 1.35 and later as `create` as well.
+    public static let session: [Permission] = [
+        Permission("create", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        Permission("patch", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        Permission("delete", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        Permission("create", "secrets", grantedBy: sessionRole),
+        Permission("delete", "secrets", grantedBy: sessionRole),
+        Permission("create", "pods", grantedBy: sessionRole),
+        Permission("get", "pods", grantedBy: sessionRole),
+        Permission("delete", "pods", grantedBy: sessionRole),
+        Permission("get", "pods", subresource: "portforward", grantedBy: sessionRole),
+        Permission("create", "pods", subresource: "portforward", grantedBy: sessionRole),
+    ]
+
+    /// `ktctl clean` in a namespace: list what sessions made, delete what is stale.
+    public static let clean: [Permission] = [
+        Permission("list", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        Permission("delete", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        Permission("list", "secrets", grantedBy: sessionRole),
+        Permission("delete", "secrets", grantedBy: sessionRole),
+        Permission("list", "pods", grantedBy: sessionRole),
+        Permission("delete", "pods", grantedBy: sessionRole),
+    ]
+
+    /// tun mode's view of the whole cluster: its ranges (ServiceCIDRs, the nodes' podCIDRs, else every ClusterIP and
+    /// pod IP) and its namespaces (so that `svc.ns` names resolve). Without them tun mode routes what it can see in
+    /// its namespace, and says so.
+    public static let clusterRanges: [Permission] = [
+        Permission("list", "servicecidrs", group: "networking.k8s.io", clusterWide: true, grantedBy: clusterRole),
+        Permission("list", "nodes", clusterWide: true, grantedBy: clusterRole),
+        Permission("list", "namespaces", clusterWide: true, grantedBy: clusterRole),
+        Permission("list", "services", clusterWide: true, grantedBy: clusterRole),
+        Permission("list", "pods", clusterWide: true, grantedBy: clusterRole),
+    ]
+
+    /// The permissions of `needed` the caller lacks, asked of the API server all at once; nil when the server does
+    /// not answer SelfSubjectAccessReviews (then nothing is known, and the command goes on).
+    public static func missing(_ needed: [Permission], client: KubeClient, namespace: String) async -> [Permission]? {
+        await withTaskGroup(of: (Permission, Bool?).self) { group in
+            for permission in needed {
+                group.addTask {
+                    let review = SelfSubjectAccessReview(
+                        .init(
+                            verb: permission.verb, group: permission.group, resource: permission.resource,
+                            subresource: permission.subresource, namespace: permission.clusterWide ? nil : namespace))
+                    let answer = try? await client.create(review)
+                    return (permission, answer?.status?.allowed)
+                }
+            }
+            var missing: [Permission] = []
+            var unknown = false
+            for await (permission, allowed) in group {
+                switch allowed {
+                case true?: break
+                case false?: missing.append(permission)
+                case nil: unknown = true
+                }
+            }
+            if unknown { return nil }
+            return needed.filter { missing.contains($0) }
+        }
+    }
+
+    /// What to say when permissions are missing: each one, where, and the file that grants it.
+    public static func explain(_ missing: [Permission], namespace: String, user: String?) -> String {
+        var lines = missing.map { permission in
+            "  \(permission)" + (permission.clusterWide ? " (cluster-wide)" : " in namespace \(namespace)")
+                + "  — granted by \(permission.grantedBy)"
+        }
+        let files = Array(Set(missing.map(\.grantedBy))).sorted()
+        lines.append(
+            "ask a cluster admin to apply "
+                + files.map { "\($0)" + ($0 == sessionRole ? " in namespace \(namespace)" : "") }.joined(
+                    separator: " and ")
+                + (user.map { " and bind it to \($0)" } ?? "") + " (README: \"Permissions\")")
+        return lines.joined(separator: "\n")
+    }
+}
