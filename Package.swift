@@ -206,8 +206,12 @@ var targets: [Target] = [
     .testTarget(
         name: "KtctlKitTests",
         dependencies: [
-            "KtctlKit", "KtTun", "KtWire", "KtEngine", "KubeKit", "LabKit", "NamespaceTestSupport", "LabTestSupport",
+            "KtctlKit", "KtTun", "KtWire", "KtEngine", "KtTunnel", "ShadowKit", "KubeKit", "LabKit",
+            "NamespaceTestSupport", "LabTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]
     ),
     // The CLI: flag parsing only.

@@ -54,7 +54,6 @@ public struct ClusterNames: Sendable {
 public final class ClusterResolver: Sendable {
     struct State {
         var names: ClusterNames
-        var datagrams: TunnelDatagramChannel?
         var pending: [UInt32: Pending] = [:]
         var nextFlow: UInt32 = 1
         var cache: [CacheKey: CacheEntry] = [:]
@@ -83,6 +82,8 @@ public final class ClusterResolver: Sendable {
     public let negativeTTL: TimeAmount
     public let timeout: TimeAmount
     private let channels = NIOLockedValueBox<[Channel]>([])
+    /// Queries for cluster names go to the shadow's nameserver on this (reopened when it closes).
+    private let datagrams = NIOLockedValueBox<DatagramPath?>(nil)
 
     public init(
         names: ClusterNames, upstreams: [SocketAddress], link: TunnelLink, group: any EventLoopGroup, logger: Logger,
@@ -94,24 +95,14 @@ public final class ClusterResolver: Sendable {
         self.logger = logger
         self.negativeTTL = negativeTTL
         self.timeout = timeout
-        link.observe { [weak self] client in self?.tunnelChanged(client) }
+        let path = DatagramPath(link: link, logger: logger) { [weak self] frame in self?.answered(frame) }
+        datagrams.withLockedValue { $0 = path }
     }
 
     public var counters: ResolverCounters { state.withLockedValue { $0.counters } }
 
     public func update(namespaces: Set<String>) {
         state.withLockedValue { $0.names.namespaces = namespaces }
-    }
-
-    func tunnelChanged(_ client: TunnelClient) {
-        Task { [weak self] in
-            do {
-                let channel = try await client.openDatagramChannel { [weak self] frame in self?.answered(frame) }
-                self?.state.withLockedValue { $0.datagrams = channel }
-            } catch {
-                self?.logger.warning("cluster DNS unavailable through this tunnel: \(error)")
-            }
-        }
     }
 
     /// Listens on `host:port` (UDP) until ``close()``.
@@ -130,7 +121,7 @@ public final class ClusterResolver: Sendable {
 
     public func close() {
         for channel in channels.withLockedValue({ $0 }) { channel.close(promise: nil) }
-        state.withLockedValue { $0.datagrams?.close() }
+        datagrams.withLockedValue { $0 }?.close()
     }
 
     // MARK: - Answering
@@ -198,8 +189,9 @@ public final class ClusterResolver: Sendable {
     }
 
     func askCluster(_ query: DNSMessage, reply: @escaping @Sendable (DNSMessage?) -> Void) {
+        let channel = datagrams.withLockedValue { $0 }?.channel
         let sent = state.withLockedValue { state -> (TunnelDatagramChannel, UInt32)? in
-            guard let datagrams = state.datagrams else { return nil }
+            guard let datagrams = channel else { return nil }
             let flow = state.nextFlow
             state.nextFlow = state.nextFlow == .max ? 1 : state.nextFlow + 1
             state.pending[flow] = Pending(query: query, reply: reply)

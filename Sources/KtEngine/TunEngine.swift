@@ -46,6 +46,8 @@ public final class TunEngine: @unchecked Sendable {
     private var stack: NetworkStack
     private var bridges: [FlowID: Bridge] = [:]
     private var datagrams: TunnelDatagramChannel?
+    /// Opens the datagram channel for each tunnel, and again when it closes.
+    private var datagramPath: DatagramPath?
     private var udpFlows: [FlowKey: UInt32] = [:]
     private var udpKeys: [UInt32: FlowKey] = [:]
     private var echoes: [UInt32: EchoRequest] = [:]
@@ -100,7 +102,10 @@ public final class TunEngine: @unchecked Sendable {
         wakeup = ends[0]
         wakeupWriter = ends[1]
         start = clock.now
-        link.observe { [weak self] client in self?.tunnelChanged(client) }
+        // UDP and ICMP echo ride one datagram channel, kept open (and reopened) by the path.
+        datagramPath = DatagramPath(
+            link: link, logger: logger, onFrame: { [weak self] frame in self?.post(.frame(frame)) },
+            onChannel: { [weak self] channel in self?.post(.datagramChannel(channel)) })
         let thread = Thread { [self] in
             run()
             finished.signal()
@@ -126,18 +131,6 @@ public final class TunEngine: @unchecked Sendable {
         inbox.withLockedValue { $0.append(command) }
         var one: UInt8 = 1
         _ = write(wakeupWriter, &one, 1)  // a full pipe already wakes the loop
-    }
-
-    func tunnelChanged(_ client: TunnelClient) {
-        guard client.serverIsShadow else { return }
-        Task { [weak self] in
-            do {
-                let channel = try await client.openDatagramChannel { [weak self] frame in self?.post(.frame(frame)) }
-                self?.post(.datagramChannel(channel))
-            } catch {
-                self?.logger.warning("no datagram channel (UDP and ping will not work): \(error)")
-            }
-        }
     }
 
     // MARK: - The loop
@@ -190,6 +183,7 @@ public final class TunEngine: @unchecked Sendable {
         }
         for bridge in bridges.values { bridge.channel?.close(promise: nil) }
         bridges = [:]
+        datagramPath?.close()
         datagrams?.close()
     }
 
@@ -270,7 +264,7 @@ public final class TunEngine: @unchecked Sendable {
                 bridges[flow]?.inFlight -= count
                 pumpToChannel(flow)
             case .datagramChannel(let channel):
-                datagrams?.close()
+                if datagrams !== channel { datagrams?.close() }
                 datagrams = channel
                 udpFlows = [:]
                 udpKeys = [:]
