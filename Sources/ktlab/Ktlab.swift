@@ -59,13 +59,32 @@ struct Ktlab: AsyncParsableCommand {
 
     struct KubeconfigPath: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "kubeconfig", abstract: "Print the path of a kubeconfig that works on this machine.")
+            commandName: "kubeconfig",
+            abstract: "Print the path of a kubeconfig: the administrator's, or a restricted user's.",
+            discussion: """
+                With --user NAME, makes NAME a user of the lab (a random bearer token, kept in \
+                /run/ktlab/<lab>/users.json), or reuses the token NAME has, and writes a kubeconfig for it. Such a \
+                user is in the group system:authenticated only: it may do nothing but discovery until a Role or \
+                ClusterRole is bound to it (kubectl create rolebinding ... --user NAME).
+                """)
         @Option(help: "The lab's name.") var name = "ktlab"
+        @Option(help: "A restricted user (lower-case letters, digits, '-' and '.').") var user: String?
+        @Flag(help: "For the workstation namespace (the node's link address) rather than this machine.")
+        var workstation = false
+
         func run() throws {
-            guard let state = LabState.read(name) else {
-                throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))")
+            guard let user else {
+                guard let state = LabState.read(name) else {
+                    throw ValidationError("lab \"\(name)\" is not up (ktlab up --name \(name))")
+                }
+                print(workstation ? state.layout.workstationKubeconfig : state.layout.hostKubeconfig)
+                return
             }
-            print(state.layout.hostKubeconfig)
+            do {
+                print(try LabUsers.kubeconfig(lab: name, user: user, workstation: workstation))
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
     }
 

@@ -8,9 +8,13 @@ public struct APIServerRequest: Sendable {
     public var query: [String: [String]]
     public var headers: [(String, String)]
     public var body: [UInt8]
+    /// Who sent it (authentication's answer); RBAC judges it.
+    public var user: UserInfo
 
-    public init(method: String, uri: String, headers: [(String, String)], body: [UInt8]) {
+    /// `user` defaults to the lab's administrator: requests made in-process (tests of the handler alone).
+    public init(method: String, uri: String, headers: [(String, String)], body: [UInt8], user: UserInfo = .admin) {
         self.method = method
+        self.user = user
         // Clients encode spaces in the query as '+' (form encoding; a literal '+' comes as %2B).
         var components = URLComponents(string: uri)
         let formDecoded = components?.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%20")
@@ -68,7 +72,9 @@ public final class APIHandler: Sendable {
         var subresource: String?
     }
 
+    /// Answers `request`: refused (403) when RBAC does not allow its user to do it.
     public func handle(_ request: APIServerRequest) async -> APIServerResponse {
+        if let refusal = refusal(request) { return refusal }
         do {
             return try await route(request)
         } catch let error as APIStatusError {
@@ -97,6 +103,7 @@ public final class APIHandler: Sendable {
             return .json(200, document)
         }
         let target = try Self.target(parts)
+        if target.resource.isReview { return .json(201, try review(target, request)) }
         switch (request.method, target.name, target.subresource) {
         case ("GET", nil, _):
             if request.first("watch") == "true" || request.first("watch") == "1" {
@@ -255,6 +262,7 @@ public final class APIHandler: Sendable {
         }
         object = try admission.defaulted(resource, object)
         try admission.validate(resource, object)
+        try confirmNoEscalation(resource, object, namespace: target.namespace ?? "", user: request.user)
         do {
             return try store.create(resource, namespace: target.namespace ?? "", object: object)
         } catch {
@@ -268,6 +276,7 @@ public final class APIHandler: Sendable {
         if subresource == nil {
             try admission.checkFields(target.resource.type, sent, validation: request.first("fieldValidation"))
         }
+        try confirmNoEscalation(target.resource.type, sent, namespace: target.namespace ?? "", user: request.user)
         return try write(target, name: name, subresource: subresource, sent: sent)
     }
 
@@ -305,6 +314,11 @@ public final class APIHandler: Sendable {
             {
                 throw APIStatusError.invalid(
                     resource, name, field: "spec.clusterIP", "Invalid value: field is immutable")
+            }
+            if resource == ResourceRegistry.roleBinding || resource == ResourceRegistry.clusterRoleBinding,
+                result["roleRef"] != old["roleRef"]
+            {
+                throw APIStatusError.invalid(resource, name, field: "roleRef", "Invalid value: cannot change roleRef")
             }
             if resource == Service.resource, result["spec"]?["clusterIP"] == nil {
                 result["spec"]?["clusterIP"] = old["spec"]?["clusterIP"]
@@ -348,6 +362,7 @@ public final class APIHandler: Sendable {
         if patchDocument["metadata"]?["resourceVersion"] == nil {
             patched["metadata"]?["resourceVersion"] = nil
         }
+        try confirmNoEscalation(resource, patched, namespace: target.namespace ?? "", user: request.user)
         return try write(target, name: name, subresource: subresource, sent: patched)
     }
 
@@ -358,6 +373,16 @@ public final class APIHandler: Sendable {
         let precondition = options["preconditions"]?["resourceVersion"]?.stringValue
         let resource = target.resource.type
         let namespace = target.namespace ?? ""
+        if let uid = options["preconditions"]?["uid"]?.stringValue {
+            let current = try store.get(resource, namespace: namespace, name: name)
+            let actual = current["metadata"]?["uid"]?.stringValue ?? ""
+            guard actual == uid else {
+                throw APIStatusError(
+                    code: 409, reason: "Conflict",
+                    message: "Operation cannot be fulfilled on \(resource.plural) \"\(name)\": Precondition failed: "
+                        + "UID in precondition: \(uid), UID in object meta: \(actual)")
+            }
+        }
         if resource == Pod.resource {
             let grace =
                 options["gracePeriodSeconds"]?.intValue ?? request.first("gracePeriodSeconds").flatMap(Int64.init)
@@ -489,7 +514,8 @@ public final class APIHandler: Sendable {
 
 extension APIHandler {
     /// What every cluster has before anyone creates anything: the four system namespaces, the `default`
-    /// service account of each, and the `kubernetes` service on the service CIDR's first address.
+    /// service account of each, the `kubernetes` service on the service CIDR's first address, and the default
+    /// ClusterRoles with `cluster-admin` bound to `system:masters`.
     public func bootstrap() throws {
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let namespace = try admission.defaulted(Namespace.resource, ["metadata": ["name": .string(name)]])
@@ -505,6 +531,12 @@ extension APIHandler {
                 "spec": ["clusterIP": .string(first), "ports": [["name": "https", "port": 443, "targetPort": 6443]]],
             ])
         _ = try store.create(Service.resource, namespace: "default", object: kubernetes)
+        for role in RBACDefaults.clusterRoles {
+            _ = try store.create(ResourceRegistry.clusterRole, namespace: "", object: role)
+        }
+        for binding in RBACDefaults.clusterRoleBindings {
+            _ = try store.create(ResourceRegistry.clusterRoleBinding, namespace: "", object: binding)
+        }
     }
 }
 

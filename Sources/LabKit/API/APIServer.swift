@@ -8,8 +8,8 @@ import NIOPosix
 import NIOSSL
 import NIOWebSocket
 
-/// The lab's API server: HTTPS (HTTP/1.1), bearer-token or client-certificate authentication, the REST semantics
-/// of `APIHandler`, and pod port-forward over WebSocket (`v4.channel.k8s.io`).
+/// The lab's API server: HTTPS (HTTP/1.1), bearer-token or client-certificate authentication, RBAC, the REST
+/// semantics of `APIHandler`, and pod exec and port-forward over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`).
 public final class APIServer: Sendable {
     public struct Configuration: Sendable {
         public var host: String
@@ -19,16 +19,23 @@ public final class APIServer: Sendable {
         public var key: String
         /// The CA that signs accepted client certificates.
         public var clientCA: String
-        /// Bearer tokens accepted (each one is cluster-admin).
+        /// The administrator's bearer tokens (user `kubernetes-admin` in `system:masters`, as every client
+        /// certificate the CA signed).
         public var tokens: Set<String>
+        /// The lab's users file (`UserTokens`): restricted users' tokens, read again when it changes.
+        public var userTokenFile: String?
 
-        public init(host: String, port: Int, certificate: String, key: String, clientCA: String, tokens: Set<String>) {
+        public init(
+            host: String, port: Int, certificate: String, key: String, clientCA: String, tokens: Set<String>,
+            userTokenFile: String? = nil
+        ) {
             self.host = host
             self.port = port
             self.certificate = certificate
             self.key = key
             self.clientCA = clientCA
             self.tokens = tokens
+            self.userTokenFile = userTokenFile
         }
     }
 
@@ -76,13 +83,14 @@ public final class APIServer: Sendable {
         tls.applicationProtocols = ["http/1.1"]
         tls.minimumTLSVersion = .tlsv12
         let context = try NIOSSLContext(configuration: tls)
-        let tokens = configuration.tokens
+        let authenticator = TokenAuthenticator(
+            adminTokens: configuration.tokens, userFile: configuration.userTokenFile)
         initializer = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let ssl = NIOSSLServerHandler(context: context)
                 try channel.pipeline.syncOperations.addHandler(ssl)
                 let http = HTTPHandler(
-                    api: handler, tokens: tokens, logger: logger,
+                    api: handler, authenticator: authenticator, logger: logger,
                     hasClientCertificate: { ssl.peerCertificate != nil }, locateExec: locateExec)
                 let upgrader = NIOWebSocketServerUpgrader(
                     maxFrameSize: 16 << 20,
@@ -166,14 +174,14 @@ public final class APIServer: Sendable {
     }
 }
 
-/// One HTTP connection: authenticates each request, hands it to `APIHandler`, writes the answer (streaming for
-/// watches).
+/// One HTTP connection: authenticates each request, hands it to `APIHandler` (which authorizes it), writes the answer
+/// (streaming for watches); exec and port-forward upgrades are authorized here.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let api: APIHandler
-    private let tokens: Set<String>
+    private let authenticator: TokenAuthenticator
     private let logger: Logger
     private let hasClientCertificate: () -> Bool
     private var head: HTTPRequestHead?
@@ -189,11 +197,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
     private let locateExec: APIServer.ExecLocator
 
     init(
-        api: APIHandler, tokens: Set<String>, logger: Logger, hasClientCertificate: @escaping () -> Bool,
-        locateExec: @escaping APIServer.ExecLocator
+        api: APIHandler, authenticator: TokenAuthenticator, logger: Logger,
+        hasClientCertificate: @escaping () -> Bool, locateExec: @escaping APIServer.ExecLocator
     ) {
         self.api = api
-        self.tokens = tokens
+        self.authenticator = authenticator
         self.logger = logger
         self.hasClientCertificate = hasClientCertificate
         self.locateExec = locateExec
@@ -211,10 +219,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         }
     }
 
-    /// A WebSocket request this server upgrades: a port-forward, or an exec into a running container.
+    /// A WebSocket request this server upgrades: a port-forward, or an exec into a running container, that the
+    /// user may `create` (a refused one is answered by `next` with the 403).
     func upgradeTarget(_ head: HTTPRequestHead) -> UpgradeTarget? {
+        guard let user = authenticate(head.headers),
+            api.refusal(
+                APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [], user: user),
+                webSocketUpgrade: true
+            ) == nil
+        else { return nil }
         if let (pod, port) = try? portForwardTarget(head) { return .portForward(pod, port) }
-        guard authenticated(head.headers) else { return nil }
         let request = APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [])
         let parts = request.path.split(separator: "/").map(String.init)
         let offered = head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map {
@@ -231,17 +245,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
             version5: offered.contains("v5.channel.k8s.io"))
     }
 
-    func authenticated(_ headers: HTTPHeaders) -> Bool {
+    /// The request's user: a bearer token's, else the client certificate's (every certificate the lab CA signed is
+    /// the administrator's); nil is 401.
+    func authenticate(_ headers: HTTPHeaders) -> UserInfo? {
         if let value = headers.first(name: "Authorization"), value.hasPrefix("Bearer ") {
-            return tokens.contains(String(value.dropFirst(7)))
+            return authenticator.user(forToken: String(value.dropFirst(7)))
         }
-        return hasClientCertificate()
+        return hasClientCertificate() ? .admin : nil
     }
 
     /// For a port-forward upgrade: the pod and port, or nil when this request is not one we upgrade (it is then
     /// answered as a normal request, with the reason).
     func portForwardTarget(_ head: HTTPRequestHead) throws -> (JSONValue, Int)? {
-        guard authenticated(head.headers) else { return nil }
         let request = APIServerRequest(method: "GET", uri: head.uri, headers: [], body: [])
         let parts = request.path.split(separator: "/").map(String.init)
         guard parts.count == 7, parts[0] == "api", parts[2] == "namespaces", parts[4] == "pods",
@@ -275,13 +290,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         busy = true
         let (head, body) = queued.removeFirst()
         let keepAlive = head.isKeepAlive
-        guard authenticated(head.headers) else {
+        guard let user = authenticate(head.headers) else {
             let status = APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized")
             return respond(context: context, .json(401, status.document), keepAlive: keepAlive)
         }
         if head.uri.contains("/portforward") || head.uri.contains("/exec") {
             // Reached only when the upgrade was not possible: say why.
-            let request = APIServerRequest(method: head.method.rawValue, uri: head.uri, headers: [], body: [])
+            let request = APIServerRequest(
+                method: head.method.rawValue, uri: head.uri, headers: [], body: [], user: user)
+            let upgrade = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
+            if let refusal = api.refusal(request, webSocketUpgrade: upgrade) {
+                return respond(context: context, refusal, keepAlive: keepAlive)
+            }
             let parts = request.path.split(separator: "/").map(String.init)
             if parts.count == 7, (try? api.store.get(Pod.resource, namespace: parts[3], name: parts[5])) == nil {
                 let status = APIStatusError.notFound(Pod.resource, parts[5])
@@ -296,7 +316,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
             return respond(context: context, .json(400, status.document), keepAlive: keepAlive)
         }
         let request = APIServerRequest(
-            method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: body)
+            method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: body,
+            user: user)
         let api = self.api
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let logger = self.logger

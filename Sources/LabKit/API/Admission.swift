@@ -187,6 +187,10 @@ public final class Admission: Sendable {
         "Endpoints": ["subsets"],
         "EndpointSlice": ["addressType", "endpoints", "ports"],
         "ServiceAccount": ["secrets", "imagePullSecrets", "automountServiceAccountToken"],
+        "Role": ["rules"],
+        "ClusterRole": ["rules", "aggregationRule"],
+        "RoleBinding": ["subjects", "roleRef"],
+        "ClusterRoleBinding": ["subjects", "roleRef"],
         "Event": [
             "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
             "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance",
@@ -257,8 +261,83 @@ public final class Admission: Sendable {
             where port["port"]?.intValue == nil {
                 throw APIStatusError.invalid(resource, name, field: "spec.ports[\(index)].port", "Required value")
             }
+        case ResourceRegistry.role, ResourceRegistry.clusterRole:
+            try Self.validateRules(resource, object, name: name)
+        case ResourceRegistry.roleBinding, ResourceRegistry.clusterRoleBinding:
+            try Self.validateBinding(resource, object, name: name)
         default:
             break
+        }
+    }
+}
+
+extension Admission {
+    /// `rbac/validation`: every rule has verbs; a Role's rules name API groups and resources, and only a
+    /// ClusterRole's may name non-resource URLs instead.
+    static func validateRules(_ resource: ResourceType, _ object: JSONValue, name: String) throws {
+        for (index, rule) in (object["rules"]?.arrayValue ?? []).enumerated() {
+            let field = "rules[\(index)]"
+            func count(_ member: String) -> Int { rule[member]?.arrayValue?.count ?? 0 }
+            if count("verbs") == 0 {
+                throw APIStatusError.invalid(
+                    resource, name, field: "\(field).verbs", "Required value: verbs must contain at least one value")
+            }
+            if count("nonResourceURLs") > 0 {
+                if resource == ResourceRegistry.role {
+                    throw APIStatusError.invalid(
+                        resource, name, field: "\(field).nonResourceURLs",
+                        "Invalid value: namespaced rules cannot apply to non-resource URLs")
+                }
+                if count("apiGroups") > 0 || count("resources") > 0 {
+                    throw APIStatusError.invalid(
+                        resource, name, field: "\(field).nonResourceURLs",
+                        "Invalid value: rules cannot apply to both regular resources and non-resource URLs")
+                }
+                continue
+            }
+            if count("apiGroups") == 0 {
+                throw APIStatusError.invalid(
+                    resource, name, field: "\(field).apiGroups",
+                    "Required value: resource rules must supply at least one api group")
+            }
+            if count("resources") == 0 {
+                throw APIStatusError.invalid(
+                    resource, name, field: "\(field).resources",
+                    "Required value: resource rules must supply at least one resource")
+            }
+        }
+    }
+
+    /// A binding names a role (a ClusterRole, or for a RoleBinding also a Role) and subjects of the three kinds.
+    static func validateBinding(_ resource: ResourceType, _ object: JSONValue, name: String) throws {
+        let kinds = resource == ResourceRegistry.roleBinding ? ["Role", "ClusterRole"] : ["ClusterRole"]
+        let kind = object["roleRef"]?["kind"]?.stringValue ?? ""
+        guard kinds.contains(kind) else {
+            throw APIStatusError.invalid(
+                resource, name, field: "roleRef.kind",
+                "Unsupported value: \(quoted(kind)): supported values: "
+                    + kinds.map(quoted).joined(separator: ", "))
+        }
+        if object["roleRef"]?["name"]?.stringValue?.isEmpty ?? true {
+            throw APIStatusError.invalid(resource, name, field: "roleRef.name", "Required value")
+        }
+        for (index, subject) in (object["subjects"]?.arrayValue ?? []).enumerated() {
+            let field = "subjects[\(index)]"
+            let subjectKind = subject["kind"]?.stringValue ?? ""
+            guard ["User", "Group", "ServiceAccount"].contains(subjectKind) else {
+                throw APIStatusError.invalid(
+                    resource, name, field: "\(field).kind",
+                    "Unsupported value: \(quoted(subjectKind)): supported values: \"ServiceAccount\", \"User\", "
+                        + "\"Group\"")
+            }
+            if subject["name"]?.stringValue?.isEmpty ?? true {
+                throw APIStatusError.invalid(resource, name, field: "\(field).name", "Required value")
+            }
+            if subjectKind == "ServiceAccount", resource == ResourceRegistry.clusterRoleBinding,
+                subject["namespace"]?.stringValue?.isEmpty ?? true
+            {
+                throw APIStatusError.invalid(resource, name, field: "\(field).namespace", "Required value")
+            }
         }
     }
 }

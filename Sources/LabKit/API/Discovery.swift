@@ -28,7 +28,7 @@ enum Discovery {
             var entry: [String: JSONValue] = [
                 "name": .string(resource.type.plural), "singularName": .string(resource.singular),
                 "namespaced": .bool(resource.type.namespaced), "kind": .string(resource.type.kind),
-                "verbs": .array(ServedResource.verbs.map { .string($0) }),
+                "verbs": .array(resource.verbs.map { .string($0) }),
             ]
             if !resource.shortNames.isEmpty { entry["shortNames"] = .array(resource.shortNames.map { .string($0) }) }
             if !resource.categories.isEmpty { entry["categories"] = .array(resource.categories.map { .string($0) }) }

@@ -115,7 +115,70 @@ enum ProtobufBody {
         3: Field(name: "port", kind: .int), 4: Field(name: "targetPort", kind: .intOrString),
         5: Field(name: "nodePort", kind: .int),
     ]
-    static let schemas: [String: Schema] = [
+    // k8s.io/api/rbac/v1 and authorization/v1, authentication/v1 (`kubectl create role`, `create rolebinding`,
+    // `auth can-i`, `auth whoami`).
+    static let policyRule: Schema = [
+        1: Field(name: "verbs", kind: .string, repeated: true),
+        2: Field(name: "apiGroups", kind: .string, repeated: true),
+        3: Field(name: "resources", kind: .string, repeated: true),
+        4: Field(name: "resourceNames", kind: .string, repeated: true),
+        5: Field(name: "nonResourceURLs", kind: .string, repeated: true),
+    ]
+    static let binding: Schema = [
+        1: Field(name: "metadata", kind: .message(objectMeta)),
+        2: Field(
+            name: "subjects",
+            kind: .message([
+                1: Field(name: "kind", kind: .string), 2: Field(name: "apiGroup", kind: .string),
+                3: Field(name: "name", kind: .string), 4: Field(name: "namespace", kind: .string),
+            ]), repeated: true),
+        3: Field(
+            name: "roleRef",
+            kind: .message([
+                1: Field(name: "apiGroup", kind: .string), 2: Field(name: "kind", kind: .string),
+                3: Field(name: "name", kind: .string),
+            ])),
+    ]
+    static let resourceAttributes: Schema = [
+        1: Field(name: "namespace", kind: .string), 2: Field(name: "verb", kind: .string),
+        3: Field(name: "group", kind: .string), 4: Field(name: "version", kind: .string),
+        5: Field(name: "resource", kind: .string), 6: Field(name: "subresource", kind: .string),
+        7: Field(name: "name", kind: .string),
+    ]
+    static let rbacSchemas: [String: Schema] = [
+        "rbac.authorization.k8s.io/v1/Role": [
+            1: Field(name: "metadata", kind: .message(objectMeta)),
+            2: Field(name: "rules", kind: .message(policyRule), repeated: true),
+        ],
+        "rbac.authorization.k8s.io/v1/ClusterRole": [
+            1: Field(name: "metadata", kind: .message(objectMeta)),
+            2: Field(name: "rules", kind: .message(policyRule), repeated: true),
+            3: Field(
+                name: "aggregationRule",
+                kind: .message([1: Field(name: "clusterRoleSelectors", kind: .message(labelSelector), repeated: true)])
+            ),
+        ],
+        "rbac.authorization.k8s.io/v1/RoleBinding": binding,
+        "rbac.authorization.k8s.io/v1/ClusterRoleBinding": binding,
+        "authorization.k8s.io/v1/SelfSubjectAccessReview": [
+            1: Field(name: "metadata", kind: .message(objectMeta)),
+            2: Field(
+                name: "spec",
+                kind: .message([
+                    1: Field(name: "resourceAttributes", kind: .message(resourceAttributes)),
+                    2: Field(
+                        name: "nonResourceAttributes",
+                        kind: .message([1: Field(name: "path", kind: .string), 2: Field(name: "verb", kind: .string)])),
+                ])),
+        ],
+        "authorization.k8s.io/v1/SelfSubjectRulesReview": [
+            1: Field(name: "metadata", kind: .message(objectMeta)),
+            2: Field(name: "spec", kind: .message([1: Field(name: "namespace", kind: .string)])),
+        ],
+        "authentication.k8s.io/v1/SelfSubjectReview": [1: Field(name: "metadata", kind: .message(objectMeta))],
+    ]
+    static let schemas: [String: Schema] = rbacSchemas.merging(coreSchemas) { first, _ in first }
+    static let coreSchemas: [String: Schema] = [
         "apps/v1/Deployment": deployment,
         "v1/ConfigMap": [
             1: Field(name: "metadata", kind: .message(objectMeta)), 2: Field(name: "data", kind: .stringMap),

@@ -8,10 +8,15 @@ public struct ServedResource: Sendable, Hashable {
     public var categories: [String]
     /// Subresources and their verbs (`status`, `scale`, `log`, `exec`, `portforward`).
     public var subresources: [String: [String]]
+    /// The verbs discovery lists for the resource itself.
+    public var verbs: [String] = ServedResource.objectVerbs
     /// Whether the main resource's writes leave `status` alone (the kind has a status subresource).
     public var hasStatus: Bool { subresources["status"] != nil }
+    /// A review (SelfSubjectAccessReview, ...): created to get an answer, never stored.
+    public var isReview: Bool { verbs == ["create"] }
 
-    public static let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    /// The verbs of a stored kind.
+    public static let objectVerbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 }
 
 public enum ResourceRegistry {
@@ -19,6 +24,24 @@ public enum ResourceRegistry {
 
     public static let serviceAccount = ResourceType(
         group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true)
+
+    // MARK: RBAC and reviews
+
+    public static let role = ResourceType(
+        group: rbacGroup, version: "v1", plural: "roles", kind: "Role", namespaced: true)
+    public static let roleBinding = ResourceType(
+        group: rbacGroup, version: "v1", plural: "rolebindings", kind: "RoleBinding", namespaced: true)
+    public static let clusterRole = ResourceType(
+        group: rbacGroup, version: "v1", plural: "clusterroles", kind: "ClusterRole", namespaced: false)
+    public static let clusterRoleBinding = ResourceType(
+        group: rbacGroup, version: "v1", plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: false)
+    public static let selfSubjectRulesReview = ResourceType(
+        group: "authorization.k8s.io", version: "v1", plural: "selfsubjectrulesreviews",
+        kind: "SelfSubjectRulesReview", namespaced: false)
+    public static let selfSubjectReview = ResourceType(
+        group: "authentication.k8s.io", version: "v1", plural: "selfsubjectreviews", kind: "SelfSubjectReview",
+        namespaced: false)
+    public static let rbacGroup = "rbac.authorization.k8s.io"
 
     public static let all: [ServedResource] = [
         ServedResource(
@@ -56,6 +79,21 @@ public enum ResourceRegistry {
             type: ServiceCIDR.resource, singular: "servicecidr", shortNames: [], categories: [],
             subresources: ["status": statusVerbs]),
         ServedResource(type: Lease.resource, singular: "lease", shortNames: [], categories: [], subresources: [:]),
+        ServedResource(type: role, singular: "role", shortNames: [], categories: [], subresources: [:]),
+        ServedResource(type: roleBinding, singular: "rolebinding", shortNames: [], categories: [], subresources: [:]),
+        ServedResource(type: clusterRole, singular: "clusterrole", shortNames: [], categories: [], subresources: [:]),
+        ServedResource(
+            type: clusterRoleBinding, singular: "clusterrolebinding", shortNames: [], categories: [], subresources: [:]
+        ),
+        ServedResource(
+            type: SelfSubjectAccessReview.resource, singular: "selfsubjectaccessreview", shortNames: [],
+            categories: [], subresources: [:], verbs: ["create"]),
+        ServedResource(
+            type: selfSubjectRulesReview, singular: "selfsubjectrulesreview", shortNames: [], categories: [],
+            subresources: [:], verbs: ["create"]),
+        ServedResource(
+            type: selfSubjectReview, singular: "selfsubjectreview", shortNames: [], categories: [], subresources: [:],
+            verbs: ["create"]),
     ]
 
     /// The served resource at `/api/v1/...` or `/apis/<group>/<version>/...`.

@@ -64,6 +64,13 @@ enum Tables {
                 Column(name: "Message"), Column(name: "Source", priority: 1),
                 Column(name: "Count", type: "integer", priority: 1), name,
             ]
+        case ResourceRegistry.role, ResourceRegistry.clusterRole:
+            return [name, Column(name: "Created At", format: "date")]
+        case ResourceRegistry.roleBinding, ResourceRegistry.clusterRoleBinding:
+            return [
+                name, Column(name: "Role"), age, Column(name: "Users", priority: 1),
+                Column(name: "Groups", priority: 1), Column(name: "ServiceAccounts", priority: 1),
+            ]
         default:
             return [name, age]
         }
@@ -176,6 +183,21 @@ enum Tables {
                 text(object["message"], ""),
                 text(object["source"]?["component"]), object["count"] ?? 1, name,
             ]
+        case ResourceRegistry.role, ResourceRegistry.clusterRole:
+            return [name, text(object["metadata"]?["creationTimestamp"])]
+        case ResourceRegistry.roleBinding, ResourceRegistry.clusterRoleBinding:
+            let subjects = object["subjects"]?.arrayValue ?? []
+            func names(_ kind: String) -> JSONValue {
+                .string(
+                    subjects.filter { $0["kind"]?.stringValue == kind }.map { subject in
+                        let name = subject["name"]?.stringValue ?? ""
+                        guard kind == "ServiceAccount" else { return name }
+                        return "\(subject["namespace"]?.stringValue ?? ""):\(name)"
+                    }.joined(separator: ", "))
+            }
+            let role =
+                "\(object["roleRef"]?["kind"]?.stringValue ?? "")/\(object["roleRef"]?["name"]?.stringValue ?? "")"
+            return [name, .string(role), age, names("User"), names("Group"), names("ServiceAccount")]
         default:
             return [name, age]
         }

@@ -27,6 +27,13 @@ public struct LabLayout: Codable, Sendable, Hashable {
     public var hostKubeconfig: String { "\(directory)/kubeconfig" }
     public var workstationKubeconfig: String { "\(directory)/kubeconfig-ws" }
     public var podsDirectory: String { "\(directory)/pods" }
+    /// Restricted users' bearer tokens (`UserTokens`, mode 0600), made by `ktlab kubeconfig --user`.
+    public var usersFile: String { "\(directory)/users.json" }
+
+    /// The kubeconfig of a user made by `ktlab kubeconfig --user`, for this machine or for the workstation.
+    public func userKubeconfig(_ user: String, workstation: Bool) -> String {
+        "\(directory)/kubeconfig-\(workstation ? "ws-" : "")user-\(user)"
+    }
 
     public var nodeNamespace: String { "\(name)-node" }
     public var workstationNamespace: String { "\(name)-ws" }

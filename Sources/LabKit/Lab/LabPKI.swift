@@ -1,6 +1,7 @@
 import Foundation
 
-/// The lab's CA, the API server's certificate and the admin's client certificate, made with `openssl`.
+/// The lab's CA, the API server's certificate and the admin's client certificate, made with `openssl`; the
+/// kubeconfigs that use them.
 enum LabPKI {
     static func create(_ layout: LabLayout) throws {
         let directory = layout.pkiDirectory
@@ -29,14 +30,39 @@ enum LabPKI {
         try Host.run(["sh", "-c", script + " 2>&1"])
     }
 
+    static func base64(_ layout: LabLayout, _ file: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: "\(layout.pkiDirectory)/\(file)") else {
+            throw Host.NamespaceError(description: "missing \(layout.pkiDirectory)/\(file)")
+        }
+        return data.base64EncodedString()
+    }
+
+    /// A kubeconfig for `server` with one context, `<lab>-<user>`: the user's bearer token, namespace `default`.
+    static func userKubeconfig(_ layout: LabLayout, server: String, user: String, token: String) throws -> String {
+        let name = layout.name
+        return """
+            apiVersion: v1
+            kind: Config
+            current-context: \(name)-\(user)
+            clusters:
+            - name: \(name)
+              cluster:
+                server: \(server)
+                certificate-authority-data: \(try base64(layout, "ca.crt"))
+            users:
+            - name: \(name)-\(user)
+              user:
+                token: \(token)
+            contexts:
+            - name: \(name)-\(user)
+              context: {cluster: \(name), user: \(name)-\(user), namespace: default}
+
+            """
+    }
+
     /// A kubeconfig for `server` with two contexts: `<name>` (bearer token) and `<name>-cert` (client certificate).
     static func kubeconfig(_ layout: LabLayout, server: String) throws -> String {
-        func base64(_ file: String) throws -> String {
-            guard let data = FileManager.default.contents(atPath: "\(layout.pkiDirectory)/\(file)") else {
-                throw Host.NamespaceError(description: "missing \(layout.pkiDirectory)/\(file)")
-            }
-            return data.base64EncodedString()
-        }
+        func base64(_ file: String) throws -> String { try LabPKI.base64(layout, file) }
         let name = layout.name
         return """
             apiVersion: v1

@@ -27,7 +27,8 @@ public enum LabServer {
         let server = try APIServer(
             preparing: .init(
                 host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
-                key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token]),
+                key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token],
+                userTokenFile: layout.usersFile),
             handler: handler, group: group, logger: logger,
             dialPod: { pod, port, eventLoop in kubelet.dialLoopback(pod: pod, port: port, on: eventLoop) },
             locateExec: { pod, container in kubelet.execTarget(pod: pod, container: container) })
