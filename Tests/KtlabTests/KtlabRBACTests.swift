@@ -181,6 +181,13 @@ final class ForwardedResponse: ChannelInboundHandler {
             let deleting = try await dev(["delete", "pod", "web"])
             #expect(deleting.status == 1)
             #expect(deleting.error.contains(#"pods "web" is forbidden: User "dev" cannot delete resource "pods""#))
+            // exec is not granted: the WebSocket upgrade is answered with the 403.
+            let exec = try await dev(["exec", "web", "--", "ls"])
+            #expect(exec.status == 1)
+            #expect(
+                exec.error.contains(
+                    #"pods "web" is forbidden: User "dev" cannot create resource "pods/exec" in API group "" in the namespace "default""#
+                ), "\(exec.error)")
             #expect(try await canI(["list", "pods"]) == ("yes\n", 0))
             #expect(try await canI(["get", "pods/web"]) == ("yes\n", 0))
             #expect(try await canI(["list", "pods", "-n", "kube-system"]) == ("no\n", 1))

@@ -45,10 +45,15 @@ public struct UserTokens: Codable, Sendable, Hashable {
 
     public init(users: [Entry] = []) { self.users = users }
 
+    /// The longest user name: a DNS label's length, which keeps `kubeconfig-ws-user-<name>` well inside a file
+    /// name's 255 bytes.
+    public static let maximumNameLength = 63
+
     /// User names are DNS-like, so that they are safe in file names, kubeconfig entries and RBAC subjects, and
     /// cannot pose as a system identity (`system:...` has a colon).
     public static func isValidName(_ name: String) -> Bool {
-        name.count <= 63 && name.range(of: "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", options: .regularExpression) != nil
+        name.utf8.count <= maximumNameLength
+            && name.range(of: "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", options: .regularExpression) != nil
     }
 
     /// The file's users, or none when it does not exist; a file that cannot be read is an error naming it.

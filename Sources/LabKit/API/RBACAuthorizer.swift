@@ -287,7 +287,8 @@ public struct RBACAuthorizer: Sendable {
     }
 
     /// Every rule that applies to `user` in `namespace` (empty: the cluster scope only), for
-    /// SelfSubjectRulesReview; and the bindings that could not be followed.
+    /// SelfSubjectRulesReview; and the bindings that could not be followed. `system:masters` gets cluster-admin's two
+    /// rules even when no binding names the group (it may do anything regardless).
     public func rules(for user: UserInfo, namespace: String) -> (rules: [PolicyRule], errors: [String]) {
         var rules: [PolicyRule] = []
         if user.groups.contains(Self.privilegedGroup) {
