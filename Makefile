@@ -13,7 +13,7 @@ FUZZ_BUILD := .build-fuzz
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
-	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon \
+	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon faketime gcc libc6-dev \
 	$(RESOLVED_LIBRARIES)
 # What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
 RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \
@@ -50,6 +50,9 @@ deps:
 			|| ($(SUDO) apt-get update -qq && apt-get download systemd-resolved libsystemd-shared >/dev/null 2>&1)) \
 		&& for deb in *.deb; do dpkg-deb -x $$deb ../resolved; done && cd .. && rm -rf resolved-debs \
 		&& echo "systemd-resolved at .build/tools/resolved")
+	@# A shim that lets libfaketime skew ktctl's wall clock without breaking its timers (scripts/faketime-timerfd.c).
+	@[ .build/tools/faketime-timerfd.so -nt scripts/faketime-timerfd.c ] || (mkdir -p .build/tools \
+		&& cc -shared -fPIC -O2 -o .build/tools/faketime-timerfd.so scripts/faketime-timerfd.c)
 
 # Tests are built with -O for every module, dependencies included: they push gigabytes through the stack and a TUN,
 # and NIO's generic ByteBuffer code unoptimized is 10-50x slower per packet (23 against 183 MB/s measured).

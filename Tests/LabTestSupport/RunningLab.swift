@@ -71,6 +71,15 @@ public final class RunningLab: @unchecked Sendable {
         }
     }
 
+    /// The node's address on the workstation's link: where the API server and the workstation's upstream DNS are
+    /// (`api.lab.test` resolves to it).
+    public var nodeLinkAddress: String {
+        get throws {
+            guard let state = LabState.read(name) else { throw LabControl.Failure("lab \(name) has no state") }
+            return state.layout.nodeLinkAddress
+        }
+    }
+
     /// A tool `make deps` put in .build/tools, when it is there.
     public static func tool(_ name: String) -> String? {
         let path = "\(repositoryRoot)/.build/tools/\(name)"

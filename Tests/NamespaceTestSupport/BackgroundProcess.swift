@@ -25,7 +25,7 @@ public final class BackgroundProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
-        try process.run()
+        try runWithoutBlockedSignals(process)
         try? log.close()
     }
 
@@ -42,6 +42,31 @@ public final class BackgroundProcess: @unchecked Sendable {
     public func signalProgram(_ signal: Int32) {
         let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
         for child in children.split(separator: " ").compactMap({ Int32($0) }) { kill(child, signal) }
+    }
+
+    /// Sends `signal` to every process below the supervising shell whose command name is `name` (for a program run
+    /// under a wrapper that forks, such as `faketime`).
+    public func signalDescendants(named name: String, _ signal: Int32) {
+        for member in Self.descendants(of: pid) {
+            let command = (try? String(contentsOfFile: "/proc/\(member)/comm", encoding: .utf8)) ?? ""
+            if command.trimmingCharacters(in: .whitespacesAndNewlines) == name { kill(member, signal) }
+        }
+    }
+
+    /// The program's own pid (the supervising shell's child), once it runs.
+    public var programPID: Int32? {
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").compactMap({ Int32($0) }).first
+    }
+
+    /// Waits up to `timeout` seconds for the program to exit; its status, or nil if it still runs.
+    public func waitForExit(timeout: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if !process.isRunning { return process.terminationStatus }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.isRunning ? nil : process.terminationStatus
     }
 
     /// What the program has written so far.

@@ -147,7 +147,7 @@ public final class TestNamespace: @unchecked Sendable {
         let error = Pipe()
         process.standardOutput = output
         process.standardError = error
-        try process.run()
+        try runWithoutBlockedSignals(process)
         let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
         let outData = output.fileHandleForReading.readDataToEndOfFile()
@@ -164,6 +164,28 @@ public final class TestNamespace: @unchecked Sendable {
         guard result.status == 0 else { throw TestNamespaceError("exit \(result.status): \(result.error)") }
         return result
     }
+}
+
+/// Starts `process` from a thread whose signal mask is empty. A child inherits the signal mask of the thread that
+/// starts it, and this test process's threads block nearly every signal: a supervising shell started from one never
+/// saw SIGCHLD, so it never reaped the program it ran (a `kill -9`ed ktctl stayed a zombie, alive to every check),
+/// and a program's own SIGINT/SIGTERM/SIGHUP handling was tested under a mask no terminal gives it.
+public func runWithoutBlockedSignals(_ process: Process) throws {
+    final class Outcome: @unchecked Sendable {
+        var error: (any Error)?
+    }
+    let outcome = Outcome()
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        pthread_sigmask(SIG_SETMASK, &empty, nil)
+        do { try process.run() } catch { outcome.error = error }
+        done.signal()
+    }
+    thread.start()
+    done.wait()
+    if let error = outcome.error { throw error }
 }
 
 public struct TestNamespaceError: Error, CustomStringConvertible {

@@ -130,7 +130,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .start:
                 guard let first = pending.getInteger(at: pending.readerIndex, as: UInt8.self) else { return }
                 if case .refused(let why) = verdict {
-                    // Said in the client's own protocol: SOCKS "no acceptable method", HTTP 403.
+                    // The owner hears of it; the client is told in its own protocol: SOCKS "no acceptable method",
+                    // HTTP 403.
+                    logger.warning("proxy: refused a connection: \(why)")
                     refuse(
                         context,
                         first == Socks5.version
