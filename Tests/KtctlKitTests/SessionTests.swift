@@ -407,6 +407,95 @@ import Testing
         }
     }
 
+    // MARK: - Least privilege
+
+    /// A user bound only to `deploy/rbac/`'s Role: socks mode works, tun mode falls back to its namespace's addresses
+    /// with a note; with the ClusterRole too, tun mode works whole; with `patch` taken out of the Role, connect
+    /// refuses before creating anything and names the missing verb and the file that grants it.
+    @Test(.enabled(if: kubectl != nil)) func aUserBoundToTheRBACFilesHasWhatConnectNeeds() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let (podIP, _) = try await lab.deploySeedTomcat(kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let state = "\(LabLayout.stateRoot)/\(lab.name)/dev"
+            let rbac = "\(repositoryRoot)/deploy/rbac"
+            func admin(_ arguments: [String]) async throws {
+                let result = try await lab.kubectl(kubectl, arguments)
+                #expect(result.status == 0, "kubectl \(arguments.joined(separator: " ")): \(result.error)")
+            }
+            try await admin(["apply", "-n", "default", "-f", "\(rbac)/ktctl-session.yaml"])
+            try await admin(["create", "rolebinding", "ktctl-dev", "-n", "default", "--role=ktctl-session", "--user=dev"])
+            let made = try await TestNamespace.run(["env", lab.ktlab, "kubeconfig", "--name", lab.name, "--user", "dev", "--workstation"])
+            #expect(made.status == 0, "\(made.error)")
+            let kubeconfig = made.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let page = "kt-connect demo v1\n"
+
+            func session(_ flags: [String], check: (BackgroundProcess) async throws -> Void) async throws {
+                let connect = try BackgroundProcess(
+                    workstation, Self.connect(lab, ktctl, state: state, flags, kubeconfig: kubeconfig))
+                defer { connect.stop() }
+                try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+                try await check(connect)
+                connect.signalProgram(SIGINT)
+                #expect(await connect.waitForExit(timeout: 20) == 0, "\(connect.output)")
+                #expect(try await Self.managed(lab, Lease.self).isEmpty)
+                #expect(try await Self.managed(lab, Pod.self).isEmpty)
+                #expect(Self.leftovers(state).isEmpty)
+            }
+
+            // The Role alone: socks mode.
+            try await session(["--mode", "socks", "--proxy-port", "2281"]) { _ in
+                let curl = try await workstation.run([
+                    "curl", "-s", "-m", "10", "--socks5-hostname", "127.0.0.1:2281", "http://tomcat:8080",
+                ])
+                #expect(curl.output == page)
+            }
+            // The Role alone, tun mode: the namespace's addresses, and a note saying so.
+            try await session([]) { connect in
+                #expect(
+                    connect.output.contains(
+                        "without the cluster-wide permissions of deploy/rbac/ktctl-cluster.yaml, the ranges are inferred"),
+                    "\(connect.output)")
+                let byAddress = try await workstation.run(["curl", "-s", "-m", "10", "http://\(podIP):8080"])
+                #expect(byAddress.output == page)
+                let byName = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat:8080"])
+                #expect(byName.output == page)
+            }
+            // With the ClusterRole: the cluster's own ranges.
+            try await admin(["apply", "-f", "\(rbac)/ktctl-cluster.yaml"])
+            try await admin([
+                "create", "clusterrolebinding", "ktctl-dev-cluster", "--clusterrole=ktctl-cluster-ranges", "--user=dev",
+            ])
+            try await session([]) { connect in
+                #expect(!connect.output.contains("without the cluster-wide permissions"), "\(connect.output)")
+                #expect(connect.output.contains("(services: ServiceCIDR API; pods: the nodes' podCIDRs)"), "\(connect.output)")
+                let byName = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat.default:8080"])
+                #expect(byName.output == page)
+            }
+
+            // Without patch on leases (the Lease could not be renewed): refused before anything is made.
+            try await admin([
+                "patch", "role", "ktctl-session", "-n", "default", "--type=json", "-p",
+                #"[{"op":"replace","path":"/rules/0/verbs","value":["create","delete","list"]}]"#,
+            ])
+            let refused = try await workstation.run(
+                Self.connect(lab, ktctl, state: state, ["--mode", "socks", "--proxy-port", "2282"], kubeconfig: kubeconfig),
+                timeout: 60)
+            #expect(refused.status == 1)
+            #expect(
+                refused.error.contains(
+                    "patch leases.coordination.k8s.io in namespace default  — granted by deploy/rbac/ktctl-session.yaml"),
+                "\(refused.error)")
+            #expect(refused.error.contains("nothing was changed"), "\(refused.error)")
+            #expect(!refused.output.contains("creating"), "\(refused.output)")
+            #expect(try await Self.managed(lab, Lease.self).isEmpty)
+            #expect(try await Self.managed(lab, Secret.self).isEmpty)
+            #expect(try await Self.managed(lab, Pod.self).isEmpty)
+            #expect(Self.leftovers(state).isEmpty)
+        }
+    }
+
     // MARK: - socks mode's owner
 
     /// A root-owned socks-mode ktctl refuses `nobody` (SOCKS and HTTP alike) and serves root; one started with

@@ -81,10 +81,15 @@ public enum ConnectCommand {
             }
         }
         let routes = ranges.routes(include: options.includeIPs, exclude: excluded)
-        guard !routes.isEmpty else {
-            throw ConnectError.routes(
-                "no range to route: the cluster's ranges could not be read and no pod or service address was seen; "
-                    + "nothing was changed; name them with --include-ips")
+        if routes.isEmpty {
+            guard !clusterWide else {
+                throw ConnectError.routes(
+                    "no range to route: the cluster declares no ranges and no pod or service address was seen; "
+                        + "nothing was changed; name them with --include-ips")
+            }
+            print(
+                "ktctl: no pod or service address is visible in namespace \(namespace), so nothing is routed yet "
+                    + "(cluster names still resolve); name the cluster's ranges with --include-ips")
         }
         let netlink = try Netlink()
         let conflicts = RouteConflicts.find(for: routes, in: try netlink.routes().filter { !$0.isOwnedByKtctl })
