@@ -109,7 +109,8 @@ public final class ShadowServer: Sendable {
                     guard admitted else {
                         let limit = configuration.maximumUnauthenticated
                         logger.info(
-                            "refused a connection from \(channel.remoteAddress?.endpoint ?? "?"): \(limit) connections are already logging in")
+                            "refused a connection from \(channel.remoteAddress?.endpoint ?? "?"): \(limit) connections are already logging in"
+                        )
                         return channel.close()
                     }
                     let login = LoginGate(counter: unauthenticated)
@@ -118,7 +119,8 @@ public final class ShadowServer: Sendable {
                         if login.pending {
                             let seconds = configuration.loginTimeout.nanoseconds / 1_000_000_000
                             logger.info(
-                                "closed a connection from \(channel.remoteAddress?.endpoint ?? "?"): no login within \(seconds) s")
+                                "closed a connection from \(channel.remoteAddress?.endpoint ?? "?"): no login within \(seconds) s"
+                            )
                             channel.close(promise: nil)
                         }
                     }

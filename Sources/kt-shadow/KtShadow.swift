@@ -93,7 +93,9 @@ struct KtShadow: AsyncParsableCommand {
             guard let text = try? String(contentsOfFile: hostKey, encoding: .utf8) else {
                 throw ValidationError("cannot read --host-key \(hostKey)")
             }
-            do { host = try SessionKey(seedBase64: text) } catch { throw ValidationError("--host-key \(hostKey): \(error)") }
+            do { host = try SessionKey(seedBase64: text) } catch {
+                throw ValidationError("--host-key \(hostKey): \(error)")
+            }
         } else if let text = ProcessInfo.processInfo.environment["KT_HOST_KEY"], !text.isEmpty {
             do { host = try SessionKey(seedBase64: text) } catch { throw ValidationError("KT_HOST_KEY: \(error)") }
         } else {
@@ -114,7 +116,7 @@ struct KtShadow: AsyncParsableCommand {
     static func parseListen(_ text: String) throws -> SocketAddress {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (0...65535).contains(port)
-        else { throw ValidationError("--listen \(text): expected ADDRESS:PORT, like 0.0.0.0:2222") }
+        else { throw ValidationError("--listen \(text): expected ADDRESS:PORT, like 127.0.0.1:2222") }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         do {

@@ -24,7 +24,10 @@ import Testing
         }
         deinit {
             if let files = FileManager.default.enumerator(atPath: path)?.allObjects as? [String] {
-                for file in files.sorted().reversed() { _ = unlink("\(path)/\(file)"); _ = rmdir("\(path)/\(file)") }
+                for file in files.sorted().reversed() {
+                    _ = unlink("\(path)/\(file)")
+                    _ = rmdir("\(path)/\(file)")
+                }
             }
             rmdir(path)
         }
@@ -167,9 +170,10 @@ import Testing
         let date = try #require(ServerClock.parseHTTPDate("Sun, 06 Nov 1994 08:49:37 GMT"))
         #expect(date.timeIntervalSince1970 == 784_111_777)
         #expect(ServerClock.formatHTTPDate(date) == "Sun, 06 Nov 1994 08:49:37 GMT")
-        for bad in ["", "Sun, 06 Nov 1994 08:49:37", "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Xyz 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 25:49:37 GMT", "06 Nov 1994 08:49:37 GMT GMT"]
-        {
+        for bad in [
+            "", "Sun, 06 Nov 1994 08:49:37", "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Xyz 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT", "06 Nov 1994 08:49:37 GMT GMT",
+        ] {
             #expect(ServerClock.parseHTTPDate(bad) == nil, "\(bad)")
         }
         let micro = Date(timeIntervalSince1970: 1_796_000_000.123456)
@@ -306,7 +310,8 @@ import Testing
         #expect(container["securityContext"]?["readOnlyRootFilesystem"] == true)
         #expect(pod["spec"]?["securityContext"]?["runAsUser"] == 65532)
         #expect(pod["metadata"]?["labels"]?["team"]?.stringValue == "a")
-        let secret = ShadowPlan.secret(spec, options: options, authorizedKey: "ssh-ed25519 AAAA", hostKeySeed: "c2VlZA==")
+        let secret = ShadowPlan.secret(
+            spec, options: options, authorizedKey: "ssh-ed25519 AAAA", hostKeySeed: "c2VlZA==")
         #expect(secret.stringData?["host_key"] == "c2VlZA==")
         // A reverse-forward shadow declares its listeners.
         let exchange = ShadowSpec(
@@ -322,9 +327,12 @@ import Testing
     @Test func missingPermissionsAreNamedWithTheirFile() {
         let missing = [Permissions.session[1], Permissions.clusterRanges[1]]
         let text = Permissions.explain(missing, namespace: "dev", user: nil)
-        #expect(text.contains("patch leases.coordination.k8s.io in namespace dev  — granted by deploy/rbac/ktctl-session.yaml"))
+        #expect(
+            text.contains(
+                "patch leases.coordination.k8s.io in namespace dev  — granted by deploy/rbac/ktctl-session.yaml"))
         #expect(text.contains("list nodes (cluster-wide)  — granted by deploy/rbac/ktctl-cluster.yaml"))
-        #expect(text.contains("apply deploy/rbac/ktctl-cluster.yaml and deploy/rbac/ktctl-session.yaml in namespace dev"))
+        #expect(
+            text.contains("apply deploy/rbac/ktctl-cluster.yaml and deploy/rbac/ktctl-session.yaml in namespace dev"))
     }
 
     @Test func hostKeysTravelAsSeeds() throws {

@@ -122,7 +122,9 @@ import Testing
     /// Entries left in a state directory's `pid/` and `journal/`.
     static func leftovers(_ state: String) -> [String] {
         ["pid", "journal"].flatMap { folder in
-            ((try? FileManager.default.contentsOfDirectory(atPath: "\(state)/\(folder)")) ?? []).map { "\(folder)/\($0)" }
+            ((try? FileManager.default.contentsOfDirectory(atPath: "\(state)/\(folder)")) ?? []).map {
+                "\(folder)/\($0)"
+            }
         }
     }
 
@@ -272,8 +274,11 @@ import Testing
             try await Task.sleep(for: .seconds(11))
             let late = try await workstation.run(Self.clean(lab, ktctl, state: "\(root)/carol"), timeout: 60)
             #expect(late.status == 0, "\(late.output) \(late.error)")
-            for object in ["lease/kt-connect-\(bobID)", "pod/kt-connect-shadow-\(bobID)", "secret/kt-connect-shadow-\(bobID)"] {
-                #expect(late.output.contains("removed \(object) in default (session \(bobID)"), "\(object): \(late.output)")
+            for object in [
+                "lease/kt-connect-\(bobID)", "pod/kt-connect-shadow-\(bobID)", "secret/kt-connect-shadow-\(bobID)",
+            ] {
+                #expect(
+                    late.output.contains("removed \(object) in default (session \(bobID)"), "\(object): \(late.output)")
             }
             #expect(
                 !late.output.split(separator: "\n").contains { $0.contains("removed") && $0.contains(aliceID) },
@@ -398,7 +403,8 @@ import Testing
 
             connect.signalProgram(SIGINT)
             #expect(await connect.waitForExit(timeout: 20) == 0, "\(connect.output)")
-            #expect(connect.output.contains("is another object now (not this session's); left alone"), "\(connect.output)")
+            #expect(
+                connect.output.contains("is another object now (not this session's); left alone"), "\(connect.output)")
             let left = try await lab.client.get(Pod.self, name: shadow.name)
             #expect(left.metadata.uid == lookAlike.metadata.uid)
             #expect(try await Self.managed(lab, Lease.self).isEmpty)
@@ -425,8 +431,12 @@ import Testing
                 #expect(result.status == 0, "kubectl \(arguments.joined(separator: " ")): \(result.error)")
             }
             try await admin(["apply", "-n", "default", "-f", "\(rbac)/ktctl-session.yaml"])
-            try await admin(["create", "rolebinding", "ktctl-dev", "-n", "default", "--role=ktctl-session", "--user=dev"])
-            let made = try await TestNamespace.run(["env", lab.ktlab, "kubeconfig", "--name", lab.name, "--user", "dev", "--workstation"])
+            try await admin([
+                "create", "rolebinding", "ktctl-dev", "-n", "default", "--role=ktctl-session", "--user=dev",
+            ])
+            let made = try await TestNamespace.run([
+                "env", lab.ktlab, "kubeconfig", "--name", lab.name, "--user", "dev", "--workstation",
+            ])
             #expect(made.status == 0, "\(made.error)")
             let kubeconfig = made.output.trimmingCharacters(in: .whitespacesAndNewlines)
             let page = "kt-connect demo v1\n"
@@ -455,7 +465,8 @@ import Testing
             try await session([]) { connect in
                 #expect(
                     connect.output.contains(
-                        "without the cluster-wide permissions of deploy/rbac/ktctl-cluster.yaml, the ranges are inferred"),
+                        "without the cluster-wide permissions of deploy/rbac/ktctl-cluster.yaml, the ranges are inferred"
+                    ),
                     "\(connect.output)")
                 let byAddress = try await workstation.run(["curl", "-s", "-m", "10", "http://\(podIP):8080"])
                 #expect(byAddress.output == page)
@@ -469,7 +480,9 @@ import Testing
             ])
             try await session([]) { connect in
                 #expect(!connect.output.contains("without the cluster-wide permissions"), "\(connect.output)")
-                #expect(connect.output.contains("(services: ServiceCIDR API; pods: the nodes' podCIDRs)"), "\(connect.output)")
+                #expect(
+                    connect.output.contains("(services: ServiceCIDR API; pods: the nodes' podCIDRs)"),
+                    "\(connect.output)")
                 let byName = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat.default:8080"])
                 #expect(byName.output == page)
             }
@@ -480,12 +493,14 @@ import Testing
                 #"[{"op":"replace","path":"/rules/0/verbs","value":["create","delete","list"]}]"#,
             ])
             let refused = try await workstation.run(
-                Self.connect(lab, ktctl, state: state, ["--mode", "socks", "--proxy-port", "2282"], kubeconfig: kubeconfig),
+                Self.connect(
+                    lab, ktctl, state: state, ["--mode", "socks", "--proxy-port", "2282"], kubeconfig: kubeconfig),
                 timeout: 60)
             #expect(refused.status == 1)
             #expect(
                 refused.error.contains(
-                    "patch leases.coordination.k8s.io in namespace default  — granted by deploy/rbac/ktctl-session.yaml"),
+                    "patch leases.coordination.k8s.io in namespace default  — granted by deploy/rbac/ktctl-session.yaml"
+                ),
                 "\(refused.error)")
             #expect(refused.error.contains("nothing was changed"), "\(refused.error)")
             #expect(!refused.output.contains("creating"), "\(refused.output)")
@@ -567,7 +582,8 @@ import Testing
                 SessionTests.connect(lab, ktctl, state: "\(root)/alice", ["--mode", "socks", "--proxy-port", "2271"]))
             defer { connect.stop() }
             try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
-            let before = try await SessionTests.managed(lab, Pod.self).map(\.metadata.uid)
+            let before =
+                try await SessionTests.managed(lab, Pod.self).map(\.metadata.uid)
                 + SessionTests.managed(lab, Secret.self).map(\.metadata.uid)
                 + SessionTests.managed(lab, Lease.self).map(\.metadata.uid)
             #expect(before.count == 3)
@@ -576,7 +592,8 @@ import Testing
             #expect(clean.status == 0, "\(clean.output) \(clean.error)")
             #expect(!clean.output.contains("removed"), "\(clean.output)")
             #expect(clean.output.contains("left alone: session"), "\(clean.output)")
-            let after = try await SessionTests.managed(lab, Pod.self).map(\.metadata.uid)
+            let after =
+                try await SessionTests.managed(lab, Pod.self).map(\.metadata.uid)
                 + SessionTests.managed(lab, Secret.self).map(\.metadata.uid)
                 + SessionTests.managed(lab, Lease.self).map(\.metadata.uid)
             #expect(after == before)

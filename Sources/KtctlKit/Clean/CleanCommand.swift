@@ -75,7 +75,8 @@ public enum CleanCommand {
         let server = access.server.absoluteString
         for session in dead {
             guard case .gone(let why) = session.liveness else { continue }
-            let lines = await Recovery.recover(session, client: client, server: server, why: why, dryRun: options.dryRun)
+            let lines = await Recovery.recover(
+                session, client: client, server: server, why: why, dryRun: options.dryRun)
             for line in lines {
                 say(line)
                 if line.hasPrefix("could not") { problems.append(line) }
@@ -95,7 +96,7 @@ public enum CleanCommand {
         let verb = options.dryRun ? "would remove" : "removed"
         let managed = ListOptions(labelSelector: "\(SessionLabels.managedBy)=\(SessionLabels.manager)")
         for namespace in namespaces {
-            let where_ = namespace.map { "namespace \($0)" } ?? "every namespace"
+            let scope = namespace.map { "namespace \($0)" } ?? "every namespace"
             let leases: [Lease]
             let pods: [Pod]
             let secrets: [Secret]
@@ -110,7 +111,7 @@ public enum CleanCommand {
                     Secret.self, namespace: namespace, allNamespaces: namespace == nil, options: managed
                 ).items
             } catch {
-                problems.append("cannot list ktctl's objects in \(where_): \(error)")
+                problems.append("cannot list ktctl's objects in \(scope): \(error)")
                 continue
             }
             let serverNow = try await SessionLease.serverNow(client)
@@ -134,7 +135,9 @@ public enum CleanCommand {
                     + "API server's clock (stale after \(Int(verdict.limit)) s)"
                 // The session's objects first (GC would take them, but not at once everywhere), then the Lease.
                 let objects =
-                    pods.filter { $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace }
+                    pods.filter {
+                        $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace
+                    }
                     .map { ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid) }
                     + secrets.filter {
                         $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace
@@ -153,9 +156,14 @@ public enum CleanCommand {
             // deleted by hand. Removed once older than the threshold, by the server-written creation time.
             let orphanAge = max(options.threshold, TimeInterval(SessionLease.defaultDuration))
             let orphans: [(ObjectRef, ObjectMeta)] =
-                pods.map { (ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata) }
+                pods.map {
+                    (ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata)
+                }
                 + secrets.map {
-                    (ObjectRef(Secret.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata)
+                    (
+                        ObjectRef(Secret.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid),
+                        $0.metadata
+                    )
                 }
             for (object, metadata) in orphans {
                 let session = metadata.labels?[SessionLabels.session] ?? ""
@@ -175,7 +183,9 @@ public enum CleanCommand {
             }
         }
         if !said {
-            let scope = options.allNamespaces ? "any namespace" : "namespace \(namespaces.compactMap { $0 }.joined(separator: ", "))"
+            let scope =
+                options.allNamespaces
+                ? "any namespace" : "namespace \(namespaces.compactMap { $0 }.joined(separator: ", "))"
             say("nothing to clean on this machine or in \(scope)")
         }
         if !problems.isEmpty {

@@ -68,7 +68,8 @@ public enum ConnectCommand {
                     "the cluster's ranges could not be read and the addresses seen do not fit a safe range: "
                         + wide.joined(separator: "; ")
                         + "; routing that would send much of the Internet into the cluster. Nothing was changed. "
-                        + "Name the cluster's ranges with --include-ips (e.g. --include-ips 10.96.0.0/12,10.244.0.0/16)")
+                        + "Name the cluster's ranges with --include-ips (e.g. --include-ips 10.96.0.0/12,10.244.0.0/16)"
+                )
             }
             print("ktctl: not routing \(wide.joined(separator: "; ")); --include-ips names the ranges instead")
             ranges = ranges.droppingTooWide()

@@ -29,8 +29,7 @@ public enum Recovery {
     }
 
     /// Undoes what crashed sessions left; returns a line per thing done (or left).
-    public static func recoverCrashed(_ state: StateDirectory, client: KubeClient?, server: String?) async -> [String]
-    {
+    public static func recoverCrashed(_ state: StateDirectory, client: KubeClient?, server: String?) async -> [String] {
         var lines: [String] = []
         for found in journals(state).found {
             guard case .gone(let why) = found.liveness else { continue }

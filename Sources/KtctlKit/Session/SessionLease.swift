@@ -63,8 +63,9 @@ public final class SessionLease: @unchecked Sendable {
 
     /// Renews every third of the duration until stopped. A failure is said at once (and why); a Lease that is gone
     /// (someone's `clean`, a `kubectl delete`) calls `lost`: the session's objects go with it, so it cannot go on.
-    public func startRenewing(progress: @escaping @Sendable (String) -> Void, lost: @escaping @Sendable (String) -> Void)
-    {
+    public func startRenewing(
+        progress: @escaping @Sendable (String) -> Void, lost: @escaping @Sendable (String) -> Void
+    ) {
         let interval = Duration.seconds(max(1, durationSeconds / 3))
         let task = Task { [weak self] in
             var failingSince: ContinuousClock.Instant?

@@ -69,7 +69,9 @@ public final class SessionLock: @unchecked Sendable {
     public static func take(_ state: StateDirectory, name: String, command: String) throws -> SessionLock {
         let path = state.lockFile(name)
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SessionError.stateDirectory("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw SessionError.stateDirectory("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             defer { close(fd) }
@@ -96,8 +98,10 @@ public final class SessionLock: @unchecked Sendable {
         repeat {
             var buffer = [UInt8](repeating: 0, count: 32)
             let count = pread(fd, &buffer, buffer.count, 0)
-            if count > 0, let pid = Int32(String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(
-                in: .whitespacesAndNewlines))
+            if count > 0,
+                let pid = Int32(
+                    String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(
+                        in: .whitespacesAndNewlines))
             {
                 last = pid
                 if ProcessIdentity(pid: pid, startTime: nil).isAlive { return pid }

@@ -69,8 +69,9 @@ public struct UndoRunner: Sendable {
         }
         if current == original { return .done("\(path) was already as it had been") }
         guard current == written else {
-            return .leftAlone("\(path) changed since ktctl wrote it; the newer file is kept (the original was:\n"
-                + original.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n") + ")")
+            return .leftAlone(
+                "\(path) changed since ktctl wrote it; the newer file is kept (the original was:\n"
+                    + original.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n") + ")")
         }
         do {
             try AtomicFile.write(path, text: original)

@@ -143,7 +143,8 @@ public final class Kubelet: Sendable {
         let containers = pod["spec"]?["containers"]?.arrayValue ?? []
         // `ktlab.io/start-delay: <seconds>` stands for a slow image pull: the pod stays in ContainerCreating that long
         // (tests use it to act while a client waits for a pod).
-        if !pulled, let delay = pod["metadata"]?["annotations"]?[Self.startDelayAnnotation]?.stringValue.flatMap(Double.init),
+        if !pulled,
+            let delay = pod["metadata"]?["annotations"]?[Self.startDelayAnnotation]?.stringValue.flatMap(Double.init),
             delay > 0
         {
             updateStatus(namespace, name) { status in
@@ -480,7 +481,10 @@ public final class Kubelet: Sendable {
     public func dialLoopback(pod: JSONValue, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
         let namespace = pod["metadata"]?["namespace"]?.stringValue ?? ""
         let name = pod["metadata"]?["name"]?.stringValue ?? ""
-        guard let network = pods.withLockedValue({ $0[Self.key(namespace, name)].flatMap { $0.stopped ? nil : $0.namespace } })
+        guard
+            let network = pods.withLockedValue({
+                $0[Self.key(namespace, name)].flatMap { $0.stopped ? nil : $0.namespace }
+            })
         else {
             return eventLoop.makeFailedFuture(APIStatusError.badRequest("pod \(name) is not running on this node"))
         }

@@ -131,7 +131,10 @@ public enum ShadowPlan {
             resources = ["requests": .object(quantities), "limits": .object(quantities)]
         }
         func fromSecret(_ name: String, _ key: String) -> JSONValue {
-            ["name": .string(name), "valueFrom": ["secretKeyRef": ["name": .string(spec.secretName), "key": .string(key)]]]
+            [
+                "name": .string(name),
+                "valueFrom": ["secretKeyRef": ["name": .string(spec.secretName), "key": .string(key)]],
+            ]
         }
         var container: JSONValue = [
             "name": .string(container), "image": .string(options.image), "imagePullPolicy": "IfNotPresent",
