@@ -68,6 +68,8 @@ seeds["FuzzKube"] += [
     ("exec", b'\x02{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",'
      b'"status":{"token":"t","expirationTimestamp":"2026-11-22T12:00:00Z"}}'),
     ("status", b'\x03{"kind":"Status","apiVersion":"v1","status":"Failure","message":"nope","reason":"Forbidden","code":403}'),
+    ("http-date", b"\x05Fri, 04 Dec 2026 19:36:05 GMT"),
+    ("microtime", b"\x052026-12-04T19:36:05.123456Z"),
 ]
 for name in ["deployment.json"]:
     with open(os.path.join(fixtures_dir, name), "rb") as handle:
@@ -80,6 +82,10 @@ seeds["FuzzProxy"] += [
     ("http-connect", b"\x01CONNECT tomcat.default:8080 HTTP/1.1\r\nHost: tomcat.default:8080\r\n\r\n"),
     ("http-get", b"\x01GET http://[::1]:8080/a?b HTTP/1.1\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n"),
     ("udp", b"\x02\x00\x00\x00\x01\x0a\x60\x00\x0a\x00\x35payload"),
+    ("rfc1929", b"\x03\x01\x03dev\x06s3cret"),
+    ("basic", b"\x04Basic ZGV2OnMzY3JldA=="),
+    ("proc-net-tcp", b"\x04  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+     b"   1: 0100007F:08AF 0100007F:08AF 01 00000000:00000000 00:00000000 00000000 65534 0 2 1\n"),
 ]
 
 for fuzzer, items in seeds.items():
