@@ -50,7 +50,8 @@ func fuzzKube(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
             let again = MicroTime.format(instant)
             let back = MicroTime.parse(again)
             precondition(
-                back.map { abs($0.timeIntervalSince(instant)) < 1e-5 } == true, "a MicroTime does not parse back: \(again)")
+                back.map { abs($0.timeIntervalSince(instant)) < 1e-5 } == true,
+                "a MicroTime does not parse back: \(again)")
         }
     default:
         guard let document = try? JSONValue(json: Data(body)) else { return 0 }
