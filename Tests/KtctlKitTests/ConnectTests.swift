@@ -364,9 +364,11 @@ import Testing
             for path in [home, "\(home)/config"] {
                 try FileManager.default.setAttributes([.ownerAccountID: 65534], ofItemAtPath: path)
             }
+            // The proxy serves only the user who runs ktctl: here nobody, so the clients run as nobody too.
+            let asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
             func ktctlAsNobody(_ port: Int) -> [String] {
-                [
-                    "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ktctl, "connect", "--mode", "socks",
+                asNobody + [
+                    ktctl, "connect", "--mode", "socks",
                     "--kubeconfig", "\(home)/config", "-n", "default", "--image", "kt-shadow:dev", "--state-dir",
                     "\(home)/kt", "--proxy-port", "\(port)",
                 ]
@@ -389,7 +391,7 @@ import Testing
                 for url in [
                     "http://tomcat:8080", "http://tomcat.default.svc.cluster.local:8080", "http://\(clusterIP):8080",
                 ] {
-                    let curl = try await workstation.run(command + [url])
+                    let curl = try await workstation.run(asNobody + command + [url])
                     #expect(curl.output == page, "\(what) \(url): \(curl.output) \(curl.error)")
                 }
             }
@@ -397,25 +399,26 @@ import Testing
             let server = try #require(
                 try String(contentsOfFile: "\(home)/config", encoding: .utf8).split(separator: "\n")
                     .first { $0.contains("server: https://") }?.split(separator: " ").last)
-            let https = try await workstation.run([
-                "env", "https_proxy=http://127.0.0.1:2223", "curl", "-s", "-k", "-m", "10", "-o", "/dev/null", "-w",
-                "%{http_code}", "\(server)/version",
-            ])
+            let https = try await workstation.run(
+                asNobody + [
+                    "env", "https_proxy=http://127.0.0.1:2223", "curl", "-s", "-k", "-m", "10", "-o", "/dev/null", "-w",
+                    "%{http_code}", "\(server)/version",
+                ])
             #expect(["200", "401", "403"].contains(https.output), "https_proxy: \(https.output) \(https.error)")
             // An unknown name: the proxy says so (SOCKS "host unreachable", HTTP 502 with the reason).
             let missing = try await workstation.run(
-                ["curl", "-s", "-m", "10", "-x", "http://127.0.0.1:2223", "http://nothing-here:8080"])
+                asNobody + ["curl", "-s", "-m", "10", "-x", "http://127.0.0.1:2223", "http://nothing-here:8080"])
             #expect(missing.output.contains("name not found"), "\(missing.output)")
 
             // DNS through UDP ASSOCIATE, to the nameserver the cluster's pods use (the tomcat pod's).
             let nameserver = try #require(
                 try String(contentsOfFile: "/etc/netns/\(lab.name)-pod-1/resolv.conf", encoding: .utf8)
                     .split(separator: "\n").first { $0.hasPrefix("nameserver ") }?.split(separator: " ").last)
-            let udp = try await workstation.run(["python3", "-c", Self.socksUDPQuery, String(nameserver)])
+            let udp = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPQuery, String(nameserver)])
             #expect(udp.output == "\(clusterIP)\n", "\(udp.error)")
             // UDP ASSOCIATE to a name (socks5h): a UDP echo service by its short name, resolved in the cluster; the
             // answer comes back "from" the name the client used.
-            let none = try await workstation.run(["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            let none = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPEcho, "udpecho"])
             #expect(none.status != 0 && none.error.contains("timed out"), "\(none.output) \(none.error)")
             var echo = Container(name: "echo", image: "python:3")
             echo.command = ["python3", "-c", Self.udpEchoServer]
@@ -430,7 +433,7 @@ import Testing
                         selector: ["app": "udpecho"],
                         ports: [ServicePort(port: 9999, targetPort: .int(9999), protocol: "UDP")])))
             _ = try await lab.waitReady("udpecho")
-            let echoed = try await workstation.run(["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            let echoed = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPEcho, "udpecho"])
             #expect(echoed.output == "udpecho:9999 echo 1\nudpecho:9999 echo 2\n", "\(echoed.output) \(echoed.error)")
 
             // One connect per state directory: the second names the first's pid and changes nothing.

@@ -214,6 +214,74 @@ import Testing
         }
     }
 
+    /// A second Ctrl-C while the undoing waits (here on an API server that is frozen) stops waiting: ktctl says what
+    /// is left and that `ktctl clean` finishes it, and exits; the journal keeps it, and `clean` does finish it.
+    @Test(.enabled(if: kubectl != nil)) func aSecondInterruptLeavesTheRestToClean() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let state = "\(LabLayout.stateRoot)/\(lab.name)/kt"
+            let connect = try BackgroundProcess(
+                workstation, Self.connect(lab, ktctl, state: state, ["--mode", "socks", "--proxy-port", "2291"]))
+            defer { connect.stop() }
+            try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+            let id = try #require(Self.sessionID(connect.output))
+            let server = try #require(LabState.read(lab.name)?.serverPID)
+            kill(server, SIGSTOP)
+            connect.signalProgram(SIGINT)
+            #expect(await connect.waitForOutput("interrupt (Ctrl-C): stopping", timeout: 10), "\(connect.output)")
+            try await Task.sleep(for: .seconds(1))
+            connect.signalProgram(SIGINT)
+            let status = await connect.waitForExit(timeout: 10)
+            kill(server, SIGCONT)
+            #expect(status == 130, "\(connect.output)")
+            #expect(
+                connect.output.contains("interrupt (Ctrl-C) again: not waiting for the clean-up"), "\(connect.output)")
+            for object in ["pod/kt-connect-shadow-\(id)", "secret/kt-connect-shadow-\(id)", "lease/kt-connect-\(id)"] {
+                #expect(connect.output.contains("create \(object) in default"), "\(object): \(connect.output)")
+            }
+            #expect(connect.output.contains("Run `ktctl clean` to finish it"), "\(connect.output)")
+            #expect(Self.leftovers(state).contains { $0.hasPrefix("journal/") })
+            let clean = try await workstation.run(Self.clean(lab, ktctl, state: state), timeout: 60)
+            #expect(clean.status == 0, "\(clean.output) \(clean.error)")
+            #expect(try await Self.managed(lab, Lease.self).isEmpty, "\(clean.output)")
+            #expect(try await Self.managed(lab, Secret.self).isEmpty, "\(clean.output)")
+            #expect(try await Self.managed(lab, Pod.self).isEmpty, "\(clean.output)")
+            #expect(Self.leftovers(state).isEmpty, "\(Self.leftovers(state))")
+        }
+    }
+
+    /// Deleting a session's Lease takes its objects with it (garbage collection by ownerReference), and the session
+    /// notices at its next renewal, says why, and ends.
+    @Test(.enabled(if: kubectl != nil)) func aDeletedLeaseTakesTheSessionWithIt() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let state = "\(LabLayout.stateRoot)/\(lab.name)/kt"
+            let connect = try BackgroundProcess(
+                workstation,
+                Self.connect(
+                    lab, ktctl, state: state, ["--mode", "socks", "--proxy-port", "2292", "--lease-duration", "6"]))
+            defer { connect.stop() }
+            try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+            let id = try #require(Self.sessionID(connect.output))
+            try await lab.client.delete(Lease.self, name: "kt-connect-\(id)")
+            // Garbage collection: the Secret at once, the pod once it has terminated.
+            #expect(try await Self.managed(lab, Secret.self).isEmpty)
+            let status = await connect.waitForExit(timeout: 20)
+            #expect(status == 1, "\(connect.output)")
+            #expect(
+                connect.output.contains("the session's Lease kt-connect-\(id) in default was deleted"),
+                "\(connect.output)")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await !Self.managed(lab, Pod.self).isEmpty, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try await Self.managed(lab, Pod.self).isEmpty)
+            #expect(Self.leftovers(state).isEmpty, "\(Self.leftovers(state))")
+        }
+    }
+
     // MARK: - Clocks
 
     /// Two sessions whose laptops' clocks differ by an hour (Debian's faketime on one ktctl): each writes its Lease

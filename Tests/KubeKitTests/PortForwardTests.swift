@@ -228,20 +228,20 @@ final class PatternClientHandler: ChannelInboundHandler {
         _ forwarder: PortForwarder, download: Int, upload: Int, group: any EventLoopGroup
     ) async throws -> PatternClientHandler.Result {
         let eventLoop = group.next()
-        let channel: any Channel
+        let done = eventLoop.makePromise(of: PatternClientHandler.Result.self)
         do {
-            channel = try await forwarder.connect(on: eventLoop)
+            // The pattern client goes in where connect hands the stream over, in the same turn of the loop.
+            _ = try await forwarder.connect(on: eventLoop) { channel in
+                try channel.pipeline.syncOperations.addHandler(
+                    PatternClientHandler(download: download, upload: upload, done: done))
+                try channel.syncOptions?.setOption(.autoRead, value: true)
+                channel.read()
+            }
         } catch let error as PortForwardError {
             // The stream ended before it was handed over (the server's error right behind the 101): connect says why.
+            done.fail(error)
             return PatternClientHandler.Result(downloadedCorrectly: false, uploadVerdict: nil, error: "\(error)")
         }
-        let done = eventLoop.makePromise(of: PatternClientHandler.Result.self)
-        try await eventLoop.submit {
-            try channel.pipeline.syncOperations.addHandler(
-                PatternClientHandler(download: download, upload: upload, done: done))
-            channel.setOption(.autoRead, value: true).whenComplete { _ in }
-            channel.read()
-        }.get()
         return try await done.futureResult.get()
     }
 
@@ -284,8 +284,9 @@ final class PatternClientHandler: ChannelInboundHandler {
         try await group.shutdownGracefully()
         await fixture.stop()
         #expect(
-            result.error?.contains("port-forward: the cluster reported: error forwarding port 8080 to pod dead") == true
-        )
+            result.error?.contains("port-forward: the cluster reported: error forwarding port 8080 to pod dead")
+                == true,
+            "\(String(describing: result.error))")
     }
 
     @Test func aRefusedUpgradeReportsTheServersStatus() async throws {

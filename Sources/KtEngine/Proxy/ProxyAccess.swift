@@ -90,6 +90,29 @@ public struct ProxyAccess: Sendable, Hashable {
     }
 }
 
+/// Files under /proc read whole. Their size says 0, and Foundation's `String(contentsOfFile:)` read only the first
+/// page of `/proc/net/tcp`: on a machine with a few hundred sockets the client's line was not in it, and the
+/// proxy refused its own owner (seen under the full test suite's load).
+public enum ProcFile {
+    /// The most read from one file: `/proc/net/tcp` has 150 bytes a socket, so this is over 400 000 sockets.
+    public static let maximumBytes = 64 << 20
+
+    public static func read(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while bytes.count < maximumBytes {
+            let count = Glibc.read(fd, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
 /// The owner of a local socket, from the kernel's socket tables.
 public enum SocketOwner {
     /// The uid owning the socket whose local end is `peer` (the client's socket, seen from the proxy) and, for TCP,
@@ -98,7 +121,7 @@ public enum SocketOwner {
         let files = udp ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
         guard let peerEndpoint = Endpoint(peer), let localEndpoint = Endpoint(local) else { return nil }
         for file in files {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = ProcFile.read(file) else { continue }
             if let uid = owner(in: text, local: peerEndpoint, remote: udp ? nil : localEndpoint) { return uid }
         }
         return nil

@@ -47,7 +47,38 @@ final class TunnelConnection: Sendable {
         }
         let state = NIOLockedValueBox(State())
         let forwarded = ForwardedChannels(state: state)
-        let connection: TunnelConnection = try await channel.eventLoop.submit {
+        let connection: TunnelConnection
+        do {
+            connection = try await start(
+                channel: channel, configuration: configuration, logger: logger, state: state,
+                forwarded: forwarded)
+        } catch {
+            // The byte stream ended before SSH could start on it (a port-forward whose pod refused, say).
+            channel.close(promise: nil)
+            throw TunnelError.connectionFailed("the connection ended before the tunnel started: \(error)")
+        }
+        do {
+            try await connection.openControlChannel(configuration: configuration)
+        } catch {
+            connection.close()
+            if let recorded = state.withLockedValue({ $0.firstError }) { throw Self.translate(recorded) }
+            throw Self.translate(error)
+        }
+        logger.debug("tunnel connection \(index) up", metadata: ["shadow": "\(connection.serverIsShadow)"])
+        connection.closeFuture.whenComplete { _ in
+            if let failure = connection.failure {
+                logger.warning("tunnel connection \(index) lost: \(failure); its flows have ended")
+            }
+        }
+        return connection
+    }
+
+    /// Puts the SSH client on `channel` and starts reading.
+    private static func start(
+        channel: Channel, configuration: TunnelConfiguration, logger: Logger, state: NIOLockedValueBox<State>,
+        forwarded: ForwardedChannels
+    ) async throws -> TunnelConnection {
+        try await channel.eventLoop.submit {
             let clientConfiguration = SSHClientConfiguration(
                 userAuthDelegate: KeyOffer(username: configuration.username, key: configuration.key.sshPrivateKey),
                 serverAuthDelegate: HostKeyPin(
@@ -64,20 +95,6 @@ final class TunnelConnection: Sendable {
             channel.read()
             return connection
         }.get()
-        do {
-            try await connection.openControlChannel(configuration: configuration)
-        } catch {
-            connection.close()
-            if let recorded = state.withLockedValue({ $0.firstError }) { throw Self.translate(recorded) }
-            throw Self.translate(error)
-        }
-        logger.debug("tunnel connection \(index) up", metadata: ["shadow": "\(connection.serverIsShadow)"])
-        connection.closeFuture.whenComplete { _ in
-            if let failure = connection.failure {
-                logger.warning("tunnel connection \(index) lost: \(failure); its flows have ended")
-            }
-        }
-        return connection
     }
 
     static func translate(_ error: Error) -> Error {

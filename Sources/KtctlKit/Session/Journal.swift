@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KtEngine
 import KubeKit
 
 /// One object in the cluster, as the journal names it: enough to delete exactly that object later.
@@ -242,7 +243,7 @@ public enum AtomicFile {
 
     /// Whether `path` is itself a mount point (in this process's mount namespace).
     public static func isMountPoint(_ path: String) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        guard let text = ProcFile.read("/proc/self/mountinfo") else { return false }
         let resolved = (path as NSString).resolvingSymlinksInPath
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KtEngine
 
 /// A process as this machine knows it: its pid and the time it started (`/proc/<pid>/stat` field 22, in clock ticks
 /// since boot). The pair names one process for as long as the machine runs: a pid that comes back for another
@@ -45,7 +46,7 @@ public struct ProcessIdentity: Codable, Sendable, Hashable, CustomStringConverti
 
     /// Field 22 of `/proc/<pid>/stat`; nil when it cannot be read (gone, or hidden by `hidepid`).
     static func startTime(of pid: Int32) -> UInt64? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
+        guard let text = ProcFile.read("/proc/\(pid)/stat") else { return nil }
         return parseStartTime(stat: text)
     }
 

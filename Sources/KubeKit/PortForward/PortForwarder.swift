@@ -36,7 +36,15 @@ public struct PortForwarder: Sendable {
     }
 
     /// Opens a new forwarded connection; throws `PortForwardError`, `KubeAPIError` or `KubeTransportError`.
-    public func connect(on eventLoop: any EventLoop) async throws -> any Channel {
+    ///
+    /// `handOver` runs on the channel's event loop in the same turn as the check that the stream is still there, so
+    /// a consumer that puts its handlers in place there cannot miss the stream's end: when the server's error text
+    /// and its close follow the 101 at once, the close can be read in the very next turn, and a consumer that came
+    /// later found a closed channel and no reason (the `errorChannelTextIsSurfaced` flake's last form). A stream
+    /// that has already ended makes `connect` throw why.
+    public func connect(
+        on eventLoop: any EventLoop, handOver: @escaping @Sendable (any Channel) throws -> Void = { _ in }
+    ) async throws -> any Channel {
         let access = client.access
         if access.proxyURL != nil {
             throw KubeconfigError(
@@ -66,49 +74,35 @@ public struct PortForwarder: Sendable {
         let port = self.port
         let frames: NIOLoopBound<PortForwardFrameHandler>
         do {
+            let headers =
+                [
+                    ("Host", Self.hostHeader(serverName ?? host, port: serverPort)),
+                    ("Sec-WebSocket-Protocol", "v4.channel.k8s.io"), ("User-Agent", "ktctl (linux) kubekit"),
+                ] + authorization.map { ($0.name, $0.value) }
+            let target = access.apiPrefix + request.target
             frames = try await channel.eventLoop.submit {
                 let frames = NIOLoopBound(PortForwardFrameHandler(port: port), eventLoop: channel.eventLoop)
-                let refusal = NIOLoopBound(
-                    UpgradeRefusalCatcher(request: request, upgraded: upgraded), eventLoop: channel.eventLoop)
                 let sync = channel.pipeline.syncOperations
                 if let tlsContext {
                     try sync.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName))
                 }
-                let upgrader = WebSocketClientUpgrader(
-                    maxFrameSize: Self.maximumFrameBytes,
-                    upgradePipelineHandler: { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(frames.value)
-                        }
-                    })
-                try sync.addHTTPClientHandlers(
-                    leftOverBytesStrategy: .forwardBytes,
-                    withClientUpgrade: (
-                        upgraders: [upgrader],
-                        completionHandler: { context in
-                            // The pipeline is now WebSocket frames → PortForwardFrameHandler (the upgrader added
-                            // them after the refusal catcher, which must go). From here on the caller decides when
-                            // to read.
-                            context.pipeline.syncOperations.removeHandler(refusal.value, promise: nil)
-                            context.channel.setOption(.autoRead, value: false).whenComplete { _ in
-                                upgraded.succeed(())
-                            }
-                        }
-                    ))
-                try sync.addHandler(refusal.value)
+                let handshake = WebSocketHandshakeHandler(
+                    maxFrameSize: Self.maximumFrameBytes, frames: frames.value,
+                    refusal: { status, headers, body in
+                        let response = APIResponse(
+                            status: status, headers: headers.map { APIRequest.Header($0.0, $0.1) }, body: body)
+                        return (200..<300).contains(status)
+                            ? PortForwardError.upgradeRefused(
+                                status: status, message: "the server answered without switching to WebSocket")
+                            : KubeAPIError.from(response, request: request)
+                    }, upgraded: upgraded)
+                try sync.addHandler(handshake)
+                // A failed write means the connection failed (a TLS handshake error, say), which the handshake
+                // reports through `upgraded` with its cause.
+                channel.closeFuture.whenComplete { _ in upgraded.fail(ChannelError.eof) }
+                channel.writeAndFlush(handshake.requestHead(target: target, headers: headers), promise: nil)
                 return frames
             }.get()
-            var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: access.apiPrefix + request.target)
-            head.headers.add(name: "Host", value: Self.hostHeader(serverName ?? host, port: serverPort))
-            head.headers.add(name: "Sec-WebSocket-Protocol", value: "v4.channel.k8s.io")
-            head.headers.add(name: "User-Agent", value: "ktctl (linux) kubekit")
-            for header in authorization { head.headers.add(name: header.name, value: header.value) }
-            head.headers.add(name: "Content-Length", value: "0")
-            // A failed write means the connection failed (a TLS handshake error, say), which the catcher reports
-            // through `upgraded` with its cause.
-            channel.closeFuture.whenComplete { _ in upgraded.fail(ChannelError.eof) }
-            channel.write(HTTPClientRequestPart.head(head), promise: nil)
-            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             try await withTimeout(.seconds(30), on: eventLoop) { upgraded.futureResult }
         } catch {
             channel.close(promise: nil)
@@ -117,11 +111,14 @@ public struct PortForwarder: Sendable {
         // Deliver what arrived with the 101, and everything after, on the consumer's reads. The stream may already
         // have ended (the server's error text, then its close, right behind the 101): then that is the answer.
         try await channel.eventLoop.submit {
-            guard let context = try? channel.pipeline.syncOperations.context(handler: frames.value) else {
+            // Closed (or closing: its handlers are still there for a moment, but nothing can be added).
+            guard channel.isActive, let context = try? channel.pipeline.syncOperations.context(handler: frames.value)
+            else {
                 throw frames.value.failure
                     ?? PortForwardError.protocolViolation("the connection closed right after the WebSocket handshake")
             }
             frames.value.startDelivering(context: context)
+            try handOver(channel)
         }.get()
         return channel
     }
@@ -170,45 +167,4 @@ func withTimeout(
 
 struct RefusedUpgrade: Error {
     var error: any Error
-}
-
-/// After the HTTP client codec: sees the answer only when the upgrade did not happen, and turns it into an error
-/// (the server's Status: pod not found, forbidden, ...).
-final class UpgradeRefusalCatcher: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-
-    private let request: APIRequest
-    private let upgraded: EventLoopPromise<Void>
-    private var head: HTTPResponseHead?
-    private var body: [UInt8] = []
-
-    init(request: APIRequest, upgraded: EventLoopPromise<Void>) {
-        self.request = request
-        self.upgraded = upgraded
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-        case .body(let buffer):
-            if body.count < 1 << 16 { body += buffer.readableBytesView }
-        case .end:
-            let status = Int(head?.status.code ?? 0)
-            let response = APIResponse(
-                status: status, headers: head?.headers.map { .init($0.name, $0.value) } ?? [], body: body)
-            let error: any Error =
-                (200..<300).contains(status)
-                ? PortForwardError.upgradeRefused(
-                    status: status, message: "the server answered without switching to WebSocket")
-                : KubeAPIError.from(response, request: request)
-            upgraded.fail(RefusedUpgrade(error: error))
-            context.close(promise: nil)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        upgraded.fail(error)
-        context.close(promise: nil)
-    }
 }

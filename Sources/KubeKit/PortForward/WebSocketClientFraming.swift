@@ -63,41 +63,203 @@ public enum WebSocketMasking {
     }
 }
 
-/// The WebSocket client upgrade (RFC 6455 §4.1) with a pipeline of our own after it: NIO's frame decoder for what
-/// the server sends, and no NIO frame encoder, because `PortForwardFrameHandler` writes whole masked frames itself.
-final class WebSocketClientUpgrader: NIOHTTPClientProtocolUpgrader {
-    let supportedProtocol = "websocket"
-    let requiredUpgradeHeaders: [String] = []
+/// The client side of the WebSocket opening handshake (RFC 6455 §4.1), acting on the bytes as they arrive: where the
+/// server's response head ends, a 101 puts NIO's frame decoder and `frames` in place behind this handler and passes
+/// them the bytes that followed the head, all in the same `channelRead`; then this handler leaves.
+///
+/// NIO's `NIOHTTPClientUpgradeHandler` removes the HTTP decoder and replays what it buffered through futures. When the
+/// server's first frames and the end of the connection came in one read (a kubelet's error text right behind the
+/// 101, then its TLS close), the channel closed between those steps and the frames were lost: `connect` saw a
+/// connection that had ended for no reason (the `errorChannelTextIsSurfaced` flake, reproduced 15 times in 40 under
+/// load). Here nothing is deferred, so the frames reach `frames` before the close is read.
+///
+/// Any other answer is read whole (a `Content-Length` or chunked body, or up to the close) and becomes the error
+/// `refusal` makes of it (the server's Status: not found, forbidden, ...).
+final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
-    private let key: String
+    /// The longest response head accepted (a kubelet's 101 is about 200 bytes; an API server's refusal head a few
+    /// hundred), and the most of a refusal's body kept (a Status is well under 1 KiB).
+    static let maximumHeadBytes = 16 << 10
+    static let maximumRefusalBytes = 64 << 10
+
+    let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
     private let maxFrameSize: Int
-    private let upgradePipelineHandler: @Sendable (any Channel) -> EventLoopFuture<Void>
+    private let frames: any ChannelHandler
+    /// The error a refused upgrade becomes, from its status, headers and body.
+    private let refusal: @Sendable (Int, [(String, String)], [UInt8]) -> any Error
+    private let upgraded: EventLoopPromise<Void>
+    private var received = ByteBuffer()
+    private var done = false
+    /// A refusal being read: its status and headers, and where its body starts in `received`.
+    private var refusedHead: (status: Int, headers: [(String, String)], bodyStart: Int)?
 
-    init(maxFrameSize: Int, upgradePipelineHandler: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) {
-        self.key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+    init(
+        maxFrameSize: Int, frames: any ChannelHandler,
+        refusal: @escaping @Sendable (Int, [(String, String)], [UInt8]) -> any Error, upgraded: EventLoopPromise<Void>
+    ) {
         self.maxFrameSize = maxFrameSize
-        self.upgradePipelineHandler = upgradePipelineHandler
+        self.frames = frames
+        self.refusal = refusal
+        self.upgraded = upgraded
     }
 
-    func addCustom(upgradeRequestHeaders: inout HTTPHeaders) {
-        upgradeRequestHeaders.replaceOrAdd(name: "Sec-WebSocket-Key", value: key)
-        upgradeRequestHeaders.replaceOrAdd(name: "Sec-WebSocket-Version", value: "13")
+    /// The request head: a GET with the upgrade headers, the subprotocol and `headers`.
+    func requestHead(target: String, headers: [(String, String)]) -> ByteBuffer {
+        var text = "GET \(target) HTTP/1.1\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        text += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\n"
+        text += "Sec-WebSocket-Version: 13\r\n\r\n"
+        return ByteBuffer(string: text)
     }
 
-    func shouldAllowUpgrade(upgradeResponse: HTTPResponseHead) -> Bool {
-        // §4.1: the accept value is base64(SHA-1(key + the fixed GUID)).
-        let expected = Data(Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
+    /// §4.1: the accept value is base64(SHA-1(key + the fixed GUID)).
+    var expectedAccept: String {
+        Data(Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
             .base64EncodedString()
-        return upgradeResponse.headers.first(name: "Sec-WebSocket-Accept") == expected
     }
 
-    func upgrade(context: ChannelHandlerContext, upgradeResponse: HTTPResponseHead) -> EventLoopFuture<Void> {
-        let channel = context.channel
-        let maxFrameSize = self.maxFrameSize
-        let then = self.upgradePipelineHandler
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
-        }.flatMap { then(channel) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return context.fireChannelRead(data) }
+        var bytes = unwrapInboundIn(data)
+        received.writeBuffer(&bytes)
+        if refusedHead != nil {
+            finishRefusalIfWhole(context, atEnd: false)
+            return
+        }
+        let view = received.readableBytesView
+        guard let end = Self.endOfHead(view) else {
+            if received.readableBytes > Self.maximumHeadBytes {
+                fail(context, PortForwardError.protocolViolation("the server's answer has no end of head in 16 KiB"))
+            }
+            return
+        }
+        let head = String(decoding: view[view.startIndex..<end], as: UTF8.self)
+        let lines = head.split(separator: "\r\n")
+        let status = lines.first?.split(separator: " ", maxSplits: 2)
+        guard let status, status.count >= 2, status[0].hasPrefix("HTTP/1."), let code = Int(status[1]) else {
+            fail(context, PortForwardError.protocolViolation("the server's answer is not HTTP/1.1"))
+            return
+        }
+        var fields: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields.append(
+                (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        var headers: [String: String] = [:]
+        for (name, value) in fields { headers[name.lowercased()] = value }
+        guard code == 101 else {
+            refusedHead = (code, fields, end)
+            finishRefusalIfWhole(context, atEnd: false)
+            return
+        }
+        guard headers["sec-websocket-accept"] == expectedAccept else {
+            fail(
+                context, PortForwardError.protocolViolation("the server's Sec-WebSocket-Accept does not match our key"))
+            return
+        }
+        guard headers["upgrade"]?.lowercased() == "websocket" else {
+            fail(
+                context, PortForwardError.protocolViolation("the server switched to \(headers["upgrade"] ?? "nothing")")
+            )
+            return
+        }
+        done = true
+        let rest = received.getSlice(at: end, length: received.writerIndex - end) ?? ByteBuffer()
+        received = ByteBuffer()
+        do {
+            let sync = context.pipeline.syncOperations
+            let decoder = ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize))
+            try sync.addHandler(decoder, position: .after(self))
+            try sync.addHandler(frames, position: .after(decoder))
+            // From here on the caller decides when to read.
+            try context.channel.syncOptions?.setOption(.autoRead, value: false)
+        } catch {
+            fail(context, error)
+            return
+        }
+        if rest.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(rest))
+            context.fireChannelReadComplete()
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        upgraded.succeed(())
+    }
+
+    /// A refusal is answered once its body is whole: `Content-Length` bytes, the last chunk, or the close.
+    private func finishRefusalIfWhole(_ context: ChannelHandlerContext, atEnd: Bool) {
+        guard let (status, headers, start) = refusedHead else { return }
+        let body = Array(received.readableBytesView.dropFirst(start - received.readerIndex))
+        let field = { (name: String) in headers.last { $0.0.lowercased() == name }?.1 }
+        var whole: [UInt8]?
+        if let length = field("content-length").flatMap(Int.init) {
+            if body.count >= length { whole = Array(body.prefix(length)) }
+        } else if field("transfer-encoding")?.lowercased().contains("chunked") == true {
+            whole = Self.dechunk(body)
+        }
+        if whole == nil && (atEnd || body.count > Self.maximumRefusalBytes) {
+            whole = Array(body.prefix(Self.maximumRefusalBytes))
+        }
+        guard let whole else { return }
+        refusedHead = nil
+        fail(context, refusal(status, headers, whole))
+    }
+
+    /// A chunked body once its last chunk has come; nil while more is needed (or it is not chunked properly).
+    static func dechunk(_ bytes: [UInt8]) -> [UInt8]? {
+        var body: [UInt8] = []
+        var index = 0
+        while true {
+            guard
+                let lineEnd = (index..<max(index, bytes.count - 1)).first(where: {
+                    bytes[$0] == 13 && bytes[$0 + 1] == 10
+                }),
+                let size = Int(
+                    String(decoding: bytes[index..<lineEnd], as: UTF8.self).split(separator: ";").first ?? "", radix: 16
+                )
+            else { return nil }
+            let start = lineEnd + 2
+            if size == 0 { return body }
+            guard start + size + 2 <= bytes.count else { return nil }
+            body += bytes[start..<(start + size)]
+            index = start + size + 2
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !done {
+            if refusedHead != nil {
+                finishRefusalIfWhole(context, atEnd: true)
+            } else {
+                upgraded.fail(
+                    PortForwardError.protocolViolation("the connection closed during the WebSocket handshake"))
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ error: any Error) {
+        done = true
+        upgraded.fail(error)
+        context.close(promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !done else { return context.fireErrorCaught(error) }
+        fail(context, error)
+    }
+
+    /// The index just past the head's empty line.
+    static func endOfHead(_ bytes: ByteBufferView) -> Int? {
+        var index = bytes.startIndex
+        while index + 3 < bytes.endIndex {
+            if bytes[index] == 13, bytes[index + 1] == 10, bytes[index + 2] == 13, bytes[index + 3] == 10 {
+                return index + 4
+            }
+            index += 1
+        }
+        return nil
     }
 }

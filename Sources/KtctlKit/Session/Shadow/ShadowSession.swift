@@ -152,7 +152,10 @@ public final class ShadowSession: @unchecked Sendable {
                 }
                 guard ContinuousClock.now + delay < deadline else { throw error }
                 logger.debug("the shadow does not answer yet: \(error)")
-            } catch let error as PortForwardError {
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // The port-forward refused (nothing listens yet), or its stream ended before the tunnel started.
                 guard ContinuousClock.now + delay < deadline else { throw error }
                 logger.debug("the shadow does not answer yet: \(error)")
             }
