@@ -8,8 +8,9 @@ struct Ktctl: AsyncParsableCommand {
         commandName: "ktctl",
         abstract: "Join this machine to a Kubernetes test cluster, in both directions.",
         discussion: """
-            `connect` (tun mode) and `route` exist so far; `exchange`, `mesh`, `preview` and the rest follow. \
-            Shell completion: ktctl --generate-completion-script bash|zsh|fish.
+            `connect` (tun and socks modes), `clean` and `route` exist so far; `exchange`, `mesh`, `preview` and \
+            the rest follow. Sessions keep their state in ~/.kt (the journal of every change, pid files). Shell \
+            completion: ktctl --generate-completion-script bash|zsh|fish.
             """,
         version: "0.1.0-dev",
         subcommands: [ConnectCLI.self, CleanCLI.self, RouteCommand.self]

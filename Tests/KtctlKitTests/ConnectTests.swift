@@ -364,7 +364,8 @@ import Testing
             for path in [home, "\(home)/config"] {
                 try FileManager.default.setAttributes([.ownerAccountID: 65534], ofItemAtPath: path)
             }
-            // The proxy serves only the user who runs ktctl: here nobody, so the clients run as nobody too.
+            // The proxy serves only the user who runs ktctl: here nobody, so the clients run as nobody too (with
+            // Debian's python3: a python under root's home is not nobody's to run).
             let asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
             func ktctlAsNobody(_ port: Int) -> [String] {
                 asNobody + [
@@ -414,11 +415,12 @@ import Testing
             let nameserver = try #require(
                 try String(contentsOfFile: "/etc/netns/\(lab.name)-pod-1/resolv.conf", encoding: .utf8)
                     .split(separator: "\n").first { $0.hasPrefix("nameserver ") }?.split(separator: " ").last)
-            let udp = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPQuery, String(nameserver)])
+            let udp = try await workstation.run(
+                asNobody + ["/usr/bin/python3", "-c", Self.socksUDPQuery, String(nameserver)])
             #expect(udp.output == "\(clusterIP)\n", "\(udp.error)")
             // UDP ASSOCIATE to a name (socks5h): a UDP echo service by its short name, resolved in the cluster; the
             // answer comes back "from" the name the client used.
-            let none = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            let none = try await workstation.run(asNobody + ["/usr/bin/python3", "-c", Self.socksUDPEcho, "udpecho"])
             #expect(none.status != 0 && none.error.contains("timed out"), "\(none.output) \(none.error)")
             var echo = Container(name: "echo", image: "python:3")
             echo.command = ["python3", "-c", Self.udpEchoServer]
@@ -433,7 +435,7 @@ import Testing
                         selector: ["app": "udpecho"],
                         ports: [ServicePort(port: 9999, targetPort: .int(9999), protocol: "UDP")])))
             _ = try await lab.waitReady("udpecho")
-            let echoed = try await workstation.run(asNobody + ["python3", "-c", Self.socksUDPEcho, "udpecho"])
+            let echoed = try await workstation.run(asNobody + ["/usr/bin/python3", "-c", Self.socksUDPEcho, "udpecho"])
             #expect(echoed.output == "udpecho:9999 echo 1\nudpecho:9999 echo 2\n", "\(echoed.output) \(echoed.error)")
 
             // One connect per state directory: the second names the first's pid and changes nothing.

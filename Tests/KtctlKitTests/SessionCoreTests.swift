@@ -233,6 +233,10 @@ import Testing
         #expect(SocketOwner.owner(in: table, local: client, remote: client) == nil)
         let v6 = "x\n 0: 0000000000000000FFFF00000100007F:D431 0000000000000000FFFF00000100007F:08AF 01 0 0 0 1000 0\n"
         #expect(SocketOwner.owner(in: v6, local: client, remote: proxy) == 1000)
+        // An unconnected UDP socket shows the wildcard it is bound to: its port decides, for UDP only.
+        let udp = "x\n 0: 00000000:D431 00000000:0000 07 0 0 0 1001 0\n"
+        #expect(SocketOwner.owner(in: udp, local: client, remote: nil) == 1001)
+        #expect(SocketOwner.owner(in: udp, local: client, remote: proxy) == nil)
         #expect(SocketOwner.parseEndpoint("0100007F") == nil)
         #expect(SocketOwner.parseEndpoint("ZZ00007F:0050") == nil)
     }

@@ -113,6 +113,16 @@ public enum ProcFile {
     }
 }
 
+extension IPAddress {
+    /// 0.0.0.0 or ::, the address a socket bound to every address shows.
+    var isUnspecified: Bool {
+        switch self {
+        case .v4(let address): return address.bits == 0
+        case .v6(let address): return address.bits == 0
+        }
+    }
+}
+
 /// The owner of a local socket, from the kernel's socket tables.
 public enum SocketOwner {
     /// The uid owning the socket whose local end is `peer` (the client's socket, seen from the proxy) and, for TCP,
@@ -150,12 +160,16 @@ public enum SocketOwner {
     }
 
     /// The uid on the first line of a `/proc/net/{tcp,udp}{,6}` table whose local address is `local` (and remote
-    /// address `remote`, when given). Total: any text gives an answer or nil.
+    /// address `remote`, when given). Without `remote` (an unconnected UDP socket, which the table lists with the
+    /// address it is bound to: usually the wildcard) a socket bound to the wildcard on `local`'s port counts too.
+    /// Total: any text gives an answer or nil.
     public static func owner(in table: String, local: Endpoint, remote: Endpoint?) -> UInt32? {
         for line in table.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, ...
-            guard fields.count > 7, let here = parseEndpoint(fields[1]), here == local else { continue }
+            guard fields.count > 7, let here = parseEndpoint(fields[1]),
+                here == local || (remote == nil && here.port == local.port && here.address.isUnspecified)
+            else { continue }
             if let remote {
                 guard let there = parseEndpoint(fields[2]), there == remote else { continue }
             }

@@ -90,8 +90,8 @@ public final class Journal: @unchecked Sendable {
     private let lock = NSLock()
     private var record: JournalRecord
 
-    /// Starts a journal at `path` (an existing file there is not ours to overwrite: a pid is reused only after its
-    /// process ended, so such a file is a crashed session's, and it is recovered before this one starts).
+    /// Starts a journal at `path`, replacing any file there (`Session.run` first moves aside a crashed session's
+    /// journal whose pid came round again).
     public init(creating path: String, record: JournalRecord) throws {
         self.path = path
         self.record = record

@@ -99,8 +99,16 @@ public final class Session: @unchecked Sendable {
 
         let identity = SessionIdentity.fresh()
         let process = ProcessIdentity.current
+        // A journal at our name is a crashed session's whose pid has come round again, with entries that could not
+        // be undone yet (its cluster is another): it moves aside, where `ktctl clean` still finds it.
+        let journalPath = state.journalFile(command: options.command, pid: process.pid)
+        if access(journalPath, F_OK) == 0 {
+            let aside = journalPath.replacingOccurrences(
+                of: ".json", with: "-earlier-\(Int(Date().timeIntervalSince1970)).json")
+            rename(journalPath, aside)
+        }
         let journal = try Journal(
-            creating: state.journalFile(command: options.command, pid: process.pid),
+            creating: journalPath,
             record: JournalRecord(
                 command: options.command, session: identity.id, process: process, user: identity.user,
                 host: identity.host))
