@@ -75,13 +75,21 @@ public final class DatagramPath: Sendable {
         open(on: client, delay: nil)
     }
 
-    /// Opens a channel on `client` (after `delay`), unless the path is closed or the tunnel changed or ended.
+    /// Opens a channel on `client` (after `delay`), unless the path is closed or the tunnel changed or ended. All on
+    /// the tunnel's event loop, so a reopening takes a round trip whatever else the process is doing.
     func open(on client: TunnelClient, delay: TimeAmount?) {
-        Task { [weak self] in
-            if let delay { try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) }
-            guard let self, self.isCurrent(client) else { return }
-            do {
-                let channel = try await client.openDatagramChannel { [weak self] frame in self?.onFrame(frame) }
+        let eventLoop = client.eventLoop
+        guard let delay else { return attempt(on: client, after: Self.firstDelay) }
+        eventLoop.scheduleTask(in: delay) { [weak self] in self?.attempt(on: client, after: delay) }
+    }
+
+    private func attempt(on client: TunnelClient, after delay: TimeAmount) {
+        guard isCurrent(client) else { return }
+        client.openDatagramChannelFuture { [weak self] frame in self?.onFrame(frame) }.whenComplete {
+            [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let channel):
                 let kept = self.state.withLockedValue { state -> Bool in
                     guard !state.closed, state.client === client else { return false }
                     state.channel = channel
@@ -93,10 +101,11 @@ public final class DatagramPath: Sendable {
                 }
                 self.onChannel(channel)
                 channel.channel.closeFuture.whenComplete { [weak self] _ in self?.channelClosed(channel, on: client) }
-            } catch {
+            case .failure(let error):
                 guard self.isCurrent(client) else { return }
-                let next = min((delay ?? Self.firstDelay) * 2, Self.maximumDelay)
-                self.logger.warning("no datagram channel (DNS, UDP and ping wait): \(error); trying again in \(next)")
+                let next = min(delay * 2, Self.maximumDelay)
+                self.logger.warning(
+                    "no datagram channel (DNS, UDP and ping wait): \(error); trying again in \(next)")
                 self.open(on: client, delay: next)
             }
         }

@@ -435,8 +435,16 @@ import Testing
                         selector: ["app": "udpecho"],
                         ports: [ServicePort(port: 9999, targetPort: .int(9999), protocol: "UDP")])))
             _ = try await lab.waitReady("udpecho")
-            let echoed = try await workstation.run(asNobody + ["/usr/bin/python3", "-c", Self.socksUDPEcho, "udpecho"])
-            #expect(echoed.output == "udpecho:9999 echo 1\nudpecho:9999 echo 2\n", "\(echoed.output) \(echoed.error)")
+            // Ready says only that the process runs (it declares no TCP port to probe): its UDP socket, and the lab's
+            // rules for the new Service, follow within moments, as on a real cluster. A try that times out is
+            // made again, for up to 15 s.
+            let expected = "udpecho:9999 echo 1\nudpecho:9999 echo 2\n"
+            let started = ContinuousClock.now
+            var echoed = try await workstation.run(asNobody + ["/usr/bin/python3", "-c", Self.socksUDPEcho, "udpecho"])
+            while echoed.output != expected, ContinuousClock.now - started < .seconds(15) {
+                echoed = try await workstation.run(asNobody + ["/usr/bin/python3", "-c", Self.socksUDPEcho, "udpecho"])
+            }
+            #expect(echoed.output == expected, "\(echoed.output) \(echoed.error)")
 
             // One connect per state directory: the second names the first's pid and changes nothing.
             let second = try await workstation.run(ktctlAsNobody(2224), timeout: 30)

@@ -391,6 +391,22 @@ final class PatternClientHandler: ChannelInboundHandler {
         #expect(close.getInteger(at: 0, as: UInt8.self) == 0x88)
     }
 
+    @Test func dataAfterTheHandOverWaitsForTheConsumersFirstRead() throws {
+        let handler = PortForwardFrameHandler(port: 8080)
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(Self.message(0, [0x90, 0x1F]))
+        // Handed over, but nobody has read yet: a frame that arrives now (a read still in flight) is kept.
+        handler.startDelivering(context: try channel.pipeline.syncOperations.context(handler: handler))
+        try channel.writeInbound(Self.message(0, Array("first".utf8)))
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
+        let consumer = Consumer()
+        try channel.pipeline.syncOperations.addHandler(consumer)
+        channel.read()
+        try channel.writeInbound(Self.message(0, Array("second".utf8)))
+        #expect(consumer.events == ["data first", "data second"])
+    }
+
     @Test func anErrorWhileTheConsumerReadsIsDeliveredAtOnce() throws {
         let handler = PortForwardFrameHandler(port: 8080)
         let channel = EmbeddedChannel(handler: handler)

@@ -146,6 +146,16 @@ public final class TunnelClient: Sendable {
         try await leastLoaded.openDatagramChannel(onFrame: onFrame)
     }
 
+    /// ``openDatagramChannel(onFrame:)`` as a future, for callers that live on event loops.
+    public func openDatagramChannelFuture(onFrame: @escaping @Sendable (DatagramFrame) -> Void)
+        -> EventLoopFuture<TunnelDatagramChannel>
+    {
+        leastLoaded.openDatagramChannelFuture(onFrame: onFrame)
+    }
+
+    /// The event loop of the client's first connection.
+    public var eventLoop: EventLoop { connections[0].channel.eventLoop }
+
     /// Closes every connection; open flows end.
     public func close() {
         for connection in connections { connection.close() }

@@ -331,8 +331,18 @@ final class TunnelConnection: Sendable {
 
     func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws -> TunnelDatagramChannel
     {
-        guard serverIsShadow else { throw TunnelError.unsupported("datagram channels (kt-shadow only)") }
-        let childChannel: Channel = try await channel.eventLoop.flatSubmit {
+        try await openDatagramChannelFuture(onFrame: onFrame).get()
+    }
+
+    /// ``openDatagramChannel(onFrame:)`` as a future on the connection's event loop.
+    func openDatagramChannelFuture(onFrame: @escaping @Sendable (DatagramFrame) -> Void)
+        -> EventLoopFuture<TunnelDatagramChannel>
+    {
+        let eventLoop = channel.eventLoop
+        guard serverIsShadow else {
+            return eventLoop.makeFailedFuture(TunnelError.unsupported("datagram channels (kt-shadow only)"))
+        }
+        return eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
             self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
                 child.eventLoop.makeCompletedFuture {
@@ -341,11 +351,10 @@ final class TunnelConnection: Sendable {
                 }
             }
             return promise.futureResult
-        }.get()
-        try await childChannel.triggerUserOutboundEvent(
-            SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false)
-        ).get()
-        return TunnelDatagramChannel(channel: childChannel)
+        }.flatMap { child in
+            child.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false))
+                .map { TunnelDatagramChannel(channel: child) }
+        }
     }
 }
 

@@ -114,9 +114,9 @@ public final class SessionLease: @unchecked Sendable {
         if let now = client.serverClock.now() { return now }
         _ = try await client.send(APIRequest(method: .get, path: "/version", verb: "get", subject: "the version"))
         guard let now = client.serverClock.now() else {
-            throw SessionError.stateDirectory(
+            throw SessionError.cluster(
                 "the API server at \(client.access.server) sends no Date header, so session ages cannot be judged by "
-                    + "its clock")
+                    + "its clock; nothing was changed")
         }
         return now
     }

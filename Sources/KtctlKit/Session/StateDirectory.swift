@@ -131,6 +131,8 @@ public enum SessionError: Error, CustomStringConvertible, Sendable {
     case stopped(String)
     /// Some changes could not be undone; the journal keeps them.
     case unfinished([String])
+    /// The cluster cannot give what the session needs (its time, say).
+    case cluster(String)
 
     public var description: String {
         switch self {
@@ -142,6 +144,7 @@ public enum SessionError: Error, CustomStringConvertible, Sendable {
         case .stateDirectory(let why): return "the state directory: \(why); nothing was changed"
         case .journal(let why): return "the session journal: \(why)"
         case .stopped(let why): return why
+        case .cluster(let why): return why
         case .unfinished(let what):
             return "some changes could not be undone (\(what.joined(separator: "; "))); run `ktctl clean` to finish"
         }

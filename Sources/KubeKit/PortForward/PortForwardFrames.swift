@@ -122,7 +122,10 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     private func deliver(context: ChannelHandlerContext, _ buffer: ByteBuffer) {
-        if delivering && pending.isEmpty {
+        // Only once the consumer has asked: between the hand-over and its first read nobody may be there yet, and a
+        // read still in flight from the handshake delivered the first 30 KiB of a transfer to nobody (seen once,
+        // under load, as a 1 GiB port-forward that came up short).
+        if consumerReading && pending.isEmpty {
             context.fireChannelRead(wrapInboundOut(buffer))
         } else {
             pending.append(buffer)
@@ -130,7 +133,7 @@ final class PortForwardFrameHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if delivering { context.fireChannelReadComplete() }
+        if consumerReading { context.fireChannelReadComplete() }
     }
 
     /// Delivers the data held back, then the failure held back (if any) and the close it means.

@@ -71,6 +71,9 @@ public final class PortForwardRelay: ChannelDuplexHandler, RemovableChannelHandl
         for buffer in early { side.write(buffer) }
         early = []
         side.flush()
+        // A dialer may hand the pod's connection over with reading off, so that nothing the pod sends first is read
+        // before this relay is in place to take it; from here on it reads (through PodSide's backpressure).
+        try? channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
     private func fail(_ message: String) {

@@ -492,7 +492,11 @@ public final class Kubelet: Sendable {
         DispatchQueue.global().async {
             do {
                 let socket = try Host.connectLoopback(inNamespace: network, port: port)
+                // Reading off until the relay is in place: a connected socket is read as soon as it is registered,
+                // and what the pod sent first (a server that speaks first) went to a pipeline with nobody in it
+                // (seen once: a 1 GiB port-forward 30 KiB short).
                 ClientBootstrap(group: eventLoop).channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                    .channelOption(.autoRead, value: false)
                     .withConnectedSocket(socket).cascade(to: promise)
             } catch {
                 promise.fail(error)
