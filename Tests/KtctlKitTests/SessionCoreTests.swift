@@ -183,6 +183,9 @@ import Testing
         #expect(MicroTime.parse("2026-11-30T00:53:20Z")?.timeIntervalSince1970 == 1_796_000_000)
         #expect(MicroTime.parse("2026-11-30T00:53:20.Z") == nil)
         #expect(MicroTime.parse("yesterday") == nil)
+        // A year Foundation would read but not write back (FuzzKube's find).
+        #expect(MicroTime.parse("-026-12-04T19:36:05.123456Z") == nil)
+        #expect(MicroTime.parse("2026-12-04T19:36:05.123456+01:00")?.timeIntervalSince1970 == 1_796_409_365.123456)
     }
 
     @Test func theServerClockRunsOnTheMonotonicClockFromTheLastDate() throws {

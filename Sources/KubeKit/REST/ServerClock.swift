@@ -81,8 +81,15 @@ public enum MicroTime {
         return base.dropLast() + "." + String(repeating: "0", count: 6 - fraction.count) + fraction + "Z"
     }
 
-    /// MicroTime or plain RFC 3339 (any number of fractional digits); nil for anything else.
+    /// MicroTime or plain RFC 3339 (up to nine fractional digits); nil for anything else. Strictly the RFC 3339
+    /// form (a four-digit year): Foundation's parser also took `-026-12-04T…`, a year its formatter cannot write
+    /// back (found by FuzzKube).
     public static func parse(_ text: String) -> Date? {
+        guard
+            text.range(
+                of: #"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"#,
+                options: .regularExpression) != nil
+        else { return nil }
         guard let dot = text.firstIndex(of: ".") else { return RFC3339.parse(text) }
         guard let zone = text[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" }) else { return nil }
         let digits = text[text.index(after: dot)..<zone]
