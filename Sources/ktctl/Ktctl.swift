@@ -13,6 +13,6 @@ struct Ktctl: AsyncParsableCommand {
             completion: ktctl --generate-completion-script bash|zsh|fish.
             """,
         version: "0.1.0-dev",
-        subcommands: [ConnectCLI.self, CleanCLI.self, RouteCommand.self]
+        subcommands: [ConnectCLI.self, ExchangeCLI.self, RecoverCLI.self, CleanCLI.self, RouteCommand.self]
     )
 }

@@ -43,9 +43,25 @@ public enum Undo: Codable, Sendable, Hashable {
     case restoreFile(path: String, original: String, written: String)
     /// `resolvectl revert LINK` (systemd-resolved also forgets a link when the link goes).
     case revertResolvedLink(String)
+    /// Put the Service's original selector back and drop its lock, while `lease` (the session's) holds it; then wait
+    /// (a few seconds at most) until its Endpoints no longer name `shadowPod`, so new connections have moved back
+    /// before the shadow goes.
+    case restoreSelector(namespace: String, service: String, lease: String, shadowPod: String?)
+    /// Scale the workload back to `replicas` and wait (at most `waitSeconds`) until that many are ready.
+    case scaleBack(ObjectRef, replicas: Int, waitSeconds: Int)
     /// Nothing to do: the change goes with the process (a TUN device and its routes vanish when its descriptor
     /// closes, whether the process exits or is killed).
     case goesWithProcess(String)
+}
+
+extension Undo {
+    /// Undone through the API server (so only with a client of the journal's cluster).
+    public var needsCluster: Bool {
+        switch self {
+        case .deleteObject, .restoreSelector, .scaleBack: return true
+        case .restoreFile, .revertResolvedLink, .goesWithProcess: return false
+        }
+    }
 }
 
 /// One change, written before it is made.

@@ -54,6 +54,27 @@ public enum Permissions {
         Permission("create", "pods", subresource: "portforward", grantedBy: sessionRole),
     ]
 
+    /// `ktctl exchange` (selector mode) beyond a session's own: the Service read and updated (its selector, the lock
+    /// and the original on it), its pods read (named target ports), its Endpoints read (the way back is waited for),
+    /// the deployments read (`deploy/NAME`), another holder's Lease read.
+    public static let exchange: [Permission] = [
+        Permission("get", "services", grantedBy: sessionRole),
+        Permission("list", "services", grantedBy: sessionRole),
+        Permission("update", "services", grantedBy: sessionRole),
+        Permission("get", "endpoints", grantedBy: sessionRole),
+        Permission("list", "pods", grantedBy: sessionRole),
+        Permission("list", "deployments", group: "apps", grantedBy: sessionRole),
+        Permission("get", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+    ]
+
+    /// `ktctl exchange --mode scale`: the exchange's, and the workload read, annotated and scaled.
+    public static let scale: [Permission] =
+        exchange + [
+            Permission("get", "deployments", group: "apps", grantedBy: sessionRole),
+            Permission("update", "deployments", group: "apps", grantedBy: sessionRole),
+            Permission("patch", "deployments", group: "apps", subresource: "scale", grantedBy: sessionRole),
+        ]
+
     /// `ktctl clean` in a namespace: list what sessions made, delete what is stale.
     public static let clean: [Permission] = [
         Permission("list", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),

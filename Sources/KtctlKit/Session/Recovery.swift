@@ -52,7 +52,7 @@ public enum Recovery {
         guard let journal = try? Journal(existing: found.path) else { return ["cannot read \(found.path)"] }
         var left: [String] = []
         for entry in record.open {
-            if case .deleteObject = entry.undo, !clusterMatches {
+            if entry.undo.needsCluster, !clusterMatches {
                 left.append(entry.change)
                 continue
             }

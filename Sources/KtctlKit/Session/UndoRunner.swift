@@ -39,7 +39,74 @@ public struct UndoRunner: Sendable {
             return .done("reverted systemd-resolved's settings for \(link)")
         case .goesWithProcess(let what):
             return .done("\(what) went with the process")
+        case .restoreSelector(let namespace, let service, let lease, let shadowPod):
+            guard let client else { return .failed("service/\(service) in \(namespace): not connected to its cluster") }
+            let outcome = await ServiceLock.restore(namespace: namespace, name: service, lease: lease, client: client)
+            if case .done = outcome, let shadowPod {
+                await Self.waitForEndpoints(
+                    of: service, namespace: namespace, without: shadowPod, client: client, timeout: .seconds(5))
+            }
+            return outcome
+        case .scaleBack(let workload, let replicas, let waitSeconds):
+            guard let client else { return .failed("\(workload): not connected to its cluster") }
+            return await Self.scaleBack(workload, to: replicas, wait: .seconds(waitSeconds), client: client)
         }
+    }
+
+    /// Waits until the Service's Endpoints no longer name `pod` (the proxies follow Endpoints).
+    static func waitForEndpoints(
+        of service: String, namespace: String, without pod: String, client: KubeClient, timeout: Duration
+    ) async {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard let endpoints = try? await client.get(Endpoints.self, name: service, namespace: namespace) else {
+                return
+            }
+            let names = (endpoints.subsets ?? []).flatMap { ($0.addresses ?? []) + ($0.notReadyAddresses ?? []) }
+                .compactMap { $0.targetRef?.name }
+            if !names.contains(pod) { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Scales `workload` back and waits for its ready replicas (a second interrupt skips the wait: the session
+    /// leaves without it).
+    static func scaleBack(_ workload: ObjectRef, to replicas: Int, wait: Duration, client: KubeClient) async -> Outcome
+    {
+        do {
+            _ = try await client.scale(
+                Deployment.self, name: workload.name, namespace: workload.namespace, to: replicas)
+            // The record of who scaled it goes with the scale.
+            for _ in 0..<5 {
+                var deployment = try await client.get(
+                    Deployment.self, name: workload.name, namespace: workload.namespace)
+                for key in [ScaleLock.replicas, ServiceLock.lease, ServiceLock.holder] {
+                    deployment.metadata.annotations?[key] = nil
+                }
+                if deployment.metadata.annotations?.isEmpty == true { deployment.metadata.annotations = nil }
+                do {
+                    _ = try await client.update(deployment)
+                    break
+                } catch let error as KubeAPIError where error.reason == .conflict {
+                    continue
+                }
+            }
+        } catch let error as KubeAPIError where error.reason == .notFound {
+            return .done("\(workload) is gone")
+        } catch {
+            return .failed("\(workload): \(error)")
+        }
+        let deadline = ContinuousClock.now + wait
+        while ContinuousClock.now < deadline {
+            if let deployment = try? await client.get(
+                Deployment.self, name: workload.name, namespace: workload.namespace),
+                (deployment.status?.readyReplicas ?? 0) >= replicas
+            {
+                return .done("scaled \(workload) back to \(replicas), ready")
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        return .done("scaled \(workload) back to \(replicas) (not all ready within \(wait); they go on starting)")
     }
 
     func delete(_ object: ObjectRef) async -> Outcome {

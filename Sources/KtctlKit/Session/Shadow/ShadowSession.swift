@@ -51,13 +51,16 @@ public final class ShadowSession: @unchecked Sendable {
 
     /// Creates the Secret and the pod, waits for it, and connects; then keeps the connection up.
     public func start() async throws {
-        session.beforeUndo { [self] in self.stop() }
+        // Before anything is undone, nothing may be re-created; the tunnel itself stays until its turn (an exchange
+        // restores the Service's selector first, while the shadow still answers).
+        session.beforeUndo { [self] in self.stopSupervising() }
         progress("creating secret \(spec.secretName) and pod \(podName) in namespace \(cluster.namespace)")
         _ = try await session.create(
             ShadowPlan.secret(
                 spec, options: options, authorizedKey: key.authorizedKeysLine(), hostKeySeed: hostKey.seedBase64),
             role: spec.role.rawValue)
         let tunnel = try await startPodAndConnect()
+        session.onStop("close the tunnel to \(podName)") { [self] in self.stop() }
         link.set(tunnel)
         let task = Task { [weak self] in
             guard let self else { return }
@@ -69,20 +72,29 @@ public final class ShadowSession: @unchecked Sendable {
     func startPodAndConnect() async throws -> TunnelClient {
         let created = try await session.create(try ShadowPlan.pod(spec, options: options), role: spec.role.rawValue)
         lock.withLock { podUID = created.metadata.uid }
-        let pod = try await waitReady()
+        // A shadow that declares its listeners' ports is Ready only once they listen, which is after the tunnel is
+        // up: it is connected to as soon as it runs.
+        let pod = try await waitReady(runningSuffices: !spec.ports.isEmpty)
         podIP = pod.status?.podIP
         return try await connect()
     }
 
     /// Waits until the pod is Ready; an image that cannot be pulled, a container that cannot start or a pod that
     /// cannot be scheduled ends the wait at once with what Kubernetes said.
-    func waitReady() async throws -> Pod {
+    func waitReady(runningSuffices: Bool = false) async throws -> Pod {
         let deadline = ContinuousClock.now + options.timeout
         var said = ""
         while ContinuousClock.now < deadline {
             let pod = try await cluster.client.get(Pod.self, name: podName, namespace: cluster.namespace)
             try checkOwnership(pod)
             if pod.status?.isReady == true { return pod }
+            if runningSuffices, pod.status?.phase == "Running",
+                (pod.raw["status"]?["containerStatuses"]?.arrayValue ?? []).allSatisfy({
+                    $0["state"]?["running"] != nil
+                })
+            {
+                return pod
+            }
             let phase = pod.status?.phase ?? "Pending"
             let statuses = pod.raw["status"]?["containerStatuses"]?.arrayValue ?? []
             let waiting = statuses.compactMap { $0["state"]?["waiting"] }.first
@@ -117,6 +129,12 @@ public final class ShadowSession: @unchecked Sendable {
         throw ConnectError.shadow(
             "the shadow pod \(podName) was not ready within \(options.timeout) (\(said)); see `kubectl describe pod -n "
                 + "\(cluster.namespace) \(podName)`, or wait longer with --timeout")
+    }
+
+    /// Waits until the shadow is Ready (for an exchange: its listeners are up, so a Service may select it).
+    public func waitUntilReady() async throws {
+        let pod = try await waitReady()
+        podIP = pod.status?.podIP
     }
 
     /// A pod of the shadow's name that this session did not create is someone else's: never used.
@@ -186,7 +204,7 @@ public final class ShadowSession: @unchecked Sendable {
                         progress("the shadow pod \(podName) is gone; creating it again")
                         tunnel = try await startPodAndConnect()
                     } else {
-                        _ = try await waitReady()
+                        _ = try await waitReady(runningSuffices: !spec.ports.isEmpty)
                         tunnel = try await connect()
                     }
                     link.set(tunnel)
@@ -213,6 +231,15 @@ public final class ShadowSession: @unchecked Sendable {
     }
 
     var isStopping: Bool { lock.withLock { stopping } }
+
+    /// Stops reconnecting and re-creating the pod; the tunnel open now stays.
+    public func stopSupervising() {
+        let task = lock.withLock { () -> Task<Void, Never>? in
+            stopping = true
+            return supervisor
+        }
+        task?.cancel()
+    }
 
     /// Closes the tunnel and stops reconnecting (the session deletes the pod and the Secret afterwards).
     public func stop() {

@@ -1,0 +1,171 @@
+import KtTunnel
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Cluster ports brought to this machine: the shadow listens on each remote port in its pod, and every connection
+/// it accepts comes back as a flow that is joined to a new connection to `127.0.0.1:<local>` here. The listeners are
+/// asked for again on every tunnel the session puts in place (a reconnect, a re-created pod).
+///
+/// When nothing listens locally the flow is closed at once, so the cluster's client gets an immediate end, never a
+/// hang.
+public final class ReverseForwards: Sendable {
+    /// One forwarded port.
+    public struct Port: Sendable, Hashable, CustomStringConvertible {
+        /// The port the shadow listens on in its pod (the Service's target port).
+        public var remote: Int
+        /// The port on this machine's 127.0.0.1 the connections go to.
+        public var local: Int
+
+        public init(remote: Int, local: Int) {
+            self.remote = remote
+            self.local = local
+        }
+
+        public var description: String { "pod :\(remote) → 127.0.0.1:\(local)" }
+    }
+
+    struct State {
+        var client: TunnelClient?
+        /// Flows joined to a local connection now, for draining.
+        var open = 0
+        var accepted = 0
+        var refused = 0
+        /// When the last connection came.
+        var lastAccepted: ContinuousClock.Instant?
+        var closed = false
+        /// The listeners of the current tunnel are in place.
+        var ready: [EventLoopPromise<Void>] = []
+        var listening = false
+    }
+
+    public let ports: [Port]
+    private let state = NIOLockedValueBox(State())
+    private let logger: Logger
+
+    public init(ports: [Port], link: TunnelLink, logger: Logger) {
+        self.ports = ports
+        self.logger = logger
+        link.observe { [weak self] client in self?.tunnelChanged(client) }
+    }
+
+    /// Connections carried so far, open now, and refused because nothing listened locally.
+    public var counts: (accepted: Int, open: Int, refused: Int) {
+        state.withLockedValue { ($0.accepted, $0.open, $0.refused) }
+    }
+
+    /// Waits until the current tunnel's listeners are all in place.
+    public func waitUntilListening(on eventLoop: any EventLoop) async throws {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let already = state.withLockedValue { state -> Bool in
+            if state.listening { return true }
+            state.ready.append(promise)
+            return false
+        }
+        if already { promise.succeed(()) }
+        try await promise.futureResult.get()
+    }
+
+    /// Waits (at most `timeout`) until no forwarded connection is open and none has come for `quiet`: the Service
+    /// has moved back, the proxies in front of it have followed (kube-proxy, and ktlab's, apply Endpoints a moment
+    /// after they change, and meanwhile new connections still come here), and what came has been answered.
+    public func drain(quiet: Duration = .seconds(1), timeout: Duration) async {
+        let started = ContinuousClock.now
+        let deadline = started + timeout
+        while ContinuousClock.now < deadline {
+            let (open, last) = state.withLockedValue { ($0.open, $0.lastAccepted) }
+            if open == 0, ContinuousClock.now - max(last ?? started, started) >= quiet { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    public func close() {
+        let client = state.withLockedValue { state -> TunnelClient? in
+            state.closed = true
+            return state.client
+        }
+        guard let client else { return }
+        for port in ports {
+            Task { try? await client.cancelListen(port: port.remote) }
+        }
+    }
+
+    func tunnelChanged(_ client: TunnelClient) {
+        state.withLockedValue { state in
+            state.client = client
+            state.listening = false
+        }
+        Task { [weak self] in
+            guard let self else { return }
+            do {
+                for port in self.ports {
+                    let local = port.local
+                    _ = try await client.listen(port: port.remote) { [weak self] flow in
+                        self?.accepted(flow, local: local)
+                    }
+                }
+                let waiters = self.state.withLockedValue { state -> [EventLoopPromise<Void>] in
+                    guard state.client === client else { return [] }
+                    state.listening = true
+                    defer { state.ready = [] }
+                    return state.ready
+                }
+                for waiter in waiters { waiter.succeed(()) }
+            } catch {
+                self.logger.warning("the shadow could not listen for the forwarded ports: \(error)")
+                let waiters = self.state.withLockedValue { state -> [EventLoopPromise<Void>] in
+                    defer { state.ready = [] }
+                    return state.ready
+                }
+                for waiter in waiters { waiter.fail(error) }
+            }
+        }
+    }
+
+    /// A connection the shadow accepted: joined to a new local connection, or ended at once.
+    func accepted(_ flow: TunnelFlow, local: Int) {
+        let eventLoop = flow.channel.eventLoop
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .connectTimeout(.seconds(5))
+            .connect(host: "127.0.0.1", port: local)
+            .whenComplete { [weak self] result in
+                guard let self else { return }
+                switch result {
+                case .success(let socket):
+                    self.state.withLockedValue {
+                        $0.accepted += 1
+                        $0.open += 1
+                        $0.lastAccepted = .now
+                    }
+                    flow.channel.closeFuture.whenComplete { [weak self] _ in
+                        self?.state.withLockedValue { $0.open -= 1 }
+                    }
+                    flow.glue(to: socket).whenFailure { [logger] error in
+                        logger.debug("reverse forward: glue: \(error)")
+                    }
+                case .failure(let error):
+                    self.state.withLockedValue { $0.refused += 1 }
+                    self.logger.warning(
+                        "a connection from the cluster found nothing listening on 127.0.0.1:\(local) (\(error)); it was closed"
+                    )
+                    flow.channel.close(promise: nil)
+                }
+            }
+    }
+}
+
+/// Whether something accepts TCP connections on `127.0.0.1:port` now (the check before an exchange starts).
+public func localPortAnswers(_ port: Int, on eventLoop: any EventLoop) async -> Bool {
+    do {
+        let channel = try await ClientBootstrap(group: eventLoop).connectTimeout(.seconds(2))
+            .connect(host: "127.0.0.1", port: port).get()
+        try? await channel.close()
+        return true
+    } catch {
+        return false
+    }
+}

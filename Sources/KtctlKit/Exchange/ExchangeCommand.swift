@@ -1,0 +1,253 @@
+import Foundation
+import KtEngine
+import KtTunnel
+import KubeKit
+import Logging
+import NIOCore
+import NIOPosix
+
+/// `ktctl exchange`'s flags.
+public struct ExchangeOptions: Sendable {
+    public enum Mode: String, Sendable, CaseIterable {
+        /// The Service selects a shadow pod; the workload is not touched.
+        case selector
+        /// The shadow carries the workload's labels and the workload scales to 0.
+        case scale
+    }
+
+    public var cluster: ClusterOptions
+    public var stateDirectory: String
+    public var target: WorkloadTarget
+    public var expose: [ExposedPort]
+    public var mode: Mode = .selector
+    /// Scale mode: how long to wait for the workload to be ready again on the way out.
+    public var recoverWaitTime: Duration = .seconds(120)
+    /// Go on when nothing listens on a local port yet.
+    public var skipPortChecking = false
+    public var leaseDuration = SessionLease.defaultDuration
+
+    public init(cluster: ClusterOptions, stateDirectory: String, target: WorkloadTarget, expose: [ExposedPort]) {
+        self.cluster = cluster
+        self.stateDirectory = stateDirectory
+        self.target = target
+        self.expose = expose
+    }
+}
+
+/// `ktctl exchange`: a Service's traffic to processes on this machine until Ctrl-C.
+///
+/// The plan (the Service, its ports, the workload, the lock, the local ports) is made before anything changes.
+/// Then, each change journaled first: Lease → shadow pod → tunnel → the shadow listens on the target ports (reverse
+/// forwards to 127.0.0.1) → the pod is Ready → only then the Service moves (selector mode: it selects the shadow,
+/// the original selector recorded on it; scale mode: the workload scales to 0 while the shadow carries its labels).
+/// Undone in reverse: the Service moves back (and its Endpoints follow) before the shadow stops answering, so no
+/// request is lost at either switch.
+public enum ExchangeCommand {
+    public static func run(_ options: ExchangeOptions, logger: Logger, print: @escaping @Sendable (String) -> Void)
+        async throws
+    {
+        var sessionOptions = Session.Options(
+            command: "exchange", state: StateDirectory(options.stateDirectory), lockName: "exchange")
+        sessionOptions.leaseDuration = options.leaseDuration
+        // One exchange of a service per machine at a time; the cluster-wide lock is the Service's.
+        sessionOptions.lockName = "exchange-\(options.cluster.namespace ?? "_")-\(options.target)"
+            .replacingOccurrences(of: "/", with: "-")
+        try await Session.run(sessionOptions, logger: logger, print: print) { session in
+            try await exchange(options, session: session, logger: logger, print: print)
+        }
+        print("ktctl: the exchange has ended; the service is as it was and the shadow is removed")
+    }
+
+    static func exchange(
+        _ options: ExchangeOptions, session: Session, logger: Logger, print: @escaping @Sendable (String) -> Void
+    ) async throws {
+        let cluster = try await session.connect(options.cluster)
+        let client = cluster.client
+        let namespace = cluster.namespace
+
+        let needed = Permissions.session + (options.mode == .selector ? Permissions.exchange : Permissions.scale)
+        if let missing = await Permissions.missing(needed, client: client, namespace: namespace), !missing.isEmpty {
+            throw ConnectError.permissions(
+                "ktctl exchange cannot run here: the cluster does not let you\n"
+                    + Permissions.explain(missing, namespace: namespace, user: nil) + "\nnothing was changed")
+        }
+
+        // The plan.
+        let services = try await client.list(Service.self, namespace: namespace).items
+        let deployments = try await client.list(Deployment.self, namespace: namespace).items
+        let service = try ExchangePlan.service(for: options.target, services: services, deployments: deployments)
+        let selected = try await client.list(
+            Pod.self, namespace: namespace,
+            options: ListOptions(labelSelector: LabelSelector(matchLabels: service.spec?.selector ?? [:]).queryText)
+        ).items
+        let ports = try ExchangePlan.ports(options.expose, of: service, pods: selected)
+        let workload =
+            options.mode == .scale ? try ExchangePlan.workload(of: service, deployments: deployments) : nil
+        if options.mode == .selector, let holder = try await ServiceLock.holder(of: service, client: client) {
+            throw ConnectError.other(
+                "service \(service.name) is exchanged by \(holder) (its selector is theirs until they stop); nothing "
+                    + "was changed. If that session is gone, `ktctl recover \(service.name)` restores the service")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        session.onStop("stop the event loops") { try? await group.shutdownGracefully() }
+        if !options.skipPortChecking {
+            for port in ports where port.protocol == "TCP" {
+                guard await localPortAnswers(port.local, on: group.next()) else {
+                    throw ConnectError.other(
+                        "nothing listens on 127.0.0.1:\(port.local) for service \(service.name)'s port "
+                            + "\(port.servicePort); start it first, or pass --skip-port-checking; nothing was changed")
+                }
+            }
+        }
+        let tcp = ports.filter { $0.protocol == "TCP" }
+        if tcp.count < ports.count {
+            print(
+                "ktctl: not carried: \(ports.filter { $0.protocol != "TCP" }.map(\.description).joined(separator: ", ")) "
+                    + "(only TCP ports are exchanged so far)")
+        }
+
+        // The cluster side: the shadow, its tunnel and its listeners, all before the Service moves.
+        try await session.startLease()
+        let target = randomTarget()
+        var labels = ["kt-role": "shadow-exchange", "kt-target": target]
+        if let workload { labels.merge(workload.spec?.template.metadata?.labels ?? [:]) { ours, _ in ours } }
+        let spec = ShadowSpec(
+            role: .exchange, podName: "\(service.name)-kt-exchange-\(session.identity.id)", labels: labels,
+            ports: tcp.map { ShadowSpec.Port(name: $0.targetName, port: $0.targetPort) })
+        let link = TunnelLink()
+        let forwards = ReverseForwards(
+            ports: tcp.map { ReverseForwards.Port(remote: $0.targetPort, local: $0.local) }, link: link, logger: logger)
+        let shadow = ShadowSession(
+            session: session, spec: spec, options: options.cluster, link: link, group: group, logger: logger,
+            progress: { print("ktctl: \($0)") })
+        try await shadow.start()
+        try await forwards.waitUntilListening(on: group.next())
+        session.onStop("let the forwarded connections finish") {
+            await forwards.drain(quiet: .seconds(1), timeout: .seconds(5))
+            forwards.close()
+        }
+        try await shadow.waitUntilReady()
+
+        // The switch.
+        let switched: String
+        if let workload {
+            let replicas = workload.spec?.replicas ?? 1
+            let reference = ObjectRef(Deployment.resource, namespace: namespace, name: workload.name)
+            try session.record(
+                "scale \(reference) from \(replicas) to 0",
+                undo: .scaleBack(
+                    reference, replicas: replicas, waitSeconds: Int(options.recoverWaitTime.components.seconds)))
+            try await ScaleLock.take(
+                workload.name, namespace: namespace, replicas: replicas, lease: cluster.lease?.name ?? "",
+                holder: "\(session.identity.holder) (exchange)", client: client)
+            switched = "deployment \(workload.name) scaled from \(replicas) to 0; the shadow carries its labels"
+        } else {
+            try await take(service, selecting: ["kt-target": target], shadow: spec.podName, session: session)
+            switched = "the service selects the shadow (its own selector is kept in the kt-selector annotation)"
+        }
+        print(
+            """
+            ktctl: exchanging service \(service.name) in namespace \(namespace) (\(options.mode.rawValue) mode)
+              session    \(session.identity.id) (lease \(cluster.lease?.name ?? "?"))
+              shadow     pod \(spec.podName) (\(shadow.podIP ?? "?"))
+              traffic    \(tcp.map { "\(service.name):\($0.servicePort) → 127.0.0.1:\($0.local)" }.joined(separator: ", "))
+              switched   \(switched)
+              stop       Ctrl-C (the service moves back first, then the shadow goes)
+            """)
+        if options.mode == .selector {
+            try await keep(service.name, selecting: ["kt-target": target], session: session, print: print)
+        } else {
+            try await session.waitUntilStopped()
+        }
+    }
+
+    /// A fresh `kt-target` value (kt-connect's twenty lower-case letters).
+    static func randomTarget() -> String {
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<20).map { _ in letters[Int(generator.next(upperBound: UInt(letters.count)))] })
+    }
+
+    /// Takes the Service for the session: journaled first, then its selector replaced and the lock and original
+    /// recorded on it, with its resourceVersion (a concurrent taker makes one of the two fail and re-check).
+    static func take(_ service: Service, selecting selector: [String: String], shadow: String, session: Session)
+        async throws
+    {
+        guard let cluster = session.cluster, let lease = cluster.lease else { preconditionFailure("take before lease") }
+        let client = cluster.client
+        try session.record(
+            "point service/\(service.name) in \(cluster.namespace) at the shadow",
+            undo: .restoreSelector(
+                namespace: cluster.namespace, service: service.name, lease: lease.name, shadowPod: shadow))
+        var current = service
+        for _ in 0..<5 {
+            if let holder = try await ServiceLock.holder(of: current, client: client), holder.lease != lease.name {
+                throw ConnectError.other(
+                    "service \(service.name) was just taken by \(holder); nothing of it was changed")
+            }
+            let now = try await SessionLease.serverNow(client)
+            do {
+                _ = try await client.update(
+                    ServiceLock.taken(
+                        current, selector: selector, lease: lease.name,
+                        holder: "\(session.identity.user)@\(session.identity.host) session \(session.identity.id)",
+                        at: now))
+                return
+            } catch let error as KubeAPIError where error.reason == .conflict {
+                current = try await client.get(Service.self, name: service.name, namespace: cluster.namespace)
+            }
+        }
+        throw ConnectError.other("service \(service.name) kept changing while ktctl took it; try again")
+    }
+
+    /// While the session lives: if something else rewrites the Service's selector, ours goes back (said once each
+    /// time); a lock taken away (`ktctl recover`) ends the session.
+    static func keep(
+        _ name: String, selecting selector: [String: String], session: Session,
+        print: @escaping @Sendable (String) -> Void
+    ) async throws {
+        guard let cluster = session.cluster, let lease = cluster.lease else { return }
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            guard let service = try? await cluster.client.get(Service.self, name: name, namespace: cluster.namespace)
+            else { continue }
+            guard service.metadata.annotations?[ServiceLock.lease] == lease.name else {
+                session.stop(.failure("service \(name) is no longer this session's (`ktctl recover` restored it?)"))
+                return
+            }
+            if service.spec?.selector != selector {
+                var ours = service
+                ours.spec?.selector = selector
+                if (try? await cluster.client.update(ours)) != nil {
+                    print("ktctl: something rewrote service \(name)'s selector; it selects the shadow again")
+                }
+            }
+        }
+    }
+}
+
+/// Scale mode's record on the workload: its replica count before, and the session that scaled it (so `recover` and
+/// `clean` can scale it back whoever left it).
+public enum ScaleLock {
+    public static let replicas = "ktctl.io/replicas"
+
+    static func take(
+        _ name: String, namespace: String, replicas count: Int, lease: String, holder: String, client: KubeClient
+    ) async throws {
+        for _ in 0..<5 {
+            var deployment = try await client.get(Deployment.self, name: name, namespace: namespace)
+            var annotations = deployment.metadata.annotations ?? [:]
+            annotations[replicas] = String(count)
+            annotations[ServiceLock.lease] = lease
+            annotations[ServiceLock.holder] = holder
+            deployment.metadata.annotations = annotations
+            do {
+                _ = try await client.update(deployment)
+                break
+            } catch let error as KubeAPIError where error.reason == .conflict {
+                continue
+            }
+        }
+        _ = try await client.scale(Deployment.self, name: name, namespace: namespace, to: 0)
+    }
+}
