@@ -17,13 +17,16 @@ public final class ReverseForwards: Sendable {
         public var remote: Int
         /// The port on this machine's 127.0.0.1 the connections go to.
         public var local: Int
+        /// UDP instead of TCP: datagrams over a datagram channel, one local socket per cluster sender.
+        public var udp: Bool
 
-        public init(remote: Int, local: Int) {
+        public init(remote: Int, local: Int, udp: Bool = false) {
             self.remote = remote
             self.local = local
+            self.udp = udp
         }
 
-        public var description: String { "pod :\(remote) → 127.0.0.1:\(local)" }
+        public var description: String { "pod :\(remote)\(udp ? "/udp" : "") → 127.0.0.1:\(local)" }
     }
 
     struct State {
@@ -38,6 +41,8 @@ public final class ReverseForwards: Sendable {
         /// The listeners of the current tunnel are in place.
         var ready: [EventLoopPromise<Void>] = []
         var listening = false
+        /// The current tunnel's UDP relays.
+        var datagrams: [LocalDatagramRelay] = []
     }
 
     public let ports: [Port]
@@ -81,26 +86,44 @@ public final class ReverseForwards: Sendable {
     }
 
     public func close() {
-        let client = state.withLockedValue { state -> TunnelClient? in
+        let (client, datagrams) = state.withLockedValue { state -> (TunnelClient?, [LocalDatagramRelay]) in
             state.closed = true
-            return state.client
+            defer { state.datagrams = [] }
+            return (state.client, state.datagrams)
         }
+        for relay in datagrams { relay.close() }
         guard let client else { return }
-        for port in ports {
+        for port in ports where !port.udp {
             Task { try? await client.cancelListen(port: port.remote) }
         }
     }
 
     func tunnelChanged(_ client: TunnelClient) {
-        state.withLockedValue { state in
+        let stale = state.withLockedValue { state -> [LocalDatagramRelay] in
             state.client = client
             state.listening = false
+            defer { state.datagrams = [] }
+            return state.datagrams
         }
+        for relay in stale { relay.close() }
         Task { [weak self] in
             guard let self else { return }
             do {
                 for port in self.ports {
                     let local = port.local
+                    if port.udp {
+                        let relay = LocalDatagramRelay(local: local, logger: self.logger)
+                        relay.channel = try await client.listenDatagrams(port: port.remote) { [weak relay] frame in
+                            relay?.fromCluster(frame)
+                        }
+                        let kept = self.state.withLockedValue { state -> Bool in
+                            guard state.client === client, !state.closed else { return false }
+                            state.datagrams.append(relay)
+                            return true
+                        }
+                        if !kept { relay.close() }
+                        continue
+                    }
                     _ = try await client.listen(port: port.remote) { [weak self] flow in
                         self?.accepted(flow, local: local)
                     }
@@ -167,5 +190,121 @@ public func localPortAnswers(_ port: Int, on eventLoop: any EventLoop) async -> 
         return true
     } catch {
         return false
+    }
+}
+
+/// One forwarded UDP port: a local socket per cluster sender, connected to `127.0.0.1:<local>`; what the local server
+/// answers goes back to that sender through the shadow's port. Senders idle for a minute are forgotten.
+final class LocalDatagramRelay: @unchecked Sendable {
+    private let local: Int
+    private let logger: Logger
+    private let lock = NIOLock()
+    private var senders: [UInt32: Sender] = [:]
+    private var closed = false
+    private var sweeper: RepeatedTask?
+    /// Set once the shadow listens; frames arrive only after.
+    var channel: TunnelDatagramChannel? {
+        get { lock.withLock { _channel } }
+        set {
+            lock.withLock { _channel = newValue }
+            guard let newValue else { return }
+            let sweeper = newValue.channel.eventLoop.scheduleRepeatedTask(
+                initialDelay: .seconds(15), delay: .seconds(15)
+            ) { [weak self] _ in self?.sweep() }
+            lock.withLock { self.sweeper = sweeper }
+        }
+    }
+    private var _channel: TunnelDatagramChannel?
+
+    static let idle = TimeAmount.seconds(60)
+
+    private final class Sender {
+        let socket: EventLoopFuture<Channel>
+        var lastUsed = NIODeadline.now()
+        init(socket: EventLoopFuture<Channel>) { self.socket = socket }
+    }
+
+    init(local: Int, logger: Logger) {
+        self.local = local
+        self.logger = logger
+    }
+
+    /// A datagram a cluster client sent to the shadow's port.
+    func fromCluster(_ frame: DatagramFrame) {
+        guard let channel else { return }
+        if frame.kind == .closed {
+            forget(frame.flow)
+            return
+        }
+        guard frame.kind == .udp else { return }
+        let sender: Sender = lock.withLock {
+            if let known = senders[frame.flow] {
+                known.lastUsed = .now()
+                return known
+            }
+            let reply = DatagramFrame(
+                kind: .udp, flow: frame.flow, address: frame.address, port: frame.port, payload: ByteBuffer())
+            let socket = DatagramBootstrap(group: channel.channel.eventLoop)
+                .channelInitializer { socket in
+                    socket.eventLoop.makeCompletedFuture {
+                        try socket.pipeline.syncOperations.addHandler(
+                            LocalAnswerReader { [weak self] payload in
+                                var answer = reply
+                                answer.payload = payload
+                                self?.channel?.send(answer)
+                            })
+                    }
+                }
+                .connect(host: "127.0.0.1", port: local)
+            socket.whenFailure { [logger, local] error in
+                logger.warning("a UDP datagram from the cluster could not go to 127.0.0.1:\(local): \(error)")
+            }
+            let sender = Sender(socket: socket)
+            senders[frame.flow] = sender
+            return sender
+        }
+        let payload = frame.payload
+        sender.socket.whenSuccess { $0.writeAndFlush(payload, promise: nil) }
+    }
+
+    private func forget(_ flow: UInt32) {
+        let sender = lock.withLock { senders.removeValue(forKey: flow) }
+        sender?.socket.whenSuccess { $0.close(promise: nil) }
+    }
+
+    private func sweep() {
+        let limit = NIODeadline.now() - Self.idle
+        let idle = lock.withLock { senders.filter { $0.value.lastUsed < limit }.map(\.key) }
+        for flow in idle { forget(flow) }
+    }
+
+    func close() {
+        let (all, channel, sweeper) = lock.withLock {
+            closed = true
+            defer {
+                senders = [:]
+                self.sweeper = nil
+            }
+            return (Array(senders.values), _channel, self.sweeper)
+        }
+        sweeper?.cancel()
+        for sender in all { sender.socket.whenSuccess { $0.close(promise: nil) } }
+        channel?.close()
+    }
+}
+
+/// Reads a connected local UDP socket's answers.
+private final class LocalAnswerReader: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let answer: @Sendable (ByteBuffer) -> Void
+
+    init(answer: @escaping @Sendable (ByteBuffer) -> Void) { self.answer = answer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        answer(unwrapInboundIn(data).data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // ECONNREFUSED: nothing listens locally on that UDP port now; the datagram is lost, as UDP's would be.
     }
 }

@@ -5,7 +5,8 @@ import NIOSSH
 
 /// A `session` channel before it knows what it is for. kt-shadow runs no shell and no programs: the only commands are
 /// its own — `kt-control` (banner, keep-alive and the reasons of failed
-/// dials, ``DialStatus``) and `kt-udp` (the datagram channel, ``DatagramFrame``). A shell, another command or a subsystem is
+/// dials, ``DialStatus``), `kt-udp` (the datagram channel, ``DatagramFrame``) and `kt-udp-listen <port>` (a UDP port of
+/// the pod brought to the client, ``DatagramListener``). A shell, another command or a subsystem is
 /// refused and the channel closed; `pty-req` and `env` only get a failure reply (the exec or shell that follows is
 /// what gets refused). Other channels are unaffected.
 final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
@@ -69,6 +70,19 @@ final class SessionHandler: ChannelInboundHandler, RemovableChannelHandler, @unc
         } else if command == "kt-udp" {
             accept()
             replace(with: DatagramRelay(connection: connection), context: context)
+        } else if let port = DatagramListener.port(of: command) {
+            started = true
+            DatagramListener.bind(port: port, connection: connection, on: context.eventLoop).whenComplete { result in
+                switch result {
+                case .success(let listener):
+                    if wantReply { context.triggerUserOutboundEvent(ChannelSuccessEvent(), promise: nil) }
+                    self.replace(with: listener, context: context)
+                case .failure(let error):
+                    self.connection.logger.warning("cannot listen on UDP port \(port): \(error)")
+                    if wantReply { context.triggerUserOutboundEvent(ChannelFailureEvent(), promise: nil) }
+                    context.close(promise: nil)
+                }
+            }
         } else {
             refuse("command '\(command.prefix(60))'", wantReply: wantReply, context: context)
         }

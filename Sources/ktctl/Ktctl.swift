@@ -8,11 +8,14 @@ struct Ktctl: AsyncParsableCommand {
         commandName: "ktctl",
         abstract: "Join this machine to a Kubernetes test cluster, in both directions.",
         discussion: """
-            `connect` (tun and socks modes), `clean` and `route` exist so far; `exchange`, `mesh`, `preview` and \
-            the rest follow. Sessions keep their state in ~/.kt (the journal of every change, pid files). Shell \
+            `connect` (tun and socks modes), `exchange`, `preview`, `forward`, `recover`, `clean` and `route` exist \
+            so far; `mesh` and the rest follow. Sessions keep their state in ~/.kt (the journal of every change, pid files). Shell \
             completion: ktctl --generate-completion-script bash|zsh|fish.
             """,
         version: "0.1.0-dev",
-        subcommands: [ConnectCLI.self, ExchangeCLI.self, RecoverCLI.self, CleanCLI.self, RouteCommand.self]
+        subcommands: [
+            ConnectCLI.self, ExchangeCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self, CleanCLI.self,
+            RouteCommand.self,
+        ]
     )
 }

@@ -139,6 +139,13 @@ public final class TunnelClient: Sendable {
         try await connections[0].cancelListen(host: host, port: port)
     }
 
+    /// UDP `port` of the server's pod brought here (kt-shadow only): see ``TunnelConnection/listenDatagrams``.
+    public func listenDatagrams(port: Int, onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws
+        -> TunnelDatagramChannel
+    {
+        try await connections[0].listenDatagrams(port: port, onFrame: onFrame)
+    }
+
     /// A channel for UDP datagrams and DNS queries (kt-shadow only).
     public func openDatagramChannel(onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws
         -> TunnelDatagramChannel

@@ -356,6 +356,35 @@ final class TunnelConnection: Sendable {
                 .map { TunnelDatagramChannel(channel: child) }
         }
     }
+
+    /// Asks kt-shadow to bind UDP `port` in its pod and carry what arrives there over a datagram channel: each frame
+    /// names its sender, and a frame sent back goes out of that port to the sender it names. Fails when the shadow
+    /// cannot bind the port.
+    func listenDatagrams(port: Int, onFrame: @escaping @Sendable (DatagramFrame) -> Void) async throws
+        -> TunnelDatagramChannel
+    {
+        guard serverIsShadow else { throw TunnelError.unsupported("UDP listeners (kt-shadow only)") }
+        let child: Channel = try await channel.eventLoop.flatSubmit {
+            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
+            self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
+                    try child.pipeline.syncOperations.addHandler(DatagramFrameHandler(onFrame: onFrame))
+                }
+            }
+            return promise.futureResult
+        }.get()
+        let reply = channel.eventLoop.makePromise(of: Bool.self)
+        try await child.pipeline.addHandler(RequestReplyHandler(reply: reply), position: .first).get()
+        try await child.triggerUserOutboundEvent(
+            SSHChannelRequestEvent.ExecRequest(command: "kt-udp-listen \(port)", wantReply: true)
+        ).get()
+        guard try await reply.futureResult.get() else {
+            child.close(promise: nil)
+            throw TunnelError.forwardRejected(port: port)
+        }
+        return TunnelDatagramChannel(channel: child)
+    }
 }
 
 // MARK: - Delegates

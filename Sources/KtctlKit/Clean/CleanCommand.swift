@@ -114,7 +114,26 @@ public enum CleanCommand {
                 problems.append("cannot list ktctl's objects in \(scope): \(error)")
                 continue
             }
+            // A preview's Service (listing Services is not needed for a connect's clean, so not required).
+            let ownedServices =
+                (try? await client.list(
+                    Service.self, namespace: namespace, allNamespaces: namespace == nil, options: managed
+                ).items) ?? []
             let serverNow = try await SessionLease.serverNow(client)
+            // Services and workloads an exchange holds for a session whose Lease is stale or gone go back first,
+            // before that session's shadow is removed (the Service must not point at nothing).
+            let staleLeases = Set(
+                leases.filter { lease in
+                    !live.contains(lease.metadata.labels?[SessionLabels.session] ?? "")
+                        && SessionLease.verdict(lease, serverNow: serverNow, threshold: options.threshold).isStale
+                }.map { "\($0.namespace ?? "")/\($0.name)" })
+            let knownLeases = Set(leases.map { "\($0.namespace ?? "")/\($0.name)" })
+            for line in await restoreHeld(
+                namespace: namespace, stale: staleLeases, known: knownLeases, client: client, dryRun: options.dryRun)
+            {
+                say(line)
+                if line.hasPrefix("could not") { problems.append(line) }
+            }
             var leaseSessions: Set<String> = []
             for lease in leases {
                 let session = lease.metadata.labels?[SessionLabels.session] ?? ""
@@ -142,6 +161,11 @@ public enum CleanCommand {
                     + secrets.filter {
                         $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace
                     }.map { ObjectRef(Secret.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid) }
+                    + ownedServices.filter {
+                        $0.metadata.labels?[SessionLabels.session] == session && $0.namespace == lease.namespace
+                    }.map {
+                        ObjectRef(Service.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid)
+                    }
                     + [ObjectRef(Lease.resource, namespace: lease.namespace, name: lease.name, uid: lease.metadata.uid)]
                 for object in objects {
                     if let failure = await remove(object, client: client, dryRun: options.dryRun) {
@@ -191,6 +215,55 @@ public enum CleanCommand {
         if !problems.isEmpty {
             throw CleanError(problems: problems)
         }
+    }
+
+    /// Puts back the Services and Deployments held (`ktctl.io/lease`) by a Lease in `stale`, or by one that does
+    /// not exist any more; what was done, one line each.
+    static func restoreHeld(
+        namespace: String?, stale: Set<String>, known: Set<String>, client: KubeClient, dryRun: Bool
+    ) async -> [String] {
+        var lines: [String] = []
+        let services =
+            (try? await client.list(Service.self, namespace: namespace, allNamespaces: namespace == nil).items) ?? []
+        let deployments =
+            (try? await client.list(Deployment.self, namespace: namespace, allNamespaces: namespace == nil).items)
+            ?? []
+        func abandoned(_ metadata: ObjectMeta) -> String? {
+            guard let lease = metadata.annotations?[ServiceLock.lease] else { return nil }
+            let key = "\(metadata.namespace ?? "")/\(lease)"
+            return stale.contains(key) || !known.contains(key) ? lease : nil
+        }
+        for service in services {
+            guard let lease = abandoned(service.metadata), let serviceNamespace = service.namespace else { continue }
+            let why =
+                "its exchange's lease/\(lease) is \(known.contains("\(serviceNamespace)/\(lease)") ? "stale" : "gone")"
+            if dryRun {
+                lines.append("would restore the selector of service/\(service.name) in \(serviceNamespace) (\(why))")
+                continue
+            }
+            switch await ServiceLock.restore(
+                namespace: serviceNamespace, name: service.name, lease: lease, client: client)
+            {
+            case .done(let text): lines.append("\(text) (\(why))")
+            case .leftAlone(let text): lines.append(text)
+            case .failed(let text): lines.append("could not restore: \(text)")
+            }
+        }
+        for deployment in deployments {
+            guard let lease = abandoned(deployment.metadata), let deploymentNamespace = deployment.namespace,
+                let replicas = deployment.metadata.annotations?[ScaleLock.replicas].flatMap({ Int($0) })
+            else { continue }
+            let reference = ObjectRef(Deployment.resource, namespace: deploymentNamespace, name: deployment.name)
+            if dryRun {
+                lines.append("would scale \(reference) back to \(replicas) (its exchange's lease/\(lease) is stale)")
+                continue
+            }
+            switch await UndoRunner.scaleBack(reference, to: replicas, wait: .seconds(0), client: client) {
+            case .done(let text), .leftAlone(let text): lines.append(text)
+            case .failed(let text): lines.append("could not scale back: \(text)")
+            }
+        }
+        return lines
     }
 
     /// ` of alice@laptop` from the owner annotations.

@@ -99,13 +99,6 @@ public enum ExchangeCommand {
                 }
             }
         }
-        let tcp = ports.filter { $0.protocol == "TCP" }
-        if tcp.count < ports.count {
-            print(
-                "ktctl: not carried: \(ports.filter { $0.protocol != "TCP" }.map(\.description).joined(separator: ", ")) "
-                    + "(only TCP ports are exchanged so far)")
-        }
-
         // The cluster side: the shadow, its tunnel and its listeners, all before the Service moves.
         try await session.startLease()
         let target = randomTarget()
@@ -113,10 +106,13 @@ public enum ExchangeCommand {
         if let workload { labels.merge(workload.spec?.template.metadata?.labels ?? [:]) { ours, _ in ours } }
         let spec = ShadowSpec(
             role: .exchange, podName: "\(service.name)-kt-exchange-\(session.identity.id)", labels: labels,
-            ports: tcp.map { ShadowSpec.Port(name: $0.targetName, port: $0.targetPort) })
+            ports: ExchangePlan.containerPorts(ports))
         let link = TunnelLink()
         let forwards = ReverseForwards(
-            ports: tcp.map { ReverseForwards.Port(remote: $0.targetPort, local: $0.local) }, link: link, logger: logger)
+            ports: ports.map {
+                ReverseForwards.Port(remote: $0.targetPort, local: $0.local, udp: $0.protocol == "UDP")
+            },
+            link: link, logger: logger)
         let shadow = ShadowSession(
             session: session, spec: spec, options: options.cluster, link: link, group: group, logger: logger,
             progress: { print("ktctl: \($0)") })
@@ -150,7 +146,7 @@ public enum ExchangeCommand {
             ktctl: exchanging service \(service.name) in namespace \(namespace) (\(options.mode.rawValue) mode)
               session    \(session.identity.id) (lease \(cluster.lease?.name ?? "?"))
               shadow     pod \(spec.podName) (\(shadow.podIP ?? "?"))
-              traffic    \(tcp.map { "\(service.name):\($0.servicePort) → 127.0.0.1:\($0.local)" }.joined(separator: ", "))
+              traffic    \(ports.map { "\(service.name):\($0)" }.joined(separator: ", "))
               switched   \(switched)
               stop       Ctrl-C (the service moves back first, then the shadow goes)
             """)

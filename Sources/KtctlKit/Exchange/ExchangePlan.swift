@@ -169,40 +169,67 @@ public enum ExchangePlan {
             available.map { port in
                 (port.name.map { "\($0) " } ?? "") + "\(port.port)/\(port.protocol ?? "TCP")"
             }.joined(separator: ", ")
-        return try expose.map { exposed in
-            let match: ServicePort?
+        return try expose.flatMap { exposed in
+            // A port number names every protocol the Service serves on it (DNS: 53/TCP and 53/UDP).
+            let matches: [ServicePort]
             if let remote = exposed.remote {
                 // A Service port by number or name; kt-connect's form, a target port number, is taken too.
-                match =
-                    available.first { Int(remote) == $0.port || $0.name == remote }
-                    ?? available.first { port in Int(remote).map { port.targetPort == .int($0) } ?? false }
+                let direct = available.filter { Int(remote) == $0.port || $0.name == remote }
+                matches =
+                    direct.isEmpty
+                    ? available.filter { port in Int(remote).map { port.targetPort == .int($0) } ?? false } : direct
             } else {
-                match = available.first { $0.port == exposed.local } ?? (available.count == 1 ? available.first : nil)
+                let direct = available.filter { $0.port == exposed.local }
+                matches = direct.isEmpty && available.count == 1 ? available : direct
             }
-            guard let port = match else {
+            guard !matches.isEmpty else {
                 throw PlanError.badFlag(
                     "--expose",
                     "service \(service.name) has no port \(exposed.remote ?? String(exposed.local)) (its ports: "
                         + "\(listing.isEmpty ? "none" : listing))")
             }
-            let target: Int
-            var targetName: String?
-            switch port.targetPort {
-            case nil: target = port.port
-            case .int(let number)?: target = number
-            case .string(let name)?:
-                targetName = name
-                let declared = pods.flatMap { $0.spec?.containers ?? [] }.flatMap { $0.ports ?? [] }
-                guard let found = declared.first(where: { $0.name == name }) else {
-                    throw PlanError.notFound(
-                        "service \(service.name)'s port \(port.port) sends to the port named '\(name)', and no pod it "
-                            + "selects declares that name")
-                }
-                target = found.containerPort
-            }
-            return PortMapping(
-                servicePort: port.port, name: port.name, targetPort: target, targetName: targetName,
-                local: exposed.local, protocol: port.protocol ?? "TCP")
+            return try matches.map { try mapping(exposed, to: $0, of: service, pods: pods) }
         }
+    }
+
+    static func mapping(_ exposed: ExposedPort, to port: ServicePort, of service: Service, pods: [Pod]) throws
+        -> PortMapping
+    {
+        guard ["TCP", "UDP"].contains(port.protocol ?? "TCP") else {
+            throw PlanError.badFlag(
+                "--expose",
+                "service \(service.name)'s port \(port.port) is \(port.protocol ?? "?"); only TCP and UDP are carried")
+        }
+        let target: Int
+        var targetName: String?
+        switch port.targetPort {
+        case nil: target = port.port
+        case .int(let number)?: target = number
+        case .string(let name)?:
+            targetName = name
+            let declared = pods.flatMap { $0.spec?.containers ?? [] }.flatMap { $0.ports ?? [] }
+            guard let found = declared.first(where: { $0.name == name }) else {
+                throw PlanError.notFound(
+                    "service \(service.name)'s port \(port.port) sends to the port named '\(name)', and no pod it "
+                        + "selects declares that name")
+            }
+            target = found.containerPort
+        }
+        return PortMapping(
+            servicePort: port.port, name: port.name, targetPort: target, targetName: targetName,
+            local: exposed.local, protocol: port.protocol ?? "TCP")
+    }
+
+    /// The shadow's container ports for `ports`: each target port once per protocol, named as the Service names it
+    /// (a name only once: a container's port names are unique).
+    public static func containerPorts(_ ports: [PortMapping]) -> [ShadowSpec.Port] {
+        var seen: Set<String> = []
+        var names: Set<String> = []
+        var result: [ShadowSpec.Port] = []
+        for port in ports where seen.insert("\(port.targetPort)/\(port.protocol)").inserted {
+            let name = port.targetName.flatMap { names.insert($0).inserted ? $0 : nil }
+            result.append(ShadowSpec.Port(name: name, port: port.targetPort, protocol: port.protocol))
+        }
+        return result
     }
 }

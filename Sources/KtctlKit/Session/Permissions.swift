@@ -75,6 +75,22 @@ public enum Permissions {
             Permission("patch", "deployments", group: "apps", subresource: "scale", grantedBy: sessionRole),
         ]
 
+    /// `ktctl preview` beyond a session's own: the new Service checked for, created and deleted.
+    public static let preview: [Permission] = [
+        Permission("get", "services", grantedBy: sessionRole),
+        Permission("create", "services", grantedBy: sessionRole),
+        Permission("delete", "services", grantedBy: sessionRole),
+    ]
+
+    /// `ktctl forward`: no session, no change; the Service and its Endpoints read, the pod port-forwarded.
+    public static let forward: [Permission] = [
+        Permission("get", "services", grantedBy: sessionRole),
+        Permission("get", "endpoints", grantedBy: sessionRole),
+        Permission("get", "pods", grantedBy: sessionRole),
+        Permission("get", "pods", subresource: "portforward", grantedBy: sessionRole),
+        Permission("create", "pods", subresource: "portforward", grantedBy: sessionRole),
+    ]
+
     /// `ktctl clean` in a namespace: list what sessions made, delete what is stale.
     public static let clean: [Permission] = [
         Permission("list", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
