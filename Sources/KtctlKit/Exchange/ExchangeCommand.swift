@@ -122,6 +122,21 @@ public enum ExchangeCommand {
             await forwards.drain(quiet: .seconds(1), timeout: .seconds(5))
             forwards.close()
         }
+        if let workload {
+            // Scale mode's way out: once the workload is back (the undo of the scale, below), the shadow loses the
+            // workload's labels and the Service's Endpoints drop it; only then the drain above starts to count.
+            let carried = Array((workload.spec?.template.metadata?.labels ?? [:]).keys.filter { labels[$0] != nil })
+            let podName = spec.podName
+            session.onStop("take the shadow out of service \(service.name)") {
+                var removal: [String: JSONValue] = [:]
+                for key in carried where !["kt-role", "kt-target"].contains(key) { removal[key] = .null }
+                _ = try? await client.patch(
+                    Pod.self, name: podName, namespace: namespace,
+                    .merge(.object(["metadata": .object(["labels": .object(removal)])])))
+                await UndoRunner.waitForEndpoints(
+                    of: service.name, namespace: namespace, without: podName, client: client, timeout: .seconds(10))
+            }
+        }
         try await shadow.waitUntilReady()
 
         // The switch.

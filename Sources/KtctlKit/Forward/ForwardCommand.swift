@@ -201,8 +201,9 @@ public enum ForwardCommand {
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.autoRead, value: false)
                 .childChannelInitializer { channel in
-                    forwarder.accepted(channel)
-                    return channel.eventLoop.makeSucceededVoidFuture()
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(OnActive { forwarder.accepted($0) })
+                    }
                 }
                 .bind(host: options.address, port: local).get()
         } catch {
@@ -341,5 +342,19 @@ final class Forwarder: Sendable {
             print("ktctl: forward: a connection to \(route) failed: \(lastError.map { "\($0)" } ?? "no pod"); closed")
             try? await local.close()
         }
+    }
+}
+
+/// Hands a channel over once it is active, and leaves its pipeline.
+final class OnActive: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let body: @Sendable (Channel) -> Void
+
+    init(_ body: @escaping @Sendable (Channel) -> Void) { self.body = body }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        body(context.channel)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

@@ -73,6 +73,7 @@ public enum Permissions {
             Permission("get", "deployments", group: "apps", grantedBy: sessionRole),
             Permission("update", "deployments", group: "apps", grantedBy: sessionRole),
             Permission("patch", "deployments", group: "apps", subresource: "scale", grantedBy: sessionRole),
+            Permission("patch", "pods", grantedBy: sessionRole),
         ]
 
     /// `ktctl preview` beyond a session's own: the new Service checked for, created and deleted.

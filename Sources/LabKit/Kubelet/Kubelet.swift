@@ -577,8 +577,7 @@ public final class Kubelet: Sendable {
                         separator: ", ")
             recordEvent(pod: pod, type: "Normal", reason: "Killing", message: "Stopping container\(names)")
         }
-        // Foundation starts each process in a process group of its own: the container's processes.
-        for process in processes { killpg(process.processIdentifier, SIGTERM) }
+        let ip = pods.withLockedValue { $0[key]?.ip }
         let now = RFC3339.format(Date())
         updateStatus(namespace, name) { status in
             var statuses = status["containerStatuses"]?.arrayValue ?? []
@@ -588,6 +587,12 @@ public final class Kubelet: Sendable {
         }
         let store = self.store
         Task { [self] in
+            // SIGTERM once no Endpoints list the pod and the Service rules have followed (at most 2 s), as a
+            // preStop hook that waits for deregistration does in production: otherwise the lab's kill, a
+            // function call away, always beats its own proxy, and every scale-down loses a request or two.
+            if let ip { await self.waitUntilDeregistered(ip, namespace: namespace, timeout: .seconds(2)) }
+            // Foundation starts each process in a process group of its own: the container's processes.
+            for process in processes { killpg(process.processIdentifier, SIGTERM) }
             // The period runs from now, as a kubelet times it (deletionTimestamp has whole seconds only); a later
             // delete with a shorter period brings the end forward.
             var grace: Int64? = nil
@@ -621,6 +626,24 @@ public final class Kubelet: Sendable {
                 self.stop(namespace: namespace, name: name)
                 _ = try? store.delete(Pod.resource, namespace: namespace, name: name)
             }
+        }
+    }
+
+    /// Waits until no Endpoints in `namespace` list `ip`, then a moment for the proxy to apply its rules.
+    func waitUntilDeregistered(_ ip: String, namespace: String, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let listed = store.list(Selection(resource: Endpoints.resource, namespace: namespace)).items.contains {
+                endpoints in
+                (endpoints["subsets"]?.arrayValue ?? []).contains { subset in
+                    (subset["addresses"]?.arrayValue ?? []).contains { $0["ip"]?.stringValue == ip }
+                }
+            }
+            if !listed {
+                try? await Task.sleep(for: .milliseconds(150))
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(20))
         }
     }
 
