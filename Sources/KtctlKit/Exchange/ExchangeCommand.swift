@@ -156,6 +156,11 @@ public enum ExchangeCommand {
             try await take(service, selecting: ["kt-target": target], shadow: spec.podName, session: session)
             switched = "the service selects the shadow (its own selector is kept in the kt-selector annotation)"
         }
+        if !(await UndoRunner.waitForEndpoints(
+            of: service.name, namespace: namespace, with: spec.podName, client: client, timeout: .seconds(15)))
+        {
+            print("ktctl: service \(service.name)'s endpoints do not list the shadow yet; it may not answer at once")
+        }
         print(
             """
             ktctl: exchanging service \(service.name) in namespace \(namespace) (\(options.mode.rawValue) mode)

@@ -241,6 +241,8 @@ public enum ForwardCommand {
 final class Forwarder: Sendable {
     struct State {
         var current: (pod: String, port: Int)?
+        /// The pod last said to be used.
+        var announced: String?
         var connections = 0
         var failed = 0
     }
@@ -284,8 +286,11 @@ final class Forwarder: Sendable {
                     picked.pod != failed || ContinuousClock.now >= deadline - .seconds(1)
                 {
                     let previous = state.withLockedValue { state -> String? in
-                        defer { state.current = picked }
-                        return state.current?.pod
+                        defer {
+                            state.current = picked
+                            state.announced = picked.pod
+                        }
+                        return state.announced
                     }
                     if let previous, previous != picked.pod {
                         print("ktctl: forward: now pod \(picked.pod):\(picked.port) (was \(previous))")

@@ -146,6 +146,11 @@ public enum PreviewCommand {
                 }))
         service.spec?.type = options.external ? "LoadBalancer" : "ClusterIP"
         let created = try await session.create(service, role: "preview")
+        if !(await UndoRunner.waitForEndpoints(
+            of: options.name, namespace: namespace, with: spec.podName, client: client, timeout: .seconds(15)))
+        {
+            print("ktctl: service \(options.name)'s endpoints do not list the shadow yet; it may not answer at once")
+        }
         print(
             """
             ktctl: previewing service \(options.name) in namespace \(namespace)

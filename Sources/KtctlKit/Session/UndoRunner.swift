@@ -54,6 +54,22 @@ public struct UndoRunner: Sendable {
     }
 
     /// Waits until the Service's Endpoints no longer name `pod` (the proxies follow Endpoints).
+    /// Waits (at most `timeout`) until the Service's Endpoints list `pod` as ready: the Service reaches it.
+    public static func waitForEndpoints(
+        of service: String, namespace: String, with pod: String, client: KubeClient, timeout: Duration
+    ) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let endpoints = try? await client.get(Endpoints.self, name: service, namespace: namespace),
+                (endpoints.subsets ?? []).flatMap({ $0.addresses ?? [] }).contains(where: { $0.targetRef?.name == pod })
+            {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
     static func waitForEndpoints(
         of service: String, namespace: String, without pod: String, client: KubeClient, timeout: Duration
     ) async {

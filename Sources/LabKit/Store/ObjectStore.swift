@@ -100,6 +100,16 @@ public final class ObjectStore: Sendable {
 
     // MARK: - Writing
 
+    /// Whether the API server keeps `metadata.generation` for this kind: as kube-apiserver's strategies do, not for
+    /// Services, Endpoints, ConfigMaps, Secrets, Leases, Namespaces, ServiceAccounts or Events (a Service whose
+    /// selector went and came back is the object it was, generation included).
+    static func tracksGeneration(_ resource: ResourceType) -> Bool {
+        !(resource.group == ""
+            && ["services", "endpoints", "configmaps", "secrets", "namespaces", "serviceaccounts", "events"]
+                .contains(resource.plural))
+            && resource.plural != "leases"
+    }
+
     /// Stores a new object; sets uid, creationTimestamp, resourceVersion (and generation 1). `generateName` gets
     /// a random suffix.
     public func create(_ resource: ResourceType, namespace: String, object: JSONValue) throws -> JSONValue {
@@ -122,7 +132,7 @@ public final class ObjectStore: Sendable {
         if resource.namespaced { metadata["namespace"] = .string(namespace) } else { metadata["namespace"] = nil }
         metadata["uid"] = .string(UUID().uuidString.lowercased())
         metadata["creationTimestamp"] = .string(RFC3339.format(now()))
-        metadata["generation"] = .int(1)
+        metadata["generation"] = Self.tracksGeneration(resource) ? .int(1) : nil
         metadata["deletionTimestamp"] = nil
         object["metadata"] = .object(metadata)
         object["apiVersion"] = .string(resource.apiVersion)
@@ -169,7 +179,7 @@ public final class ObjectStore: Sendable {
             new["metadata"]?["name"] = .string(name)
             new["apiVersion"] = .string(resource.apiVersion)
             new["kind"] = .string(resource.kind)
-            if Self.specChanged(old, new) {
+            if Self.tracksGeneration(resource), Self.specChanged(old, new) {
                 new["metadata"]?["generation"] = .int((old["metadata"]?["generation"]?.intValue ?? 1) + 1)
             }
             var stripped = new
@@ -190,7 +200,7 @@ public final class ObjectStore: Sendable {
             let old = object
             try change(&object)
             if object == old { return old }
-            if Self.specChanged(old, object) {
+            if Self.tracksGeneration(resource), Self.specChanged(old, object) {
                 object["metadata"]?["generation"] = .int((old["metadata"]?["generation"]?.intValue ?? 1) + 1)
             }
             return Self.commit(&state, .modified, key: key, object: object)

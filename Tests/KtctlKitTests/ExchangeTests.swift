@@ -1,0 +1,495 @@
+import Foundation
+import Glibc
+import KubeKit
+import LabKit
+import LabTestSupport
+import NamespaceTestSupport
+import Testing
+
+/// Cluster traffic to the laptop, end to end against ktlab with the real binaries: the seed's exchange (from a pod and
+/// through `ktctl connect`), both modes, with a pod sending ~100 requests a second across the switches; one holder of
+/// a Service at a time; a `kill -9`ed exchange put back by `ktctl recover` at once and by `ktctl clean` once its Lease
+/// is stale; a UDP Service; preview and forward.
+@Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct ExchangeTests {
+    static var kubectl: String? { RunningLab.tool("kubectl") }
+    static let localPage = "kt-connect local v2\n"
+    static let clusterPage = "kt-connect demo v1\n"
+
+    // MARK: - Helpers
+
+    /// A ktctl command against the lab from the workstation namespace: sessions keep their state in the lab's
+    /// directory and use the lab's shadow image.
+    static func ktctl(
+        _ lab: RunningLab, _ ktctl: String, _ command: String, state: String, _ arguments: [String],
+        kubeconfig: String? = nil
+    ) -> [String] {
+        let sessions = ["exchange", "preview", "clean"]
+        return [
+            ktctl, command, "--kubeconfig", kubeconfig ?? "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-n",
+            "default",
+        ]
+            + (sessions.contains(command) ? ["--state-dir", "\(LabLayout.stateRoot)/\(lab.name)/\(state)"] : [])
+            + (command == "exchange" || command == "preview" ? ["--image", "kt-shadow:dev"] : []) + arguments
+    }
+
+    /// The local tomcat of the seed: Python's HTTP server on the workstation's 127.0.0.1:`port`, serving
+    /// "kt-connect local v2"; returns once it answers.
+    static func localServer(_ lab: RunningLab, port: Int = 8080) async throws -> BackgroundProcess {
+        let directory = "\(LabLayout.stateRoot)/\(lab.name)/local-\(port)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try localPage.write(toFile: "\(directory)/index.html", atomically: true, encoding: .utf8)
+        let workstation = TestNamespace(existing: "\(lab.name)-ws")
+        let server = try BackgroundProcess(
+            workstation,
+            ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", directory])
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let probe = try await workstation.run(["curl", "-s", "-m", "2", "http://127.0.0.1:\(port)/"])
+            if probe.output == localPage { return server }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        server.stop()
+        throw TestNamespaceError("the local HTTP server did not answer: \(server.output)")
+    }
+
+    /// A pod to send requests from (Python, as the seed's curl stands in for any client in the cluster).
+    static func clientPod(_ lab: RunningLab, _ kubectl: String) async throws {
+        let run = try await lab.kubectl(
+            kubectl, ["run", "client", "--image=python:3", "--command", "--", "sleep", "100000"])
+        #expect(run.status == 0, "\(run.error)")
+        _ = try await lab.waitReady("client")
+    }
+
+    /// What a pod gets for `url` (curl's output, or its error).
+    static func curlFromPod(_ lab: RunningLab, _ kubectl: String, _ url: String) async throws -> String {
+        let curl = try await lab.kubectl(kubectl, ["exec", "client", "--", "curl", "-s", "-m", "10", url])
+        return curl.status == 0 ? curl.output : "curl failed (\(curl.status)): \(curl.error)"
+    }
+
+    /// `kubectl get <kind> <name> -o json` without metadata.resourceVersion.
+    static func json(_ lab: RunningLab, _ kubectl: String, _ kind: String, _ name: String) async throws -> String {
+        let get = try await lab.kubectl(kubectl, ["get", kind, name, "-o", "json"])
+        try #require(get.status == 0, "\(get.error)")
+        var value = try JSONValue(json: Data(get.output.utf8))
+        value["metadata"]?["resourceVersion"] = nil
+        return SessionTests.canonical(value)
+    }
+
+    static func podUIDs(_ lab: RunningLab, _ selector: String) async throws -> [String: String] {
+        let pods = try await lab.client.list(Pod.self, options: ListOptions(labelSelector: selector)).items
+        return Dictionary(uniqueKeysWithValues: pods.map { ($0.name, $0.metadata.uid ?? "") })
+    }
+
+    /// Sequential requests from the client pod, a new connection each, ~100 a second, until `stop()`: what answered,
+    /// what failed (connection errors and 5xx), and the largest gap between two answers. The name is resolved once,
+    /// as an HTTP client with a DNS cache does: what is measured is the Service's switch.
+    final class Load: Sendable {
+        struct Result: Decodable {
+            var ok: Int
+            var errors: [String]
+            var maxgap: Double
+            var bodies: [String: Int]
+        }
+
+        let stopFile: String
+        let task: Task<TestNamespace.CommandResult, any Error>
+
+        init(_ lab: RunningLab, _ kubectl: String, url host: String, port: Int) throws {
+            let root = "\(LabLayout.stateRoot)/\(lab.name)"
+            let script = "\(root)/load.py"
+            stopFile = "\(root)/load-\(UInt32.random(in: 0..<UInt32.max)).stop"
+            try Self.script.write(toFile: script, atomically: true, encoding: .utf8)
+            task = Task { [stopFile] in
+                try await lab.kubectl(
+                    kubectl, ["exec", "client", "--", "python3", script, host, String(port), stopFile, "300"],
+                    timeout: 330)
+            }
+        }
+
+        func stop() async throws -> Result {
+            FileManager.default.createFile(atPath: stopFile, contents: nil)
+            let run = try await task.value
+            unlink(stopFile)
+            let line = try #require(run.output.split(separator: "\n").last, "load: \(run.output) \(run.error)")
+            return try JSONDecoder().decode(Result.self, from: Data(line.utf8))
+        }
+
+        static let script = #"""
+            import http.client, json, os, socket, sys, time
+            name, port, stop, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+            host = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+            start = time.time(); last = start; gap = 0.0; ok = 0; errors = []; bodies = {}
+            while not os.path.exists(stop) and time.time() - start < limit:
+                t = time.time()
+                try:
+                    c = http.client.HTTPConnection(host, port, timeout=5)
+                    c.request("GET", "/")
+                    r = c.getresponse()
+                    body = r.read().decode(errors="replace").strip()
+                    c.close()
+                    if r.status >= 500:
+                        errors.append("%.3f s: HTTP %d" % (t - start, r.status))
+                    else:
+                        ok += 1
+                        key = body if r.status == 200 else "HTTP %d" % r.status
+                        bodies[key] = bodies.get(key, 0) + 1
+                        now = time.time(); gap = max(gap, now - last); last = now
+                except Exception as e:
+                    errors.append("%.3f s: %s" % (t - start, e))
+                time.sleep(0.008)
+            print(json.dumps({"ok": ok, "errors": errors[:20], "maxgap": gap, "bodies": bodies}))
+            """#
+    }
+
+    // MARK: - The seed's exchange
+
+    /// The seed's exchange in selector mode: a pod's `curl http://tomcat:8080` and the workstation's through `ktctl
+    /// connect` print the local page while `ktctl exchange tomcat --expose 8080` runs and the cluster's after Ctrl-C,
+    /// which restores everything within 5 s. No pod restarted (same UIDs); the Service's JSON is the one from before
+    /// (but for resourceVersion); a pod sending ~100 requests a second across both switches saw no error.
+    @Test(.enabled(if: kubectl != nil)) func theSeedExchangeInSelectorMode() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+            let service = try await Self.json(lab, kubectl, "service", "tomcat")
+            let uids = try await Self.podUIDs(lab, "app=tomcat")
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+
+            let load = try Load(lab, kubectl, url: "tomcat", port: 8080)
+            try await Task.sleep(for: .seconds(1))
+            let exchange = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "exchange", state: "ex", ["tomcat", "--expose", "8080"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
+            #expect(exchange.output.contains("waiting for pod tomcat-kt-exchange-"), "\(exchange.output)")
+            #expect(exchange.output.contains("tomcat:8080/TCP → 127.0.0.1:8080"), "\(exchange.output)")
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.localPage)
+            // kt-connect's names and labels, and the original selector where its recover looks for it.
+            let shadows = try await lab.client.list(
+                Pod.self, options: ListOptions(labelSelector: "kt-role=shadow-exchange")
+            ).items
+            #expect(shadows.count == 1 && shadows[0].name.hasPrefix("tomcat-kt-exchange-"))
+            let taken = try await lab.client.get(Service.self, name: "tomcat")
+            #expect(taken.metadata.annotations?["kt-selector"] == #"{"app":"tomcat"}"#)
+            #expect(taken.spec?.selector?["kt-target"] == shadows.first?.metadata.labels?["kt-target"])
+
+            // From the workstation through ktctl connect: the same Service, the same laptop.
+            let connect = try BackgroundProcess(
+                workstation, SessionTests.connect(lab, ktctl, state: "\(LabLayout.stateRoot)/\(lab.name)/co"))
+            defer { connect.stop() }
+            try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+            let through = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat:8080"])
+            #expect(through.output == Self.localPage, "\(through.error)")
+            try await Task.sleep(for: .seconds(1))
+
+            exchange.signalProgram(SIGINT)
+            let stopping = ContinuousClock.now
+            let status = await exchange.waitForExit(timeout: 20)
+            let took = ContinuousClock.now - stopping
+            #expect(status == 0, "\(exchange.output)")
+            #expect(took < .seconds(5), "the exchange took \(took) to stop")
+            #expect(exchange.output.contains("the service is as it was"), "\(exchange.output)")
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            let back = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat:8080"])
+            #expect(back.output == Self.clusterPage, "\(back.error)")
+            try await Task.sleep(for: .seconds(1))
+            let result = try await load.stop()
+            print("selector mode: \(result.ok) answers, largest gap \(Int(result.maxgap * 1000)) ms, \(result.bodies)")
+            #expect(result.errors.isEmpty, "\(result.errors)")
+            #expect(result.bodies[Self.localPage.trimmingCharacters(in: .newlines), default: 0] > 0, "\(result.bodies)")
+            #expect(result.bodies.keys.sorted() == ["kt-connect demo v1", "kt-connect local v2"], "\(result.bodies)")
+
+            connect.signalProgram(SIGINT)
+            #expect(await connect.waitForExit(timeout: 20) == 0, "\(connect.output)")
+            #expect(try await Self.podUIDs(lab, "app=tomcat") == uids)
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+            #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
+            #expect(SessionTests.leftovers("\(LabLayout.stateRoot)/\(lab.name)/ex").isEmpty)
+        }
+    }
+
+    /// Scale mode: the shadow carries the workload's labels and the Deployment goes to 0; after Ctrl-C it is back at
+    /// its two replicas, Ready, and its annotations are as before. No request of a pod's ~100 a second failed.
+    @Test(.enabled(if: kubectl != nil)) func scaleModeBringsTheReplicasBack() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+            #expect(try await lab.kubectl(kubectl, ["scale", "deployment", "tomcat", "--replicas=2"]).status == 0)
+            let ready = try await lab.kubectl(
+                kubectl, ["rollout", "status", "deployment/tomcat", "--timeout=60s"], timeout: 70)
+            #expect(ready.status == 0, "\(ready.output) \(ready.error)")
+            let annotations = try await lab.client.get(Deployment.self, name: "tomcat").metadata.annotations
+
+            let load = try Load(lab, kubectl, url: "tomcat", port: 8080)
+            try await Task.sleep(for: .seconds(1))
+            let exchange = try BackgroundProcess(
+                workstation,
+                Self.ktctl(
+                    lab, ktctl, "exchange", state: "ex", ["deploy/tomcat", "--mode", "scale", "--expose", "8080"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
+            #expect(exchange.output.contains("deployment tomcat scaled from 2 to 0"), "\(exchange.output)")
+            let scaled = try await lab.client.get(Deployment.self, name: "tomcat")
+            #expect(scaled.spec?.replicas == 0)
+            #expect(scaled.metadata.annotations?["ktctl.io/replicas"] == "2")
+            // Once the workload's pods are gone, every answer is the laptop's.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try await !lab.client.list(Pod.self, options: ListOptions(labelSelector: "app=tomcat")).items
+                .allSatisfy({ $0.name.contains("-kt-exchange-") }), ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.localPage)
+
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 60) == 0, "\(exchange.output)")
+            let back = try await lab.client.get(Deployment.self, name: "tomcat")
+            #expect(back.spec?.replicas == 2)
+            #expect(back.status?.readyReplicas == 2, "\(back.raw["status"] ?? .null)")
+            #expect(back.metadata.annotations == annotations)
+            try await Task.sleep(for: .seconds(1))
+            let result = try await load.stop()
+            print("scale mode: \(result.ok) answers, largest gap \(Int(result.maxgap * 1000)) ms, \(result.bodies)")
+            #expect(result.errors.isEmpty, "\(result.errors)")
+            #expect(result.bodies["kt-connect local v2", default: 0] > 0, "\(result.bodies)")
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+        }
+    }
+
+    // MARK: - One holder; crashes
+
+    /// With only the Role of deploy/rbac: a second exchange of the Service is refused and names the holder; after
+    /// the first one's `kill -9`, `ktctl recover tomcat` restores the Service at once; after another `kill -9`,
+    /// `ktctl clean` leaves the Service alone while the Lease is fresh and restores it once the Lease is stale. Each
+    /// time the Service's JSON is the one from before (but for resourceVersion), and the cluster answers again.
+    @Test(.enabled(if: kubectl != nil)) func oneHolderAndCrashesPutBack() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+            let rbac = "\(repositoryRoot)/deploy/rbac"
+            #expect(
+                try await lab.kubectl(kubectl, ["apply", "-n", "default", "-f", "\(rbac)/ktctl-session.yaml"]).status
+                    == 0)
+            #expect(
+                try await lab.kubectl(
+                    kubectl,
+                    ["create", "rolebinding", "ktctl-dev", "-n", "default", "--role=ktctl-session", "--user=dev"]
+                ).status == 0)
+            let made = try await TestNamespace.run([
+                "env", lab.ktlab, "kubeconfig", "--name", lab.name, "--user", "dev", "--workstation",
+            ])
+            let dev = made.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let service = try await Self.json(lab, kubectl, "service", "tomcat")
+
+            func exchange(_ state: String, _ extra: [String] = []) throws -> BackgroundProcess {
+                try BackgroundProcess(
+                    workstation,
+                    Self.ktctl(
+                        lab, ktctl, "exchange", state: state, ["tomcat", "--expose", "8080"] + extra, kubeconfig: dev))
+            }
+
+            // The holder, and a second user refused.
+            let first = try exchange("a", ["--lease-duration", "10"])
+            defer { first.stop() }
+            try #require(await first.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(first.output)")
+            let id = try #require(SessionTests.sessionID(first.output))
+            let second = try await workstation.run(
+                Self.ktctl(lab, ktctl, "exchange", state: "b", ["tomcat", "--expose", "8080"], kubeconfig: dev),
+                timeout: 60)
+            #expect(second.status == 1)
+            #expect(second.error.contains("service tomcat is exchanged by"), "\(second.error)")
+            #expect(second.error.contains("session \(id)"), "\(second.error)")
+            #expect(second.error.contains("nothing was changed"), "\(second.error)")
+            #expect(second.error.contains("ktctl recover tomcat"), "\(second.error)")
+
+            // kill -9, then recover at once.
+            first.signalProgram(SIGKILL)
+            _ = await first.waitForExit(timeout: 10)
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") != Self.clusterPage)
+            let recover = try await workstation.run(
+                Self.ktctl(lab, ktctl, "recover", state: "r", ["tomcat"], kubeconfig: dev), timeout: 60)
+            #expect(recover.status == 0, "\(recover.output) \(recover.error)")
+            #expect(recover.output.contains("restored the selector of service/tomcat"), "\(recover.output)")
+            #expect(recover.output.contains("ended the session of lease/kt-exchange-\(id)"), "\(recover.output)")
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            let again = try await workstation.run(
+                Self.ktctl(lab, ktctl, "recover", state: "r", ["tomcat"], kubeconfig: dev), timeout: 60)
+            #expect(again.output.contains("is not exchanged; nothing to do"), "\(again.output)")
+
+            // kill -9, then clean: nothing while the Lease is fresh, the Service once it is stale.
+            let third = try exchange("c", ["--lease-duration", "10"])
+            defer { third.stop() }
+            try #require(await third.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(third.output)")
+            third.signalProgram(SIGKILL)
+            _ = await third.waitForExit(timeout: 10)
+            let early = try await workstation.run(
+                Self.ktctl(lab, ktctl, "clean", state: "d", [], kubeconfig: dev),
+                timeout: 60)
+            #expect(early.status == 0, "\(early.output) \(early.error)")
+            #expect(early.output.contains("left alone"), "\(early.output)")
+            #expect(try await lab.client.get(Service.self, name: "tomcat").metadata.annotations?["kt-selector"] != nil)
+            try await Task.sleep(for: .seconds(22))
+            let late = try await workstation.run(
+                Self.ktctl(lab, ktctl, "clean", state: "d", [], kubeconfig: dev),
+                timeout: 60)
+            #expect(late.status == 0, "\(late.output) \(late.error)")
+            #expect(late.output.contains("restored the selector of service/tomcat"), "\(late.output)")
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
+        }
+    }
+
+    // MARK: - UDP, preview, forward
+
+    /// A UDP echo Service exchanged to a local UDP echo server: a pod's datagram is answered by the laptop, and by the
+    /// cluster again after Ctrl-C.
+    @Test(.enabled(if: kubectl != nil)) func aUDPServiceIsExchanged() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            var echo = Container(name: "echo", image: "python:3")
+            echo.command = ["python3", "-c", Self.udpEcho, "cluster"]
+            _ = try await lab.client.create(
+                Pod(
+                    metadata: ObjectMeta(name: "udpecho", labels: ["app": "udpecho"]), spec: PodSpec(containers: [echo])
+                ))
+            _ = try await lab.client.create(
+                Service(
+                    metadata: ObjectMeta(name: "udpecho"),
+                    spec: Service.Spec(
+                        selector: ["app": "udpecho"],
+                        ports: [ServicePort(name: "echo", port: 9999, targetPort: .int(9999), protocol: "UDP")])))
+            _ = try await lab.waitReady("udpecho")
+            let local = try BackgroundProcess(
+                workstation, ["python3", "-c", Self.udpEcho, "local", "127.0.0.1"])
+            defer { local.stop() }
+            func ask() async throws -> String {
+                let run = try await lab.kubectl(
+                    kubectl, ["exec", "client", "--", "python3", "-c", Self.udpAsk, "udpecho"])
+                return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            #expect(try await ask() == "cluster:ping")
+            let exchange = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "exchange", state: "ex", ["udpecho", "--expose", "9999"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service udpecho", timeout: 60), "\(exchange.output)")
+            #expect(exchange.output.contains("udpecho:9999/UDP → 127.0.0.1:9999"), "\(exchange.output)")
+            #expect(try await ask() == "local:ping")
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 20) == 0, "\(exchange.output)")
+            #expect(try await ask() == "cluster:ping")
+        }
+    }
+
+    /// A UDP echo server: answers "<name>:<datagram>"; binds argv[2] (default every address) port 9999.
+    static let udpEcho = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0", 9999))
+        while True:
+            data, peer = s.recvfrom(2048)
+            s.sendto(sys.argv[1].encode() + b":" + data, peer)
+        """
+
+    /// Sends "ping" to argv[1]:9999 until an answer comes (the Service's rules follow its Endpoints a moment later).
+    static let udpAsk = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(1)
+        for _ in range(15):
+            s.sendto(b"ping", (sys.argv[1], 9999))
+            try:
+                print(s.recvfrom(2048)[0].decode())
+                break
+            except socket.timeout:
+                pass
+        """
+
+    /// preview publishes the laptop's page as tomcat-v2 and removes it on exit; forward maps it to the workstation's
+    /// port 6060, and follows the tomcat Service to its new pod within 10 s of the old one's deletion.
+    @Test(.enabled(if: kubectl != nil)) func previewAndForward() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+
+            let preview = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "preview", state: "pv", ["tomcat-v2", "--expose", "8080"]))
+            defer { preview.stop() }
+            try #require(
+                await preview.waitForOutput("ktctl: previewing service tomcat-v2", timeout: 60), "\(preview.output)")
+            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat-v2:8080") == Self.localPage)
+
+            let forward = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "forward", state: "fw", ["tomcat-v2", "6060:8080"]))
+            defer { forward.stop() }
+            try #require(
+                await forward.waitForOutput("ktctl: forwarding 127.0.0.1:6060", timeout: 30), "\(forward.output)")
+            let page = try await workstation.run(["curl", "-s", "-m", "10", "http://localhost:6060"])
+            #expect(page.output == Self.localPage, "\(page.error) \(forward.output)")
+            // Many connections at once, each its own stream.
+            let many = try await workstation.run(
+                ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do curl -s -m 10 http://localhost:6060 & done; wait"],
+                timeout: 30)
+            #expect(many.output == String(repeating: Self.localPage, count: 8), "\(many.output)")
+
+            preview.signalProgram(SIGINT)
+            #expect(await preview.waitForExit(timeout: 20) == 0, "\(preview.output)")
+            #expect((try? await lab.client.get(Service.self, name: "tomcat-v2")) == nil)
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+            forward.signalProgram(SIGINT)
+            #expect(await forward.waitForExit(timeout: 10) == 0, "\(forward.output)")
+
+            // A Deployment's Service: its pod deleted, the next curl is answered by the new pod.
+            let follow = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "forward", state: "fw", ["svc/tomcat", "6061:8080"]))
+            defer { follow.stop() }
+            try #require(
+                await follow.waitForOutput("ktctl: forwarding 127.0.0.1:6061", timeout: 30), "\(follow.output)")
+            #expect(
+                try await workstation.run(["curl", "-s", "-m", "10", "http://localhost:6061"]).output
+                    == Self.clusterPage)
+            let deleted = try await lab.kubectl(kubectl, ["delete", "pod", "-l", "app=tomcat", "--wait=false"])
+            #expect(deleted.status == 0, "\(deleted.error)")
+            let asked = ContinuousClock.now
+            let next = try await workstation.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10", "http://localhost:6061"],
+                timeout: 15)
+            let took = ContinuousClock.now - asked
+            print("forward: the deleted pod's successor answered after \(took)")
+            // The new pod is the image's (no page written into it: tomcat's 404), answering.
+            #expect(next.status == 0 && next.output == "404", "\(next.output) \(next.error) \(follow.output)")
+            #expect(took < .seconds(10))
+            #expect(follow.output.contains("forward: now pod tomcat-"), "\(follow.output)")
+            follow.signalProgram(SIGINT)
+            #expect(await follow.waitForExit(timeout: 10) == 0, "\(follow.output)")
+        }
+    }
+}
