@@ -52,6 +52,17 @@ import Testing
         throw TestNamespaceError("the local HTTP server did not answer: \(server.output)")
     }
 
+    /// Waits until something listens on TCP `port` in `namespace`.
+    static func waitListening(_ namespace: TestNamespace, port: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let listening = try await namespace.run(["ss", "-Htln", "sport = :\(port)"])
+            if !listening.output.isEmpty { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestNamespaceError("nothing listens on port \(port) in \(namespace.name)")
+    }
+
     /// A pod to send requests from (Python, as the seed's curl stands in for any client in the cluster).
     static func clientPod(_ lab: RunningLab, _ kubectl: String) async throws {
         let run = try await lab.kubectl(
@@ -358,6 +369,88 @@ import Testing
             #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
         }
     }
+
+    // MARK: - A gibibyte
+
+    /// 1 GiB from a cluster pod through an exchanged Service to a process on the laptop, byte-exact (SHA-256 of both
+    /// ends); its time is printed (bench/lab-transfer.sh sets it beside the same transfer through `ktctl connect`).
+    @Test(.enabled(if: kubectl != nil)) func aGibibyteFromAPodReachesTheLaptop() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            _ = try await lab.client.create(
+                Service(
+                    metadata: ObjectMeta(name: "sink"),
+                    spec: Service.Spec(
+                        selector: ["app": "sink"], ports: [ServicePort(port: 7000, targetPort: .int(7000))])))
+            let sink = try BackgroundProcess(workstation, ["python3", "-c", Self.sink, "127.0.0.1", "7000"])
+            defer { sink.stop() }
+            try await Self.waitListening(workstation, port: 7000)
+            let exchange = try BackgroundProcess(
+                workstation, Self.ktctl(lab, ktctl, "exchange", state: "ex", ["sink", "--expose", "7000"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service sink", timeout: 60), "\(exchange.output)")
+            let send = try await lab.kubectl(
+                kubectl, ["exec", "client", "--", "python3", "-c", Self.source, "sink", "7000", String(1 << 30)],
+                timeout: 300)
+            #expect(send.status == 0, "\(send.output) \(send.error)")
+            print("1 GiB pod → exchanged service → laptop: \(send.output)")
+            #expect(send.output.hasPrefix("ok 1073741824 bytes"), "\(send.output) \(send.error)")
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 20) == 0, "\(exchange.output)")
+        }
+    }
+
+    /// Receives each connection to the end and answers "<bytes> <sha256>" (argv: address, port).
+    static let sink = """
+        import hashlib, socket, sys
+        server = socket.create_server((sys.argv[1], int(sys.argv[2])), reuse_port=True)
+        while True:
+            connection, _ = server.accept()
+            digest, count = hashlib.sha256(), 0
+            while True:
+                chunk = connection.recv(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                count += len(chunk)
+            connection.sendall(("%d %s\\n" % (count, digest.hexdigest())).encode())
+            connection.close()
+        """
+
+    /// Sends argv[3] pseudo-random bytes to argv[1]:argv[2], half-closes, and checks the sink's count and digest;
+    /// prints "ok <bytes> bytes in <seconds> s (<MB/s>)" or what differed.
+    static let source = """
+        import hashlib, random, socket, sys, time
+        total = int(sys.argv[3])
+        block = random.Random(7).randbytes(1 << 20)
+        digest = hashlib.sha256()
+        start = time.time()
+        connection = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        sent = 0
+        while sent < total:
+            # Each mebibyte starts with its number: a lost, repeated or reordered one changes the digest.
+            piece = ((sent >> 20).to_bytes(8, "big") + block[8:])[: min(len(block), total - sent)]
+            connection.sendall(piece)
+            digest.update(piece)
+            sent += len(piece)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while not answer.endswith(b"\\n"):
+            chunk = connection.recv(256)
+            if not chunk:
+                break
+            answer += chunk
+        seconds = time.time() - start
+        expected = "%d %s" % (total, digest.hexdigest())
+        if answer.decode().strip() == expected:
+            print("ok %d bytes in %.2f s (%.0f MB/s)" % (total, seconds, total / seconds / 1e6))
+        else:
+            print("differs: sent %s, the sink saw %r" % (expected, answer))
+        """
 
     // MARK: - UDP, preview, forward
 
