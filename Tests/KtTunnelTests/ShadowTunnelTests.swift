@@ -235,6 +235,42 @@ struct ShadowTunnelTests {
         }
     }
 
+    /// `kt-udp-listen`: a datagram sent to the shadow's port arrives as a frame naming its sender; the frame sent
+    /// back leaves from that port to that sender (a real UDP client, Python's, gets the answer). A port out of range
+    /// is refused.
+    @Test func aUDPPortOfTheShadowIsBroughtToTheClient() async throws {
+        try await TunnelLab.with("kttun-udplisten") { lab in
+            let client = try await lab.shadowClient()
+            defer { client.close() }
+            let port = 20_000 + Int.random(in: 0..<20_000)
+            let channel = NIOLockedValueBox<TunnelDatagramChannel?>(nil)
+            let seen = NIOLockedValueBox<[DatagramFrame]>([])
+            let listening = try await client.listenDatagrams(port: port) { frame in
+                seen.withLockedValue { $0.append(frame) }
+                var answer = frame
+                answer.payload = ByteBuffer(string: "answer to \(String(buffer: frame.payload))")
+                channel.withLockedValue { $0 }?.send(answer)
+            }
+            channel.withLockedValue { $0 = listening }
+            defer { listening.close() }
+            let asked = try lab.shell(
+                """
+                python3 -c 'import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.bind(("127.0.0.1", 0))
+                s.sendto(b"question", ("127.0.0.1", \(port)))
+                data, peer = s.recvfrom(2048)
+                print(data.decode(), peer[1] == \(port), s.getsockname()[1])'
+                """)
+            let words = asked.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+            #expect(words.prefix(4) == ["answer", "to", "question", "True"], "\(asked.output) \(asked.error)")
+            let frames = seen.withLockedValue { $0 }
+            #expect(frames.count == 1)
+            #expect(frames.first?.address == .v4(IPv4Address(127, 0, 0, 1)))
+            #expect(frames.first.map { String($0.port) } == words.last.map(String.init))
+            await #expect(throws: TunnelError.self) { _ = try await client.listenDatagrams(port: 70_000) { _ in } }
+        }
+    }
+
     /// The far server says its piece and half-closes first; what the client sends afterwards still arrives whole,
     /// through both of the close orders that drop data if handled naively (NIO's output close on a socket whose
     /// input ended, swift-nio-ssh's EOF after the peer's EOF).

@@ -66,8 +66,11 @@ public enum WorkloadTarget: Sendable, Hashable, CustomStringConvertible {
         switch kind {
         case "svc", "service", "services": return .service(name)
         case "deploy", "deployment", "deployments": return .deployment(name)
-        case "po", "pod",
-            "pods" where allowPods:
+        case "po", "pod", "pods":
+            // (A `where` after the list would guard only its last pattern.)
+            guard allowPods else {
+                throw PlanError.badFlag("target", "this command does not take pods (svc/NAME, deploy/NAME)")
+            }
             return .pod(name)
         default:
             throw PlanError.badFlag(
