@@ -6,7 +6,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 60
-FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy
+FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy FuzzFlags
 FUZZ_BUILD := .build-fuzz
 
 # System packages the build and the tests use. Add to this list when a later part needs more.

@@ -13,7 +13,7 @@ let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
 let fuzzers = [
     "FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel",
-    "FuzzKube", "FuzzProxy",
+    "FuzzKube", "FuzzProxy", "FuzzFlags",
 ]
 
 var targets: [Target] = [
@@ -242,7 +242,8 @@ if fuzzing {
             dependencies: ["KtWire", "KtStack", "CFuzzerDriver", .product(name: "NIOCore", package: "swift-nio")]
                 + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : [])
                 + (name == "FuzzKube" ? ["KubeKit"] : [])
-                + (name == "FuzzProxy" ? ["KtEngine"] : []),
+                + (name == "FuzzProxy" ? ["KtEngine"] : [])
+                + (name == "FuzzFlags" ? ["KtctlKit", "KubeKit"] : []),
             path: "Fuzz/\(name)"
         )
     }

@@ -23,7 +23,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube", "FuzzProxy"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube", "FuzzProxy", "FuzzFlags"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -87,6 +87,16 @@ seeds["FuzzProxy"] += [
     ("proc-net-tcp", b"\x04  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
      b"   1: 0100007F:08AF 0100007F:08AF 01 00000000:00000000 00:00000000 00000000 65534 0 2 1\n"),
 ]
+
+# FuzzFlags: a selector byte, then an --expose list, a target, forward's ports, a Service name, a kt-selector.
+seeds["FuzzFlags"] += [
+    ("expose", b"\x008080,9090:80,7000:http"),
+    ("target", b"\x01deploy/tomcat"),
+    ("forward", b"\x026060:http"),
+    ("name", b"\x03tomcat-v2"),
+    ("selector", b'\x04{"app":"tomcat","tier":"web"}'),
+]
+seeds["FuzzTunnel"] += [("udp-listen", b"\x06kt-udp-listen 9999")]
 
 for fuzzer, items in seeds.items():
     directory = os.path.join(sys.argv[1], fuzzer)

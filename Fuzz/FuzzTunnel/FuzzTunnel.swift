@@ -6,10 +6,10 @@ import ShadowKit
 /// The tunnel's own formats. The first byte picks the parser, the rest is its input:
 /// 0 a datagram-channel byte stream (every decoded frame encodes back to the same bytes), 1 a dial status line,
 /// 2 a control-channel `why` line (question or answer), 3 a resolv.conf (and the search candidates it gives), 4 a hosts file, 5 an
-/// authorized-keys list. No input may crash; errors are fine.
+/// authorized-keys list, 6 an exec command as kt-shadow reads it (`kt-udp-listen <port>`). No input may crash; errors are fine.
 func fuzzTunnel(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let data, count > 0 else { return 0 }
-    let selector = data[0] % 6
+    let selector = data[0] % 7
     let body = UnsafeRawBufferPointer(start: data + 1, count: count - 1)
     switch selector {
     case 0:
@@ -47,6 +47,10 @@ func fuzzTunnel(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     case 4:
         let hosts = HostsFile(parsing: String(decoding: body, as: UTF8.self))
         _ = hosts.addresses(for: "localhost")
+    case 6:
+        if let port = ShadowCommands.udpListenPort(String(decoding: body, as: UTF8.self)) {
+            precondition((1...65535).contains(port))
+        }
     default:
         _ = try? ShadowConfiguration.parseAuthorizedKeys(String(decoding: body, as: UTF8.self), source: "fuzz")
     }

@@ -174,3 +174,9 @@ private final class SocketReader: ChannelInboundHandler, @unchecked Sendable {
         // ECONNREFUSED from an ICMP port unreachable: the socket stays.
     }
 }
+
+/// kt-shadow's exec commands, as it reads them (for the fuzzer).
+public enum ShadowCommands {
+    /// The port of `kt-udp-listen <port>`; nil for anything else.
+    public static func udpListenPort(_ command: String) -> Int? { DatagramListener.port(of: command) }
+}

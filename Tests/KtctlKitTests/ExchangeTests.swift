@@ -331,6 +331,18 @@ import Testing
             #expect(second.error.contains("nothing was changed"), "\(second.error)")
             #expect(second.error.contains("ktctl recover tomcat"), "\(second.error)")
 
+            // Something else rewrites the selector while the exchange runs: the watch puts the shadow's back.
+            let rewrite = try await lab.kubectl(
+                kubectl,
+                [
+                    "patch", "service", "tomcat", "--type=json", "-p",
+                    #"[{"op":"replace","path":"/spec/selector","value":{"app":"tomcat"}}]"#,
+                ])
+            #expect(rewrite.status == 0, "\(rewrite.error)")
+            #expect(await first.waitForOutput("it selects the shadow again", timeout: 10), "\(first.output)")
+            #expect(
+                try await lab.client.get(Service.self, name: "tomcat").spec?.selector?.keys.sorted() == ["kt-target"])
+
             // kill -9, then recover at once.
             first.signalProgram(SIGKILL)
             _ = await first.waitForExit(timeout: 10)

@@ -216,27 +216,65 @@ public enum ExchangeCommand {
         throw ConnectError.other("service \(service.name) kept changing while ktctl took it; try again")
     }
 
-    /// While the session lives: if something else rewrites the Service's selector, ours goes back (said once each
-    /// time); a lock taken away (`ktctl recover`) ends the session.
+    /// While the session lives, a watch of the Service: if something else rewrites its selector, ours goes back
+    /// (said once each time); a lock taken away (`ktctl recover`) or a deleted Service ends the session. Should the
+    /// watch fail for good, a read each second does the same.
     static func keep(
         _ name: String, selecting selector: [String: String], session: Session,
         print: @escaping @Sendable (String) -> Void
     ) async throws {
         guard let cluster = session.cluster, let lease = cluster.lease else { return }
-        while true {
-            try await Task.sleep(for: .seconds(1))
-            guard let service = try? await cluster.client.get(Service.self, name: name, namespace: cluster.namespace)
-            else { continue }
+        let client = cluster.client
+        /// false: the session is over.
+        func check(_ service: Service?) async -> Bool {
+            guard let service else {
+                session.stop(.failure("service \(name) was deleted"))
+                return false
+            }
             guard service.metadata.annotations?[ServiceLock.lease] == lease.name else {
                 session.stop(.failure("service \(name) is no longer this session's (`ktctl recover` restored it?)"))
-                return
+                return false
             }
             if service.spec?.selector != selector {
                 var ours = service
                 ours.spec?.selector = selector
-                if (try? await cluster.client.update(ours)) != nil {
+                if (try? await client.update(ours)) != nil {
                     print("ktctl: something rewrote service \(name)'s selector; it selects the shadow again")
                 }
+            }
+            return true
+        }
+        do {
+            let updates = client.watchContinuously(
+                Service.self, namespace: cluster.namespace, options: ListOptions(fieldSelector: "metadata.name=\(name)")
+            )
+            for try await update in updates {
+                switch update {
+                case .listed(let services):
+                    guard await check(services.first) else { return }
+                case .event(.deleted):
+                    guard await check(nil) else { return }
+                case .event(let event):
+                    guard let service = event.object, await check(service) else { return }
+                }
+            }
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            session.logger.debug("the watch of service \(name) failed (\(error)); reading it each second instead")
+        }
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            do {
+                let service = try await client.get(Service.self, name: name, namespace: cluster.namespace)
+                guard await check(service) else { return }
+            } catch let error as KubeAPIError where error.reason == .notFound {
+                _ = await check(nil)
+                return
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                continue
             }
         }
     }

@@ -61,6 +61,7 @@ public enum Permissions {
         Permission("get", "services", grantedBy: sessionRole),
         Permission("list", "services", grantedBy: sessionRole),
         Permission("update", "services", grantedBy: sessionRole),
+        Permission("watch", "services", grantedBy: sessionRole),
         Permission("get", "endpoints", grantedBy: sessionRole),
         Permission("list", "pods", grantedBy: sessionRole),
         Permission("list", "deployments", group: "apps", grantedBy: sessionRole),
