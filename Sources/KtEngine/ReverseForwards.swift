@@ -124,9 +124,14 @@ public final class ReverseForwards: Sendable {
                         if !kept { relay.close() }
                         continue
                     }
-                    _ = try await client.listen(port: port.remote) { [weak self] flow in
-                        self?.accepted(flow, local: local)
-                    }
+                    _ = try await client.listen(
+                        port: port.remote,
+                        accepting: { [weak self] flow in
+                            guard let self else {
+                                return flow.channel.eventLoop.makeFailedFuture(TunnelError.forwardRejected(port: local))
+                            }
+                            return self.accepted(flow, local: local)
+                        })
                 }
                 let waiters = self.state.withLockedValue { state -> [EventLoopPromise<Void>] in
                     guard state.client === client else { return [] }
@@ -146,36 +151,39 @@ public final class ReverseForwards: Sendable {
         }
     }
 
-    /// A connection the shadow accepted: joined to a new local connection, or ended at once.
-    func accepted(_ flow: TunnelFlow, local: Int) {
+    /// A connection the shadow accepted: taken once a local connection is made (then joined to it), refused when
+    /// none can be (kt-shadow then resets the cluster's connection: an immediate error there, never a hang).
+    func accepted(_ flow: TunnelFlow, local: Int) -> EventLoopFuture<Void> {
         let eventLoop = flow.channel.eventLoop
-        ClientBootstrap(group: eventLoop)
+        let logger = self.logger
+        return ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.autoRead, value: false)
             .connectTimeout(.seconds(5))
             .connect(host: "127.0.0.1", port: local)
-            .whenComplete { [weak self] result in
-                guard let self else { return }
-                switch result {
-                case .success(let socket):
-                    self.state.withLockedValue {
-                        $0.accepted += 1
-                        $0.open += 1
-                        $0.lastAccepted = .now
-                    }
-                    flow.channel.closeFuture.whenComplete { [weak self] _ in
-                        self?.state.withLockedValue { $0.open -= 1 }
-                    }
-                    flow.glue(to: socket).whenFailure { [logger] error in
+            .flatMapError { [weak self] error in
+                self?.state.withLockedValue { $0.refused += 1 }
+                self?.logger.warning(
+                    "a connection from the cluster found nothing listening on 127.0.0.1:\(local) (\(error)); it was reset"
+                )
+                return eventLoop.makeFailedFuture(error)
+            }
+            .map { [weak self] socket in
+                self?.state.withLockedValue {
+                    $0.accepted += 1
+                    $0.open += 1
+                    $0.lastAccepted = .now
+                }
+                flow.channel.closeFuture.whenComplete { [weak self] _ in
+                    self?.state.withLockedValue { $0.open -= 1 }
+                }
+                // Joined once the channel is open (right after this future completes).
+                eventLoop.execute {
+                    flow.glue(to: socket).whenFailure { error in
                         logger.debug("reverse forward: glue: \(error)")
+                        socket.close(promise: nil)
                     }
-                case .failure(let error):
-                    self.state.withLockedValue { $0.refused += 1 }
-                    self.logger.warning(
-                        "a connection from the cluster found nothing listening on 127.0.0.1:\(local) (\(error)); it was closed"
-                    )
-                    flow.channel.close(promise: nil)
                 }
             }
     }

@@ -242,8 +242,14 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
         return promise.futureResult.flatMap { child in
             GlueHandler.join(child, accepted)
         }.flatMapError { error in
+            // The client's refusal (nothing listens on its side) reaches the cluster's client as a reset, at once.
             self.logger.debug("the client refused a forwarded connection from \(originator.endpoint): \(error)")
-            return accepted.eventLoop.makeFailedFuture(error)
+            guard let socket = accepted as? any SocketOptionProvider else {
+                return accepted.eventLoop.makeFailedFuture(error)
+            }
+            return socket.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+                .flatMapError { _ in accepted.eventLoop.makeSucceededVoidFuture() }
+                .flatMap { accepted.eventLoop.makeFailedFuture(error) }
         }
     }
 

@@ -71,6 +71,15 @@ import Testing
         _ = try await lab.waitReady("client")
     }
 
+    /// Expects a pod's `curl url` to print `page`; says what it printed instead.
+    static func expectPage(
+        _ lab: RunningLab, _ kubectl: String, _ url: String, _ page: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let got = try await curlFromPod(lab, kubectl, url)
+        #expect(got == page, "\(url) printed \(got)", sourceLocation: sourceLocation)
+    }
+
     /// What a pod gets for `url` (curl's output, or its error).
     static func curlFromPod(_ lab: RunningLab, _ kubectl: String, _ url: String) async throws -> String {
         let curl = try await lab.kubectl(kubectl, ["exec", "client", "--", "curl", "-s", "-m", "10", url])
@@ -169,7 +178,7 @@ import Testing
             defer { local.stop() }
             let service = try await Self.json(lab, kubectl, "service", "tomcat")
             let uids = try await Self.podUIDs(lab, "app=tomcat")
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
 
             let load = try Load(lab, kubectl, url: "tomcat", port: 8080)
             try await Task.sleep(for: .seconds(1))
@@ -180,7 +189,7 @@ import Testing
                 await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
             #expect(exchange.output.contains("waiting for pod tomcat-kt-exchange-"), "\(exchange.output)")
             #expect(exchange.output.contains("tomcat:8080/TCP → 127.0.0.1:8080"), "\(exchange.output)")
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.localPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.localPage)
             // kt-connect's names and labels, and the original selector where its recover looks for it.
             let shadows = try await lab.client.list(
                 Pod.self, options: ListOptions(labelSelector: "kt-role=shadow-exchange")
@@ -206,7 +215,7 @@ import Testing
             #expect(status == 0, "\(exchange.output)")
             #expect(took < .seconds(5), "the exchange took \(took) to stop")
             #expect(exchange.output.contains("the service is as it was"), "\(exchange.output)")
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             let back = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat:8080"])
             #expect(back.output == Self.clusterPage, "\(back.error)")
             try await Task.sleep(for: .seconds(1))
@@ -263,7 +272,7 @@ import Testing
             {
                 try await Task.sleep(for: .milliseconds(200))
             }
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.localPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.localPage)
 
             exchange.signalProgram(SIGINT)
             #expect(await exchange.waitForExit(timeout: 60) == 0, "\(exchange.output)")
@@ -353,7 +362,7 @@ import Testing
             #expect(recover.output.contains("restored the selector of service/tomcat"), "\(recover.output)")
             #expect(recover.output.contains("ended the session of lease/kt-exchange-\(id)"), "\(recover.output)")
             #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             let again = try await workstation.run(
                 Self.ktctl(lab, ktctl, "recover", state: "r", ["tomcat"], kubeconfig: dev), timeout: 60)
             #expect(again.output.contains("is not exchanged; nothing to do"), "\(again.output)")
@@ -377,8 +386,53 @@ import Testing
             #expect(late.status == 0, "\(late.output) \(late.error)")
             #expect(late.output.contains("restored the selector of service/tomcat"), "\(late.output)")
             #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat:8080") == Self.clusterPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
+        }
+    }
+
+    // MARK: - Nothing listening locally
+
+    /// Nothing on the local port: the exchange says so and changes nothing; with --skip-port-checking it runs, and a
+    /// cluster client gets an immediate reset (not a hang) until the local server starts, then the page.
+    @Test(.enabled(if: kubectl != nil)) func nothingListeningLocallyIsSaidAndReset() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await Self.clientPod(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let service = try await Self.json(lab, kubectl, "service", "tomcat")
+            let refused = try await workstation.run(
+                Self.ktctl(lab, ktctl, "exchange", state: "ex", ["tomcat", "--expose", "8080"]), timeout: 60)
+            #expect(refused.status == 1)
+            #expect(
+                refused.error.contains("nothing listens on 127.0.0.1:8080 for service tomcat's port 8080"),
+                "\(refused.error)")
+            #expect(refused.error.contains("--skip-port-checking"), "\(refused.error)")
+            #expect(refused.error.contains("nothing was changed"), "\(refused.error)")
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+
+            let exchange = try BackgroundProcess(
+                workstation,
+                Self.ktctl(lab, ktctl, "exchange", state: "ex", ["tomcat", "--expose", "8080", "--skip-port-checking"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
+            let asked = ContinuousClock.now
+            let reset = try await lab.kubectl(
+                kubectl, ["exec", "client", "--", "curl", "-sS", "-m", "10", "http://tomcat:8080"])
+            let took = ContinuousClock.now - asked
+            #expect(reset.status != 0)
+            #expect(reset.error.contains("Connection reset by peer"), "\(reset.error)")
+            #expect(took < .seconds(2), "the refused connection took \(took)")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+            try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.localPage)
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 20) == 0, "\(exchange.output)")
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
         }
     }
 
@@ -550,7 +604,7 @@ import Testing
             defer { preview.stop() }
             try #require(
                 await preview.waitForOutput("ktctl: previewing service tomcat-v2", timeout: 60), "\(preview.output)")
-            #expect(try await Self.curlFromPod(lab, kubectl, "http://tomcat-v2:8080") == Self.localPage)
+            try await Self.expectPage(lab, kubectl, "http://tomcat-v2:8080", Self.localPage)
 
             let forward = try BackgroundProcess(
                 workstation, Self.ktctl(lab, ktctl, "forward", state: "fw", ["tomcat-v2", "6060:8080"]))

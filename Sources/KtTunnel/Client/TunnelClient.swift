@@ -131,6 +131,19 @@ public final class TunnelClient: Sendable {
     public func listen(host: String = "0.0.0.0", port: Int, handler: @escaping @Sendable (TunnelFlow) -> Void)
         async throws -> Int
     {
+        try await connections[0].listen(host: host, port: port) { flow in
+            handler(flow)
+            return flow.channel.eventLoop.makeSucceededVoidFuture()
+        }
+    }
+
+    /// ``listen(host:port:handler:)`` where the handler decides whether to take each connection before its channel
+    /// opens: a failed future refuses the channel, and kt-shadow answers the cluster's client with a reset (nothing
+    /// listening locally looks the same from the cluster as from here).
+    public func listen(
+        host: String = "0.0.0.0", port: Int,
+        accepting handler: @escaping @Sendable (TunnelFlow) -> EventLoopFuture<Void>
+    ) async throws -> Int {
         try await connections[0].listen(host: host, port: port, handler: handler)
     }
 

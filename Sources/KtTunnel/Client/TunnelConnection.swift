@@ -13,7 +13,9 @@ final class TunnelConnection: Sendable {
     struct State {
         var serverIsShadow = false
         var openFlows = 0
-        var listeners: [Int: @Sendable (TunnelFlow) -> Void] = [:]
+        /// What takes a forwarded connection: its future fails to refuse the channel (the server then resets the
+        /// connection it accepted).
+        var listeners: [Int: @Sendable (TunnelFlow) -> EventLoopFuture<Void>] = [:]
         var lastPong: NIODeadline = .now()
         var control: Channel?
         var firstError: Error?
@@ -275,7 +277,9 @@ final class TunnelConnection: Sendable {
 
     // MARK: - Reverse forwards
 
-    func listen(host: String, port: Int, handler: @escaping @Sendable (TunnelFlow) -> Void) async throws -> Int {
+    func listen(host: String, port: Int, handler: @escaping @Sendable (TunnelFlow) -> EventLoopFuture<Void>)
+        async throws -> Int
+    {
         let response: GlobalRequest.TCPForwardingResponse?
         do {
             response = try await channel.eventLoop.flatSubmit {
@@ -302,11 +306,12 @@ final class TunnelConnection: Sendable {
         }.get()
     }
 
-    /// A forwarded-tcpip channel arrived for `port`.
-    func deliverForwarded(_ flow: TunnelFlow, port: Int) -> Bool {
-        guard let handler = state.withLockedValue({ $0.listeners[port] }) else { return false }
-        handler(flow)
-        return true
+    /// A forwarded-tcpip channel arrived for `port`: the listener's answer (a failure refuses the channel).
+    func deliverForwarded(_ flow: TunnelFlow, port: Int) -> EventLoopFuture<Void> {
+        guard let handler = state.withLockedValue({ $0.listeners[port] }) else {
+            return flow.channel.eventLoop.makeFailedFuture(TunnelError.forwardRejected(port: port))
+        }
+        return handler(flow)
     }
 
     /// Opens a session and asks the server to run `command`; whether it agreed. For tests of what the server refuses.
@@ -461,9 +466,9 @@ final class ForwardedChannels: @unchecked Sendable {
             // Only forwards we asked for; session and direct-tcpip channels from the server are refused.
             return child.eventLoop.makeFailedFuture(TunnelError.protocolViolation("unexpected channel from the server"))
         }
-        return TunnelConnection.prepareFlowChannel(child).map {
-            let flow = TunnelFlow(channel: child, connection: connection)
-            if !connection.deliverForwarded(flow, port: forwarded.listeningPort) { child.close(promise: nil) }
+        return TunnelConnection.prepareFlowChannel(child).flatMap {
+            connection.deliverForwarded(
+                TunnelFlow(channel: child, connection: connection), port: forwarded.listeningPort)
         }
     }
 }

@@ -244,7 +244,9 @@ public enum CleanCommand {
             switch await ServiceLock.restore(
                 namespace: serviceNamespace, name: service.name, lease: lease, client: client)
             {
-            case .done(let text): lines.append("\(text) (\(why))")
+            case .done(let text):
+                lines.append("\(text) (\(why))")
+                await RecoverCommand.letGo(service.name, namespace: serviceNamespace, client: client)
             case .leftAlone(let text): lines.append(text)
             case .failed(let text): lines.append("could not restore: \(text)")
             }

@@ -193,6 +193,8 @@ public enum ForwardCommand {
             client: client, namespace: namespace, route: route, waitForPod: options.waitForPod, logger: logger,
             print: print)
         let first = try await forwarder.resolve(avoiding: nil, deadline: .now + .seconds(10))
+        let following = Task { await forwarder.follow() }
+        defer { following.cancel() }
         let server: Channel
         do {
             server = try await ServerBootstrap(group: group)
@@ -309,6 +311,46 @@ final class Forwarder: Sendable {
         }
     }
 
+    /// For a Service: watches its Endpoints, and when the pod in use leaves their ready addresses (deleted,
+    /// restarting, unready), new connections go to another ready pod at once instead of finding out by failing.
+    func follow() async {
+        guard case .service(let name, _, let portName, let targetPort) = route else { return }
+        let updates = client.watchContinuously(
+            Endpoints.self, namespace: namespace, options: ListOptions(fieldSelector: "metadata.name=\(name)"))
+        do {
+            for try await update in updates {
+                let endpoints: Endpoints?
+                switch update {
+                case .listed(let items): endpoints = items.first
+                case .event(.deleted): endpoints = nil
+                case .event(let event): endpoints = event.object
+                }
+                let ready = Set(
+                    (endpoints?.subsets ?? []).flatMap { $0.addresses ?? [] }.compactMap { $0.targetRef?.name })
+                let gone = state.withLockedValue { state -> String? in
+                    guard let current = state.current, !ready.contains(current.pod) else { return nil }
+                    state.current = nil
+                    return current.pod
+                }
+                if let gone, let endpoints,
+                    let next = ForwardPlan.pick(endpoints, portName: portName, targetPort: targetPort, avoiding: gone),
+                    next.pod != gone
+                {
+                    let previous = state.withLockedValue { state -> String? in
+                        defer {
+                            state.current = next
+                            state.announced = next.pod
+                        }
+                        return state.announced
+                    }
+                    print("ktctl: forward: now pod \(next.pod):\(next.port) (was \(previous ?? gone))")
+                }
+            }
+        } catch {
+            logger.debug("forward: the watch of \(name)'s endpoints ended: \(error); connections find out by failing")
+        }
+    }
+
     /// A local connection: a stream to the pod, tried again on another (or the same, restarted) pod while the route
     /// has none, until `waitForPod`; closed if none comes.
     func accepted(_ local: Channel) {
@@ -322,6 +364,12 @@ final class Forwarder: Sendable {
                 do {
                     let target = try await resolve(avoiding: failed, deadline: deadline)
                     used = target.pod
+                    // A pod on its way out (its deletion not yet in the Endpoints watched) would take the
+                    // connection and drop it: another is waited for instead.
+                    let pod = try await client.get(Pod.self, name: target.pod, namespace: namespace)
+                    if pod.raw["metadata"]?["deletionTimestamp"] != nil || pod.status?.isReady != true {
+                        throw ConnectError.other("pod \(target.pod) is not ready or is terminating")
+                    }
                     let forwarder = PortForwarder(
                         client: client, pod: target.pod, namespace: namespace, port: UInt16(target.port))
                     let remote = try await forwarder.connect(on: local.eventLoop)

@@ -44,7 +44,10 @@ public enum RecoverCommand {
             switch await ServiceLock.restore(
                 namespace: namespace, name: service.name, lease: nil, client: client, force: true)
             {
-            case .done(let text), .leftAlone(let text): lines.append(text)
+            case .done(let text):
+                lines.append(text)
+                await letGo(service.name, namespace: namespace, client: client)
+            case .leftAlone(let text): lines.append(text)
             case .failed(let text): throw PlanError.notFound(text)
             }
             if let lease = service.metadata.annotations?[ServiceLock.lease] { leases.insert(lease) }
@@ -76,6 +79,22 @@ public enum RecoverCommand {
             }
         }
         return lines
+    }
+
+    /// After a Service was put back: waits (at most 10 s) until its Endpoints name no exchange shadow (pods named
+    /// `<svc>-kt-exchange-…`), then for the proxies to follow, before the shadow may go (see ``UndoRunner/settle``).
+    public static func letGo(_ service: String, namespace: String, client: KubeClient) async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            guard let endpoints = try? await client.get(Endpoints.self, name: service, namespace: namespace) else {
+                break
+            }
+            let names = (endpoints.subsets ?? []).flatMap { ($0.addresses ?? []) + ($0.notReadyAddresses ?? []) }
+                .compactMap { $0.targetRef?.name }
+            if !names.contains(where: { $0.contains("-kt-exchange-") }) { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        try? await Task.sleep(for: UndoRunner.proxySettle)
     }
 
     static func isLive(_ lease: String, namespace: String, client: KubeClient) async throws -> Bool {

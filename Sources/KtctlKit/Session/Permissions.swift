@@ -88,6 +88,8 @@ public enum Permissions {
     public static let forward: [Permission] = [
         Permission("get", "services", grantedBy: sessionRole),
         Permission("get", "endpoints", grantedBy: sessionRole),
+        Permission("list", "endpoints", grantedBy: sessionRole),
+        Permission("watch", "endpoints", grantedBy: sessionRole),
         Permission("get", "pods", grantedBy: sessionRole),
         Permission("get", "pods", subresource: "portforward", grantedBy: sessionRole),
         Permission("create", "pods", subresource: "portforward", grantedBy: sessionRole),

@@ -47,7 +47,7 @@ public enum Recovery {
         let record = found.record
         let name = "the \(record.command) session \(record.session) (pid \(record.process.pid), \(why))"
         let clusterMatches = record.cluster.map { $0.server == server } ?? false
-        let runner = UndoRunner(client: clusterMatches ? client : nil)
+        let runner = UndoRunner(client: clusterMatches ? client : nil, settle: UndoRunner.proxySettle)
         var lines: [String] = []
         guard let journal = try? Journal(existing: found.path) else { return ["cannot read \(found.path)"] }
         var left: [String] = []

@@ -6,10 +6,19 @@ import KubeKit
 public struct UndoRunner: Sendable {
     /// The client for cluster entries; nil when the entry's cluster is not the one at hand.
     public var client: KubeClient?
+    /// After a Service has left a shadow, how long the proxies get to follow before the shadow may go. A live
+    /// session's drain already waits for its connections to stop coming; a dead session's undo (clean, recover, a
+    /// crashed journal) has no drain, and a pod deleted under a rule that still points at it leaves the SYNs that
+    /// rule sent retransmitting into nothing (conntrack keeps their DNAT) until the client times out.
+    public var settle: Duration = .zero
 
-    public init(client: KubeClient?) {
+    public init(client: KubeClient?, settle: Duration = .zero) {
         self.client = client
+        self.settle = settle
     }
+
+    /// kube-proxy's default minimum sync period is 1 s; ktlab's proxy follows in tens of milliseconds.
+    public static let proxySettle = Duration.seconds(1)
 
     public enum Outcome: Sendable, Hashable {
         /// Undone, or nothing was left to undo; the words say which.
@@ -45,6 +54,7 @@ public struct UndoRunner: Sendable {
             if case .done = outcome, let shadowPod {
                 await Self.waitForEndpoints(
                     of: service, namespace: namespace, without: shadowPod, client: client, timeout: .seconds(5))
+                try? await Task.sleep(for: settle)
             }
             return outcome
         case .scaleBack(let workload, let replicas, let waitSeconds):
