@@ -1,4 +1,5 @@
 import ArgumentParser
+import KtctlKit
 
 /// ktctl: joins this machine to a Kubernetes test cluster in both directions. This executable only parses
 /// flags; every command's work lives in KtctlKit.
@@ -18,4 +19,25 @@ struct Ktctl: AsyncParsableCommand {
             RouteCommand.self,
         ]
     )
+
+    /// ArgumentParser's own main, after kt-connect's global flags before the subcommand are moved after it
+    /// (`ktctl -n dev -d exchange tomcat --expose 8080`).
+    static func main() async {
+        var names: Set<String> = []
+        for command in configuration.subcommands {
+            if let name = command.configuration.commandName { names.insert(name) }
+            names.formUnion(command.configuration.aliases)
+        }
+        let arguments = GlobalFlags.reorder(Array(CommandLine.arguments.dropFirst()), subcommands: names)
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

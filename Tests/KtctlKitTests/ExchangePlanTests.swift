@@ -128,3 +128,29 @@ struct ExchangePlanTests {
         #expect(ForwardPlan.pick(endpoints, portName: "http", targetPort: nil, avoiding: nil) == nil)
     }
 }
+
+/// kt-connect's global flags before the subcommand.
+struct GlobalFlagsTests {
+    static let commands: Set<String> = ["connect", "exchange", "preview", "provide"]
+
+    @Test func globalFlagsBeforeTheSubcommandMoveAfterIt() {
+        #expect(
+            GlobalFlags.reorder(["-n", "dev", "-d", "exchange", "tomcat", "--expose", "8080"], subcommands: Self.commands)
+                == ["exchange", "-n", "dev", "-d", "tomcat", "--expose", "8080"])
+        #expect(
+            GlobalFlags.reorder(["--namespace=dev", "--kubeconfig", "/k", "provide", "x"], subcommands: Self.commands)
+                == ["provide", "--namespace=dev", "--kubeconfig", "/k", "x"])
+        // Already after: unchanged.
+        let after = ["exchange", "tomcat", "-n", "dev", "--expose", "8080"]
+        #expect(GlobalFlags.reorder(after, subcommands: Self.commands) == after)
+        // Something else before the subcommand: left for the parser to refuse.
+        let unknown = ["--bogus", "exchange", "tomcat"]
+        #expect(GlobalFlags.reorder(unknown, subcommands: Self.commands) == unknown)
+        // A flag's value that happens to be a subcommand's name is a value.
+        #expect(
+            GlobalFlags.reorder(["-n", "connect", "connect"], subcommands: Self.commands)
+                == ["connect", "-n", "connect"])
+        #expect(GlobalFlags.reorder(["--help"], subcommands: Self.commands) == ["--help"])
+        #expect(GlobalFlags.reorder(["-n"], subcommands: Self.commands) == ["-n"])
+    }
+}

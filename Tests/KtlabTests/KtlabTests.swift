@@ -263,6 +263,10 @@ let pythonClientInstalled: Bool = {
             #expect(watched.split(separator: "\n").filter { $0.hasPrefix("client ") }.count >= 2, "\(watched)")
             #expect(try await lab.kubectl(kubectl, ["logs", "client"]).output == "hello from the pod\n")
             let clientNamespace = "\(lab.name)-pod-2"
+            func bridgeMAC() async throws -> String {
+                try await TestNamespace.run(["ip", "-n", "\(lab.name)-node", "-j", "link", "show", "kt-br0"]).output
+            }
+            let mac = try await bridgeMAC()
             // Give the service rules a moment to follow the endpoints.
             try await Task.sleep(for: .milliseconds(300))
             for url in [
@@ -356,6 +360,13 @@ let pythonClientInstalled: Bool = {
             let down = try await following(1)
             #expect(down < .seconds(2))
             print("ktlab: endpoints followed the scale to 1 in \(down); DNS agreed")
+            // Pods came and went: the pods' gateway kept its MAC (a bridge with a kernel-chosen one takes its lowest
+            // port's, which left every pod's ARP entry for the gateway stale for ~10 s), and answers at once.
+            #expect(try await bridgeMAC() == mac)
+            let afterChurn = try await TestNamespace.run([
+                "ip", "netns", "exec", clientNamespace, "curl", "-s", "-m", "2", "http://tomcat:8080",
+            ])
+            #expect(afterChurn.output == "kt-connect demo v1\n", "\(afterChurn.error)")
             #expect(try await lab.client.get(Deployment.self, name: "tomcat").spec?.replicas == 1)
             #expect(
                 try await lab.kubectl(

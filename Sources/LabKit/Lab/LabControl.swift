@@ -107,7 +107,16 @@ public enum LabControl {
             try Host.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
         }
         // The node: a bridge for the pods, forwarding on.
-        try Host.run(["ip", "-n", node, "link", "add", LabLayout.bridgeName, "type", "bridge"])
+        // Its MAC set explicitly: a bridge with a kernel-chosen MAC takes its lowest port's, so it changed whenever a
+        // pod with a lower one came or went, and every pod's ARP entry for the gateway pointed nowhere until it was
+        // probed again (~10 s of lost DNS and Service traffic, the lab's old "DNS flake").
+        let mac =
+            "02:6b:74:"
+            + (0..<3).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined(
+                separator: ":")
+        try Host.run([
+            "ip", "-n", node, "link", "add", LabLayout.bridgeName, "address", mac, "type", "bridge",
+        ])
         try Host.run(["ip", "-n", node, "addr", "add", "\(layout.bridgeAddress)/24", "dev", LabLayout.bridgeName])
         try Host.run(["ip", "-n", node, "link", "set", LabLayout.bridgeName, "up"])
         try Host.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
