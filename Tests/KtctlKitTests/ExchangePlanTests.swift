@@ -135,7 +135,8 @@ struct GlobalFlagsTests {
 
     @Test func globalFlagsBeforeTheSubcommandMoveAfterIt() {
         #expect(
-            GlobalFlags.reorder(["-n", "dev", "-d", "exchange", "tomcat", "--expose", "8080"], subcommands: Self.commands)
+            GlobalFlags.reorder(
+                ["-n", "dev", "-d", "exchange", "tomcat", "--expose", "8080"], subcommands: Self.commands)
                 == ["exchange", "-n", "dev", "-d", "tomcat", "--expose", "8080"])
         #expect(
             GlobalFlags.reorder(["--namespace=dev", "--kubeconfig", "/k", "provide", "x"], subcommands: Self.commands)

@@ -6,7 +6,8 @@ public enum GlobalFlags {
     public static let withValue: Set<String> = [
         "-n", "--namespace", "-c", "--kubeconfig", "--context", "-i", "--image", "--image-pull-secret",
         "--imagePullSecret", "--service-account", "--serviceAccount", "--node-selector", "--nodeSelector", "-l",
-        "--with-label", "--withLabel", "--with-annotation", "--withAnnotation", "--pod-quota", "--podQuota", "--timeout",
+        "--with-label", "--withLabel", "--with-annotation", "--withAnnotation", "--pod-quota", "--podQuota",
+        "--timeout",
     ]
     /// Flags without a value.
     public static let switches: Set<String> = ["-d", "--debug"]
