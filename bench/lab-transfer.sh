@@ -85,7 +85,7 @@ cpu() {
 }
 hz=$(getconf CLK_TCK)
 
-"$kubectl" run client --image=python:3 --command -- sleep 100000 >/dev/null
+"$kubectl" run client --image=python:3 --command -- sleep infinity >/dev/null
 "$kubectl" run sinkpod --image=python:3 --command -- python3 -c "$sink" 0.0.0.0 7000 >/dev/null
 "$kubectl" create service clusterip sink --tcp=7000:7000 >/dev/null
 "$kubectl" wait --for=condition=Ready pod/client pod/sinkpod --timeout=60s >/dev/null

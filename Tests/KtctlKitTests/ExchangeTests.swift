@@ -66,7 +66,7 @@ import Testing
     /// A pod to send requests from (Python, as the seed's curl stands in for any client in the cluster).
     static func clientPod(_ lab: RunningLab, _ kubectl: String) async throws {
         let run = try await lab.kubectl(
-            kubectl, ["run", "client", "--image=python:3", "--command", "--", "sleep", "100000"])
+            kubectl, ["run", "client", "--image=python:3", "--command", "--", "sleep", "infinity"])
         #expect(run.status == 0, "\(run.error)")
         _ = try await lab.waitReady("client")
     }

@@ -175,7 +175,7 @@ func expectLabGone(_ name: String, sourceLocation: SourceLocation = #_sourceLoca
             #expect(deleted.output == "pod \"vol\" deleted\n", "\(deleted.error)")
             #expect(ContinuousClock.now - started < .seconds(3))
             #expect(try await TestNamespace.run(["pgrep", "-f", "echo shared > scratch/x"]).output.isEmpty)
-            #expect(try await TestNamespace.run(["pgrep", "-f", "sleep 1000"]).output.isEmpty)
+            #expect(try await TestNamespace.run(["pgrep", "-x", "-f", "sleep 1000"]).output.isEmpty)
             #expect(!FileManager.default.fileExists(atPath: "\(LabLayout.stateRoot)/\(lab.name)/pods/default_vol"))
 
             // One that ignores SIGTERM: Terminating until its grace period ends, then killed.
