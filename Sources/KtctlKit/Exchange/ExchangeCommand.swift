@@ -105,7 +105,8 @@ public enum ExchangeCommand {
         var labels = ["kt-role": "shadow-exchange", "kt-target": target]
         if let workload { labels.merge(workload.spec?.template.metadata?.labels ?? [:]) { ours, _ in ours } }
         let spec = ShadowSpec(
-            role: .exchange, podName: "\(service.name)-kt-exchange-\(session.identity.id)", labels: labels,
+            role: .exchange, podName: "\(workload?.name ?? service.name)-kt-exchange-\(session.identity.id)",
+            labels: labels,
             ports: ExchangePlan.containerPorts(ports))
         let link = TunnelLink()
         let forwards = ReverseForwards(
