@@ -289,6 +289,48 @@ import Testing
         }
     }
 
+    /// Scale mode's way out waits for the workload's replicas (pods here slow to start, as after a slow image
+    /// pull); a second Ctrl-C skips only that wait: the shadow still goes, and the replicas go on starting.
+    @Test(.enabled(if: kubectl != nil)) func aSecondInterruptSkipsTheWaitForReplicas() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let local = try await Self.localServer(lab)
+            defer { local.stop() }
+            let exchange = try BackgroundProcess(
+                workstation,
+                Self.ktctl(
+                    lab, ktctl, "exchange", state: "ex", ["deploy/tomcat", "--mode", "scale", "--expose", "8080"]))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
+            // While it runs, the workload's next pods become slow to start (a template change is not a rollout at 0).
+            let slow = try await lab.kubectl(
+                kubectl,
+                [
+                    "patch", "deployment", "tomcat", "--type=merge", "-p",
+                    #"{"spec":{"template":{"metadata":{"annotations":{"ktlab.io/start-delay":"60"}}}}}"#,
+                ])
+            #expect(slow.status == 0, "\(slow.error)")
+            exchange.signalProgram(SIGINT)
+            try await Task.sleep(for: .seconds(2))
+            #expect(exchange.isRunning, "the exchange did not wait for the replicas: \(exchange.output)")
+            let skipped = ContinuousClock.now
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 15) == 0, "\(exchange.output)")
+            #expect(ContinuousClock.now - skipped < .seconds(10))
+            #expect(
+                exchange.output.contains("interrupt (Ctrl-C) again: not waiting for deployment/tomcat"),
+                "\(exchange.output)")
+            #expect(try await lab.client.get(Deployment.self, name: "tomcat").spec?.replicas == 1)
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+            #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
+            #expect(SessionTests.leftovers("\(LabLayout.stateRoot)/\(lab.name)/ex").isEmpty)
+        }
+    }
+
     // MARK: - One holder; crashes
 
     /// With only the Role of deploy/rbac: a second exchange of the Service is refused and names the holder; after

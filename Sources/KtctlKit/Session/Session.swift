@@ -37,6 +37,8 @@ public final class Session: @unchecked Sendable {
     public let identity: SessionIdentity
     public let journal: Journal
     public let logger: Logger
+    /// The undoing's wait a second interrupt skips (scale mode's wait for ready replicas).
+    let skippable = SkippableWait()
     /// Progress and outcome lines for the user.
     public let print: @Sendable (String) -> Void
     let trap: SignalTrap
@@ -180,6 +182,10 @@ public final class Session: @unchecked Sendable {
 
     /// A second signal during the undoing: say what is left and leave now; the journal keeps it for `ktctl clean`.
     func abandonCleanUp(_ number: Int32) {
+        if let what = skippable.skip() {
+            print("ktctl: \(SignalTrap.name(number)) again: not waiting \(what); the rest of the clean-up goes on")
+            return
+        }
         let left = journal.snapshot.open.map(\.change)
         print(
             "ktctl: \(SignalTrap.name(number)) again: not waiting for the clean-up. "
@@ -218,7 +224,8 @@ public final class Session: @unchecked Sendable {
         let cluster = self.cluster
         cluster?.lease?.stopRenewing()
         for step in lock.withLock({ quiesce }) { await step() }
-        let runner = UndoRunner(client: cluster?.client)
+        var runner = UndoRunner(client: cluster?.client)
+        runner.skippable = skippable
         var unfinished: [String] = []
         while let step = lock.withLock({ steps.popLast() }) {
             switch step {

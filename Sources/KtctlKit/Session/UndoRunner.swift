@@ -1,5 +1,6 @@
 import Foundation
 import KubeKit
+import NIOConcurrencyHelpers
 
 /// Carries out `Undo`s: for a session stopping, for the next session after a crash, and for `ktctl clean`. Each
 /// checks first that what it would undo is still what the session made.
@@ -16,6 +17,10 @@ public struct UndoRunner: Sendable {
         self.client = client
         self.settle = settle
     }
+
+    /// A wait the user may skip (scale mode's wait for ready replicas): a second interrupt while it runs ends only
+    /// the wait, and the undoing goes on.
+    public var skippable: SkippableWait?
 
     /// kube-proxy's default minimum sync period is 1 s; ktlab's proxy follows in tens of milliseconds.
     public static let proxySettle = Duration.seconds(1)
@@ -59,7 +64,10 @@ public struct UndoRunner: Sendable {
             return outcome
         case .scaleBack(let workload, let replicas, let waitSeconds):
             guard let client else { return .failed("\(workload): not connected to its cluster") }
-            return await Self.scaleBack(workload, to: replicas, wait: .seconds(waitSeconds), client: client)
+            skippable?.begin("for \(workload) to be ready")
+            defer { skippable?.end() }
+            return await Self.scaleBack(
+                workload, to: replicas, wait: .seconds(waitSeconds), client: client, skip: skippable)
         }
     }
 
@@ -95,10 +103,11 @@ public struct UndoRunner: Sendable {
         }
     }
 
-    /// Scales `workload` back and waits for its ready replicas (a second interrupt skips the wait: the session
-    /// leaves without it).
-    static func scaleBack(_ workload: ObjectRef, to replicas: Int, wait: Duration, client: KubeClient) async -> Outcome
-    {
+    /// Scales `workload` back and waits for its ready replicas (until `wait`, or until `skip` is skipped: a second
+    /// interrupt).
+    static func scaleBack(
+        _ workload: ObjectRef, to replicas: Int, wait: Duration, client: KubeClient, skip: SkippableWait? = nil
+    ) async -> Outcome {
         do {
             _ = try await client.scale(
                 Deployment.self, name: workload.name, namespace: workload.namespace, to: replicas)
@@ -129,6 +138,10 @@ public struct UndoRunner: Sendable {
                 (deployment.status?.readyReplicas ?? 0) >= replicas
             {
                 return .done("scaled \(workload) back to \(replicas), ready")
+            }
+            if skip?.isSkipped == true {
+                return .done(
+                    "scaled \(workload) back to \(replicas) (not waited for: interrupted; they go on starting)")
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -171,6 +184,26 @@ public struct UndoRunner: Sendable {
             return .done("restored \(path)")
         } catch {
             return .failed("\(path): \(error)")
+        }
+    }
+}
+
+/// A wait in the undoing that a second interrupt ends (instead of abandoning the whole clean-up).
+public final class SkippableWait: Sendable {
+    private let state = NIOLockedValueBox<(what: String?, skipped: Bool)>((nil, false))
+
+    public init() {}
+
+    func begin(_ what: String) { state.withLockedValue { $0 = (what, false) } }
+    func end() { state.withLockedValue { $0 = (nil, false) } }
+    var isSkipped: Bool { state.withLockedValue { $0.skipped } }
+
+    /// Skips the wait in progress; what it waited for, or nil when none runs (the interrupt is then the clean-up's).
+    public func skip() -> String? {
+        state.withLockedValue { state in
+            guard let what = state.what, !state.skipped else { return nil }
+            state.skipped = true
+            return what
         }
     }
 }

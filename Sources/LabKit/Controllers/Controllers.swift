@@ -142,7 +142,11 @@ public final class Controllers: Sendable {
             var labels = Self.labels(template).mapValues { JSONValue.string($0) }
             labels["pod-template-hash"] = .string(hash)
             var podTemplate = template
-            podTemplate["metadata"] = ["labels": .object(labels)]
+            // The template's metadata as written (annotations too: kubectl rollout restart's, ktlab's own), with the
+            // hash label added.
+            var metadata = template["metadata"]?.objectValue ?? [:]
+            metadata["labels"] = .object(labels)
+            podTemplate["metadata"] = .object(metadata)
             var selector = deployment["spec"]?["selector"] ?? [:]
             var matchLabels = selector["matchLabels"]?.objectValue ?? [:]
             matchLabels["pod-template-hash"] = .string(hash)
