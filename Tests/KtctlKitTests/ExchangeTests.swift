@@ -668,6 +668,19 @@ import Testing
             forward.signalProgram(SIGINT)
             #expect(await forward.waitForExit(timeout: 10) == 0, "\(forward.output)")
 
+            // --external: a LoadBalancer Service.
+            let external = try BackgroundProcess(
+                workstation,
+                Self.ktctl(lab, ktctl, "preview", state: "pv", ["tomcat-ext", "--external", "--expose", "8080"]))
+            defer { external.stop() }
+            try #require(
+                await external.waitForOutput("ktctl: previewing service tomcat-ext", timeout: 60), "\(external.output)")
+            #expect(try await lab.client.get(Service.self, name: "tomcat-ext").spec?.type == "LoadBalancer")
+            try await Self.expectPage(lab, kubectl, "http://tomcat-ext:8080", Self.localPage)
+            external.signalProgram(SIGINT)
+            #expect(await external.waitForExit(timeout: 20) == 0, "\(external.output)")
+            #expect((try? await lab.client.get(Service.self, name: "tomcat-ext")) == nil)
+
             // A Deployment's Service: its pod deleted, the next curl is answered by the new pod.
             let follow = try BackgroundProcess(
                 workstation, Self.ktctl(lab, ktctl, "forward", state: "fw", ["svc/tomcat", "6061:8080"]))
