@@ -436,7 +436,8 @@ import Testing
     // MARK: - Nothing listening locally
 
     /// Nothing on the local port: the exchange says so and changes nothing; with --skip-port-checking it runs, and a
-    /// cluster client gets an immediate reset (not a hang) until the local server starts, then the page.
+    /// cluster client gets an immediate reset (not a hang) until the local server starts, then the page; SIGHUP puts
+    /// the Service back.
     @Test(.enabled(if: kubectl != nil)) func nothingListeningLocallyIsSaidAndReset() async throws {
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
@@ -472,7 +473,7 @@ import Testing
             let local = try await Self.localServer(lab)
             defer { local.stop() }
             try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.localPage)
-            exchange.signalProgram(SIGINT)
+            exchange.signalProgram(SIGHUP)
             #expect(await exchange.waitForExit(timeout: 20) == 0, "\(exchange.output)")
             #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
         }
@@ -563,7 +564,7 @@ import Testing
     // MARK: - UDP, preview, forward
 
     /// A UDP echo Service exchanged to a local UDP echo server: a pod's datagram is answered by the laptop, and by the
-    /// cluster again after Ctrl-C.
+    /// cluster again after SIGTERM.
     @Test(.enabled(if: kubectl != nil)) func aUDPServiceIsExchanged() async throws {
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
@@ -599,7 +600,7 @@ import Testing
                 await exchange.waitForOutput("ktctl: exchanging service udpecho", timeout: 60), "\(exchange.output)")
             #expect(exchange.output.contains("udpecho:9999/UDP → 127.0.0.1:9999"), "\(exchange.output)")
             #expect(try await ask() == "local:ping")
-            exchange.signalProgram(SIGINT)
+            exchange.signalProgram(SIGTERM)
             #expect(await exchange.waitForExit(timeout: 20) == 0, "\(exchange.output)")
             #expect(try await ask() == "cluster:ping")
         }
