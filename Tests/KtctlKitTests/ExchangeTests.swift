@@ -214,6 +214,7 @@ import Testing
             let took = ContinuousClock.now - stopping
             #expect(status == 0, "\(exchange.output)")
             #expect(took < .seconds(5), "the exchange took \(took) to stop")
+            print("selector mode: Ctrl-C to exit, the Service back and the shadow gone: \(took)")
             #expect(exchange.output.contains("the service is as it was"), "\(exchange.output)")
             try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             let back = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat:8080"])
