@@ -431,6 +431,28 @@ import Testing
             #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
             try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             #expect(try await SessionTests.managed(lab, Lease.self).isEmpty)
+
+            // A Service that kt-connect holds (its kt-selector, no ktctl lease) is refused; `ktctl recover` puts it
+            // back from kt-connect's annotation.
+            let ktConnect = try await lab.kubectl(
+                kubectl,
+                [
+                    "patch", "service", "tomcat", "--type=merge", "-p",
+                    #"{"metadata":{"annotations":{"kt-selector":"{\"app\":\"tomcat\"}"}},"spec":{"selector":{"kt-role":"shadow-exchange","kt-target":"abcdefghijklmnopqrst"}}}"#,
+                ])
+            #expect(ktConnect.status == 0, "\(ktConnect.error)")
+            let refusedByKtConnect = try await workstation.run(
+                Self.ktctl(lab, ktctl, "exchange", state: "e", ["tomcat", "--expose", "8080"], kubeconfig: dev),
+                timeout: 60)
+            #expect(refusedByKtConnect.status == 1)
+            #expect(
+                refusedByKtConnect.error.contains("is exchanged or meshed by kt-connect"), "\(refusedByKtConnect.error)"
+            )
+            #expect(try await SessionTests.managed(lab, Pod.self).isEmpty)
+            let fromKtConnect = try await workstation.run(
+                Self.ktctl(lab, ktctl, "recover", state: "r", ["tomcat"], kubeconfig: dev), timeout: 60)
+            #expect(fromKtConnect.output.contains("restored the selector of service/tomcat"), "\(fromKtConnect.output)")
+            #expect(try await Self.json(lab, kubectl, "service", "tomcat") == service)
         }
     }
 

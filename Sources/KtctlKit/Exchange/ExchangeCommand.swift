@@ -83,6 +83,9 @@ public enum ExchangeCommand {
         let ports = try ExchangePlan.ports(options.expose, of: service, pods: selected)
         let workload =
             options.mode == .scale ? try ExchangePlan.workload(of: service, deployments: deployments) : nil
+        if options.mode == .selector, ServiceLock.heldByKtConnect(service) {
+            throw ConnectError.other(ServiceLock.ktConnectRefusal(service))
+        }
         if options.mode == .selector, let holder = try await ServiceLock.holder(of: service, client: client) {
             throw ConnectError.other(
                 "service \(service.name) is exchanged by \(holder) (its selector is theirs until they stop); nothing "
@@ -198,6 +201,9 @@ public enum ExchangeCommand {
                 namespace: cluster.namespace, service: service.name, lease: lease.name, shadowPod: shadow))
         var current = service
         for _ in 0..<5 {
+            if ServiceLock.heldByKtConnect(current) {
+                throw ConnectError.other(ServiceLock.ktConnectRefusal(current))
+            }
             if let holder = try await ServiceLock.holder(of: current, client: client), holder.lease != lease.name {
                 throw ConnectError.other(
                     "service \(service.name) was just taken by \(holder); nothing of it was changed")

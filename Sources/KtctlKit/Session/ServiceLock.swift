@@ -40,6 +40,18 @@ public enum ServiceLock {
             since: service.metadata.annotations?[since] ?? "?", lease: leaseName)
     }
 
+    /// Whether kt-connect holds `service`: its `kt-selector` is there without a ktctl lease (kt-connect's exchange or
+    /// auto mesh, whose liveness ktctl cannot judge; kt-connect refuses a Service with `kt-selector` the same way).
+    public static func heldByKtConnect(_ service: Service) -> Bool {
+        service.metadata.annotations?[originalSelector] != nil && service.metadata.annotations?[lease] == nil
+    }
+
+    /// The refusal for a Service kt-connect holds.
+    static func ktConnectRefusal(_ service: Service) -> String {
+        "service \(service.name) is exchanged or meshed by kt-connect (it has kt-selector and no ktctl lease); nothing "
+            + "was changed. If that kt-connect session is gone, `ktctl recover \(service.name)` restores the service"
+    }
+
     /// What a Service's selector was before a session took it: the annotation, else its selector now.
     public static func original(of service: Service) -> [String: String] {
         if let text = service.metadata.annotations?[originalSelector],
