@@ -195,6 +195,7 @@ import Testing
                 Pod.self, options: ListOptions(labelSelector: "kt-role=shadow-exchange")
             ).items
             #expect(shadows.count == 1 && shadows[0].name.hasPrefix("tomcat-kt-exchange-"))
+            #expect(shadows.first?.metadata.annotations?["kt-config"] == "service=tomcat")
             let taken = try await lab.client.get(Service.self, name: "tomcat")
             #expect(taken.metadata.annotations?["kt-selector"] == #"{"app":"tomcat"}"#)
             #expect(taken.spec?.selector?["kt-target"] == shadows.first?.metadata.labels?["kt-target"])

@@ -110,6 +110,10 @@ public enum ExchangeCommand {
         let spec = ShadowSpec(
             role: .exchange, podName: "\(workload?.name ?? service.name)-kt-exchange-\(session.identity.id)",
             labels: labels,
+            annotations: [
+                "kt-config": workload.map { "app=\($0.name),replicas=\($0.spec?.replicas ?? 1)" }
+                    ?? "service=\(service.name)"
+            ],
             ports: ExchangePlan.containerPorts(ports))
         let link = TunnelLink()
         let forwards = ReverseForwards(

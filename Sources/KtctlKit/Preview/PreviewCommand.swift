@@ -121,7 +121,8 @@ public enum PreviewCommand {
         let target = ExchangeCommand.randomTarget()
         let spec = ShadowSpec(
             role: .preview, podName: "\(options.name)-kt-\(session.identity.id)",
-            labels: ["kt-role": "shadow-preview", "kt-target": target], ports: ExchangePlan.containerPorts(ports))
+            labels: ["kt-role": "shadow-preview", "kt-target": target],
+            annotations: ["kt-config": "service=\(options.name)"], ports: ExchangePlan.containerPorts(ports))
         let link = TunnelLink()
         let forwards = ReverseForwards(
             ports: ports.map { ReverseForwards.Port(remote: $0.targetPort, local: $0.local) }, link: link,

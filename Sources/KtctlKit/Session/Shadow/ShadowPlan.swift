@@ -83,12 +83,19 @@ public struct ShadowSpec: Sendable, Hashable {
     public var podName: String
     /// Labels beyond the session's (an exchanged workload's selector, say).
     public var labels: [String: String]
+    /// Annotations beyond the user's (`--with-annotation`): kt-connect's `kt-config` (`service=<svc>`), which its
+    /// users' dashboards read.
+    public var annotations: [String: String]
     public var ports: [Port]
 
-    public init(role: Role, podName: String, labels: [String: String] = [:], ports: [Port] = []) {
+    public init(
+        role: Role, podName: String, labels: [String: String] = [:], annotations: [String: String] = [:],
+        ports: [Port] = []
+    ) {
         self.role = role
         self.podName = podName
         self.labels = labels
+        self.annotations = annotations
         self.ports = ports
     }
 
@@ -177,12 +184,14 @@ public enum ShadowPlan {
         if let pullSecret = options.imagePullSecret { podSpec["imagePullSecrets"] = [["name": .string(pullSecret)]] }
         var labels: [String: JSONValue] = options.labels.mapValues { .string($0) }
         for (key, value) in spec.labels { labels[key] = .string(value) }
+        var annotations: [String: JSONValue] = options.annotations.mapValues { .string($0) }
+        for (key, value) in spec.annotations { annotations[key] = .string(value) }
         let document: JSONValue = [
             "apiVersion": "v1", "kind": "Pod",
             "metadata": [
                 "name": .string(spec.podName),
                 "labels": .object(labels),
-                "annotations": .object(options.annotations.mapValues { .string($0) }),
+                "annotations": .object(annotations),
             ],
             "spec": podSpec,
         ]
