@@ -159,19 +159,12 @@ struct ConnectCLI: AsyncParsableCommand {
     @Flag(name: .customLong("disableTunDevice"), help: .hidden)
     var disableTunDevice = false
 
-    @Option(name: .customLong("state-dir"), help: .hidden)
-    var stateDirectory: String?
-
-    @Option(name: .customLong("lease-duration"), help: .hidden)
-    var leaseDuration: Int = SessionLease.defaultDuration
+    @OptionGroup var session: SessionFlags
 
     func run() async throws {
         var options = ConnectOptions(
-            cluster: try cluster.options(), stateDirectory: stateDirectory ?? StateDirectory.defaultRoot)
-        guard leaseDuration >= SessionLease.minimumDuration else {
-            throw ValidationError("--lease-duration must be at least \(SessionLease.minimumDuration) seconds")
-        }
-        options.leaseDuration = leaseDuration
+            cluster: try cluster.options(), stateDirectory: session.root)
+        options.leaseDuration = try session.validatedLeaseDuration()
         try options.setProxyAccess(allow: proxyAllowUsers, auth: proxyAuth)
         // kt-connect's way to ask for the proxy alone.
         options.mode = disableTunDevice ? .socks : mode
@@ -212,5 +205,25 @@ struct ConnectCLI: AsyncParsableCommand {
             }
             throw ValidationError("\(flag): '\(part)' is neither a prefix nor an address")
         }
+    }
+}
+
+/// What every session command takes beside the cluster's flags: where its state lives and its Lease's duration
+/// (both hidden: tests and CI set them).
+struct SessionFlags: ParsableArguments {
+    @Option(name: .customLong("state-dir"), help: .hidden)
+    var stateDirectory: String?
+
+    @Option(name: .customLong("lease-duration"), help: .hidden)
+    var leaseDuration: Int = SessionLease.defaultDuration
+
+    var root: String { stateDirectory ?? StateDirectory.defaultRoot }
+
+    /// The Lease duration, refused below the minimum.
+    func validatedLeaseDuration() throws -> Int {
+        guard leaseDuration >= SessionLease.minimumDuration else {
+            throw ValidationError("--lease-duration must be at least \(SessionLease.minimumDuration) seconds")
+        }
+        return leaseDuration
     }
 }

@@ -37,25 +37,18 @@ struct ExchangeCLI: AsyncParsableCommand {
         help: "Go on when nothing listens on a local port yet.")
     var skipPortChecking = false
 
-    @Option(name: .customLong("state-dir"), help: .hidden)
-    var stateDirectory: String?
-
-    @Option(name: .customLong("lease-duration"), help: .hidden)
-    var leaseDuration: Int = SessionLease.defaultDuration
+    @OptionGroup var session: SessionFlags
 
     func run() async throws {
         do {
             var options = ExchangeOptions(
-                cluster: try cluster.options(), stateDirectory: stateDirectory ?? StateDirectory.defaultRoot,
+                cluster: try cluster.options(), stateDirectory: session.root,
                 target: try WorkloadTarget.parse(target), expose: try ExposedPort.parseList(expose))
             options.mode = mode
             guard recoverWaitTime > 0 else { throw ValidationError("--recover-wait-time must be positive") }
             options.recoverWaitTime = .seconds(recoverWaitTime)
             options.skipPortChecking = skipPortChecking
-            guard leaseDuration >= SessionLease.minimumDuration else {
-                throw ValidationError("--lease-duration must be at least \(SessionLease.minimumDuration) seconds")
-            }
-            options.leaseDuration = leaseDuration
+            options.leaseDuration = try session.validatedLeaseDuration()
             try await ExchangeCommand.run(options, logger: Output.logger(debug: cluster.debug), print: Output.line)
         } catch let error as ValidationError {
             throw error

@@ -29,23 +29,16 @@ struct PreviewCLI: AsyncParsableCommand {
         help: "Go on when nothing listens on a local port yet.")
     var skipPortChecking = false
 
-    @Option(name: .customLong("state-dir"), help: .hidden)
-    var stateDirectory: String?
-
-    @Option(name: .customLong("lease-duration"), help: .hidden)
-    var leaseDuration: Int = SessionLease.defaultDuration
+    @OptionGroup var session: SessionFlags
 
     func run() async throws {
         do {
             var options = PreviewOptions(
-                cluster: try cluster.options(), stateDirectory: stateDirectory ?? StateDirectory.defaultRoot,
+                cluster: try cluster.options(), stateDirectory: session.root,
                 name: name, expose: try ExposedPort.parseList(expose))
             options.external = external
             options.skipPortChecking = skipPortChecking
-            guard leaseDuration >= SessionLease.minimumDuration else {
-                throw ValidationError("--lease-duration must be at least \(SessionLease.minimumDuration) seconds")
-            }
-            options.leaseDuration = leaseDuration
+            options.leaseDuration = try session.validatedLeaseDuration()
             try await PreviewCommand.run(options, logger: Output.logger(debug: cluster.debug), print: Output.line)
         } catch let error as ValidationError {
             throw error

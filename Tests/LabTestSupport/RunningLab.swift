@@ -31,8 +31,17 @@ public final class RunningLab: @unchecked Sendable {
         }
     }
 
-    /// `ktt<pid>x<n>`: the test process's pid, so that a later run can tell a lab left by a crashed one.
-    public static func uniqueName() -> String { "ktt\(getpid())x\(Int.random(in: 100...999))" }
+    /// `ktt<pid>x<n>`: the test process's pid, so that a later run can tell a lab left by a crashed one, and a
+    /// counter (a random number here once gave two concurrent tests the same lab: 20 labs among 900 numbers collide
+    /// one run in five).
+    public static func uniqueName() -> String {
+        let number = labCounter.withLock { count in
+            count += 1
+            return count
+        }
+        return "ktt\(getpid())x\(number)"
+    }
+    static let labCounter = Mutex(100)
 
     /// Labs of test processes that are gone (killed, crashed) are removed once per test process.
     public static func reapStaleLabs(_ ktlab: String) {

@@ -94,13 +94,8 @@ public enum ExchangeCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         session.onStop("stop the event loops") { try? await group.shutdownGracefully() }
         if !options.skipPortChecking {
-            for port in ports where port.protocol == "TCP" {
-                guard await localPortAnswers(port.local, on: group.next()) else {
-                    throw ConnectError.other(
-                        "nothing listens on 127.0.0.1:\(port.local) for service \(service.name)'s port "
-                            + "\(port.servicePort); start it first, or pass --skip-port-checking; nothing was changed")
-                }
-            }
+            try await ListeningShadow.checkLocalPorts(
+                ports, what: { " for service \(service.name)'s port \($0.servicePort)" }, on: group.next())
         }
         // The cluster side: the shadow, its tunnel and its listeners, all before the Service moves.
         try await session.startLease()
@@ -115,27 +110,13 @@ public enum ExchangeCommand {
                     ?? "service=\(service.name)"
             ],
             ports: ExchangePlan.containerPorts(ports))
-        let link = TunnelLink()
-        let forwards = ReverseForwards(
-            ports: ports.map {
-                ReverseForwards.Port(remote: $0.targetPort, local: $0.local, udp: $0.protocol == "UDP")
-            },
-            link: link, logger: logger)
-        let shadow = ShadowSession(
-            session: session, spec: spec, options: options.cluster, link: link, group: group, logger: logger,
-            progress: { print("ktctl: \($0)") })
-        try await shadow.start()
-        try await forwards.waitUntilListening(on: group.next())
-        session.onStop("let the forwarded connections finish") {
-            await forwards.drain(quiet: .seconds(1), timeout: .seconds(5))
-            forwards.close()
-        }
+        var beforeDrain: (@Sendable () async -> Void)?
         if let workload {
             // Scale mode's way out: once the workload is back (the undo of the scale, below), the shadow loses the
-            // workload's labels and the Service's Endpoints drop it; only then the drain above starts to count.
+            // workload's labels and the Service's Endpoints drop it; only then the drain starts to count.
             let carried = Array((workload.spec?.template.metadata?.labels ?? [:]).keys.filter { labels[$0] != nil })
             let podName = spec.podName
-            session.onStop("take the shadow out of service \(service.name)") {
+            beforeDrain = {
                 var removal: [String: JSONValue] = [:]
                 for key in carried where !["kt-role", "kt-target"].contains(key) { removal[key] = .null }
                 _ = try? await client.patch(
@@ -145,7 +126,9 @@ public enum ExchangeCommand {
                     of: service.name, namespace: namespace, without: podName, client: client, timeout: .seconds(10))
             }
         }
-        try await shadow.waitUntilReady()
+        let shadow = try await ListeningShadow.start(
+            spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .seconds(1),
+            drainTimeout: .seconds(5), logger: logger, print: print, beforeDrain: beforeDrain)
 
         // The switch.
         let switched: String

@@ -108,13 +108,7 @@ public enum PreviewCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         session.onStop("stop the event loops") { try? await group.shutdownGracefully() }
         if !options.skipPortChecking {
-            for port in ports {
-                guard await localPortAnswers(port.local, on: group.next()) else {
-                    throw ConnectError.other(
-                        "nothing listens on 127.0.0.1:\(port.local); start it first, or pass --skip-port-checking; "
-                            + "nothing was changed")
-                }
-            }
+            try await ListeningShadow.checkLocalPorts(ports, what: { _ in "" }, on: group.next())
         }
 
         try await session.startLease()
@@ -123,20 +117,9 @@ public enum PreviewCommand {
             role: .preview, podName: "\(options.name)-kt-\(session.identity.id)",
             labels: ["kt-role": "shadow-preview", "kt-target": target],
             annotations: ["kt-config": "service=\(options.name)"], ports: ExchangePlan.containerPorts(ports))
-        let link = TunnelLink()
-        let forwards = ReverseForwards(
-            ports: ports.map { ReverseForwards.Port(remote: $0.targetPort, local: $0.local) }, link: link,
-            logger: logger)
-        let shadow = ShadowSession(
-            session: session, spec: spec, options: options.cluster, link: link, group: group, logger: logger,
-            progress: { print("ktctl: \($0)") })
-        try await shadow.start()
-        try await forwards.waitUntilListening(on: group.next())
-        session.onStop("let the forwarded connections finish") {
-            await forwards.drain(quiet: .milliseconds(500), timeout: .seconds(3))
-            forwards.close()
-        }
-        try await shadow.waitUntilReady()
+        let shadow = try await ListeningShadow.start(
+            spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .milliseconds(500),
+            drainTimeout: .seconds(3), logger: logger, print: print)
 
         var service = Service(
             metadata: ObjectMeta(name: options.name, annotations: ["kt-config": "service=\(options.name)"]),
