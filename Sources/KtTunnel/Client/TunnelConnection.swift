@@ -347,7 +347,16 @@ final class TunnelConnection: Sendable {
         guard serverIsShadow else {
             return eventLoop.makeFailedFuture(TunnelError.unsupported("datagram channels (kt-shadow only)"))
         }
-        return eventLoop.flatSubmit {
+        return openFramedSession(onFrame: onFrame).flatMap { child in
+            child.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false))
+                .map { TunnelDatagramChannel(channel: child) }
+        }
+    }
+
+    /// A `session` channel whose bytes are split into ``DatagramFrame``s, before any command is sent on it (the
+    /// datagram channel's and the UDP listeners').
+    private func openFramedSession(onFrame: @escaping @Sendable (DatagramFrame) -> Void) -> EventLoopFuture<Channel> {
+        channel.eventLoop.flatSubmit {
             let promise = self.channel.eventLoop.makePromise(of: Channel.self)
             self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
                 child.eventLoop.makeCompletedFuture {
@@ -356,9 +365,6 @@ final class TunnelConnection: Sendable {
                 }
             }
             return promise.futureResult
-        }.flatMap { child in
-            child.triggerUserOutboundEvent(SSHChannelRequestEvent.ExecRequest(command: "kt-udp", wantReply: false))
-                .map { TunnelDatagramChannel(channel: child) }
         }
     }
 
@@ -369,16 +375,7 @@ final class TunnelConnection: Sendable {
         -> TunnelDatagramChannel
     {
         guard serverIsShadow else { throw TunnelError.unsupported("UDP listeners (kt-shadow only)") }
-        let child: Channel = try await channel.eventLoop.flatSubmit {
-            let promise = self.channel.eventLoop.makePromise(of: Channel.self)
-            self.openHandler(failing: promise)?.createChannel(promise, channelType: .session) { child, _ in
-                child.eventLoop.makeCompletedFuture {
-                    try child.pipeline.syncOperations.addHandler(SSHDataCodec())
-                    try child.pipeline.syncOperations.addHandler(DatagramFrameHandler(onFrame: onFrame))
-                }
-            }
-            return promise.futureResult
-        }.get()
+        let child = try await openFramedSession(onFrame: onFrame).get()
         let reply = channel.eventLoop.makePromise(of: Bool.self)
         try await child.pipeline.addHandler(RequestReplyHandler(reply: reply), position: .first).get()
         try await child.triggerUserOutboundEvent(
