@@ -14,6 +14,7 @@ DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
 	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon faketime gcc libc6-dev \
+	python3-grpcio python3-websockets wrk nghttp2-client nghttp2-server \
 	$(RESOLVED_LIBRARIES)
 # What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
 RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \

@@ -131,6 +131,7 @@ var targets: [Target] = [
         name: "LabKit",
         dependencies: [
             "KubeKit", "KtWire",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -181,6 +182,40 @@ var targets: [Target] = [
         ],
         exclude: ["Fixtures"]
     ),
+    // ktctl mesh's router: HTTP/1.1 and HTTP/2 routed by header to developers' shadows; routes from the sessions'
+    // Leases (the route table is a pure value).
+    .target(
+        name: "RouterKit",
+        dependencies: [
+            "KubeKit",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    .executableTarget(
+        name: "kt-router",
+        dependencies: [
+            "RouterKit",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    .testTarget(
+        name: "RouterKitTests",
+        dependencies: [
+            "RouterKit", "KubeKit",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
     // The laptop's side of the data path: TUN ↔ stack ↔ tunnel on one thread, the DNS resolver, the SOCKS/HTTP proxy.
     .target(
         name: "KtEngine",
@@ -196,7 +231,7 @@ var targets: [Target] = [
     .target(
         name: "KtctlKit",
         dependencies: [
-            "KtTun", "KtWire", "KtEngine", "KtTunnel", "KtStack", "KubeKit",
+            "KtTun", "KtWire", "KtEngine", "KtTunnel", "KtStack", "KubeKit", "RouterKit",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -259,6 +294,7 @@ let package = Package(
         .library(name: "ShadowKit", targets: ["ShadowKit"]),
         .library(name: "KubeKit", targets: ["KubeKit"]),
         .executable(name: "kt-shadow", targets: ["kt-shadow"]),
+        .executable(name: "kt-router", targets: ["kt-router"]),
         // Throwaway network namespaces, for the tests and for bench/ (which runs its tools in them).
         .library(name: "NamespaceTestSupport", targets: ["NamespaceTestSupport"]),
         .executable(name: "ktctl", targets: ["ktctl"]),
@@ -274,6 +310,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     ],
     targets: targets
 )

@@ -15,7 +15,8 @@ struct Ktctl: AsyncParsableCommand {
             """,
         version: "0.1.0-dev",
         subcommands: [
-            ConnectCLI.self, ExchangeCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self, CleanCLI.self,
+            ConnectCLI.self, ExchangeCLI.self, MeshCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self,
+            CleanCLI.self,
             RouteCommand.self,
         ]
     )

@@ -1,6 +1,7 @@
 import Foundation
 import KubeKit
 import Logging
+import RouterKit
 
 /// `ktctl clean`'s flags.
 public struct CleanOptions: Sendable {
@@ -180,7 +181,7 @@ public enum CleanCommand {
             // deleted by hand. Removed once older than the threshold, by the server-written creation time.
             let orphanAge = max(options.threshold, TimeInterval(SessionLease.defaultDuration))
             let orphans: [(ObjectRef, ObjectMeta)] =
-                pods.map {
+                pods.filter { $0.metadata.labels?[SessionLabels.role] != "mesh-router" }.map {
                     (ObjectRef(Pod.resource, namespace: $0.namespace, name: $0.name, uid: $0.metadata.uid), $0.metadata)
                 }
                 + secrets.map {
@@ -233,7 +234,52 @@ public enum CleanCommand {
             let key = "\(metadata.namespace ?? "")/\(lease)"
             return stale.contains(key) || !known.contains(key) ? lease : nil
         }
-        for service in services {
+        for service in services where MeshState.isMeshed(service) {
+            guard let serviceNamespace = service.namespace,
+                let members = try? await MeshState.members(
+                    of: service.name, namespace: serviceNamespace, client: client),
+                members.allSatisfy({ stale.contains("\(serviceNamespace)/\($0.name)") })
+            else { continue }
+            if dryRun {
+                lines.append(
+                    "would restore the selector of service/\(service.name) in \(serviceNamespace) and remove its "
+                        + "router (no live session meshes it)")
+                continue
+            }
+            switch await MeshState.tearDown(
+                service.name, namespace: serviceNamespace, client: client, settle: UndoRunner.proxySettle)
+            {
+            case .done(let text), .leftAlone(let text): lines.append("\(text) (no live session meshes it)")
+            case .failed(let text): lines.append("could not restore: \(text)")
+            }
+        }
+        // Routers and stuntmen whose Service is not meshed (a mesh that crashed before it took its Service).
+        let meshed = Set(services.filter(MeshState.isMeshed).map { "\($0.namespace ?? "")/\($0.name)" })
+        let routers =
+            (try? await client.list(
+                Pod.self, namespace: namespace, allNamespaces: namespace == nil,
+                options: ListOptions(labelSelector: "\(SessionLabels.role)=mesh-router")
+            ).items) ?? []
+        for router in routers {
+            guard let routerNamespace = router.namespace,
+                let meshedService = router.metadata.labels?[MeshRoute.serviceLabel],
+                !meshed.contains("\(routerNamespace)/\(meshedService)"),
+                let members = try? await MeshState.members(
+                    of: meshedService, namespace: routerNamespace, client: client),
+                members.isEmpty
+            else { continue }
+            if dryRun {
+                lines.append("would remove pod/\(router.name) in \(routerNamespace) (its service is not meshed)")
+                continue
+            }
+            switch await MeshState.tearDown(
+                meshedService, namespace: routerNamespace, client: client, settle: .zero)
+            {
+            case .done(let text), .leftAlone(let text): lines.append("\(text) (its service was not meshed)")
+            case .failed(let text): lines.append("could not remove: \(text)")
+            }
+        }
+        for service in services where !MeshState.isMeshed(service) {
             guard let lease = abandoned(service.metadata), let serviceNamespace = service.namespace else { continue }
             let why =
                 "its exchange's lease/\(lease) is \(known.contains("\(serviceNamespace)/\(lease)") ? "stale" : "gone")"

@@ -75,7 +75,12 @@ public enum ExchangeCommand {
         // The plan.
         let services = try await client.list(Service.self, namespace: namespace).items
         let deployments = try await client.list(Deployment.self, namespace: namespace).items
-        let service = try ExchangePlan.service(for: options.target, services: services, deployments: deployments)
+        let named = try ExchangePlan.service(for: options.target, services: services, deployments: deployments)
+        // A meshed Service selects its router; its stuntman selects the workload's pods, and a scale-mode shadow
+        // joins those (requests without a mesh header then reach this machine).
+        let service =
+            options.mode == .scale && MeshState.isMeshed(named)
+            ? services.first(where: { $0.name == MeshState.stuntmanName(named.name) }) ?? named : named
         let selected = try await client.list(
             Pod.self, namespace: namespace,
             options: ListOptions(labelSelector: LabelSelector(matchLabels: service.spec?.selector ?? [:]).queryText)
@@ -85,6 +90,9 @@ public enum ExchangeCommand {
             options.mode == .scale ? try ExchangePlan.workload(of: service, deployments: deployments) : nil
         if options.mode == .selector, ServiceLock.heldByKtConnect(service) {
             throw ConnectError.other(ServiceLock.ktConnectRefusal(service))
+        }
+        if options.mode == .selector, MeshState.isMeshed(service) {
+            throw ConnectError.other(try await meshRefusal(service, client: client, namespace: namespace))
         }
         if options.mode == .selector, let holder = try await ServiceLock.holder(of: service, client: client) {
             throw ConnectError.other(
@@ -168,6 +176,16 @@ public enum ExchangeCommand {
         }
     }
 
+    /// Why a selector-mode exchange cannot take a meshed Service: who meshes it, and what works instead.
+    static func meshRefusal(_ service: Service, client: KubeClient, namespace: String) async throws -> String {
+        let members = try await MeshState.members(of: service.name, namespace: namespace, client: client)
+        return "service \(service.name) is meshed"
+            + (members.isEmpty ? " (by no live session)" : " by \(MeshState.describe(members))")
+            + " (its router holds the selector), so a selector-mode exchange cannot take it; nothing was changed. "
+            + "`ktctl exchange deployment/<its workload> --mode scale` works with the mesh"
+            + (members.isEmpty ? "; `ktctl recover \(service.name)` restores the service" : "")
+    }
+
     /// A fresh `kt-target` value (kt-connect's twenty lower-case letters).
     static func randomTarget() -> String {
         let letters = Array("abcdefghijklmnopqrstuvwxyz")
@@ -190,6 +208,9 @@ public enum ExchangeCommand {
         for _ in 0..<5 {
             if ServiceLock.heldByKtConnect(current) {
                 throw ConnectError.other(ServiceLock.ktConnectRefusal(current))
+            }
+            if MeshState.isMeshed(current) {
+                throw ConnectError.other(try await meshRefusal(current, client: client, namespace: cluster.namespace))
             }
             if let holder = try await ServiceLock.holder(of: current, client: client), holder.lease != lease.name {
                 throw ConnectError.other(
@@ -214,18 +235,19 @@ public enum ExchangeCommand {
     /// (said once each time); a lock taken away (`ktctl recover`) or a deleted Service ends the session. Should the
     /// watch fail for good, a read each second does the same.
     static func keep(
-        _ name: String, selecting selector: [String: String], session: Session,
-        print: @escaping @Sendable (String) -> Void
+        _ name: String, selecting selector: [String: String], owned: (@Sendable (Service) -> Bool)? = nil,
+        what: String = "the shadow", session: Session, print: @escaping @Sendable (String) -> Void
     ) async throws {
         guard let cluster = session.cluster, let lease = cluster.lease else { return }
         let client = cluster.client
+        let owned = owned ?? { $0.metadata.annotations?[ServiceLock.lease] == lease.name }
         /// false: the session is over.
         func check(_ service: Service?) async -> Bool {
             guard let service else {
                 session.stop(.failure("service \(name) was deleted"))
                 return false
             }
-            guard service.metadata.annotations?[ServiceLock.lease] == lease.name else {
+            guard owned(service) else {
                 session.stop(.failure("service \(name) is no longer this session's (`ktctl recover` restored it?)"))
                 return false
             }
@@ -233,7 +255,7 @@ public enum ExchangeCommand {
                 var ours = service
                 ours.spec?.selector = selector
                 if (try? await client.update(ours)) != nil {
-                    print("ktctl: something rewrote service \(name)'s selector; it selects the shadow again")
+                    print("ktctl: something rewrote service \(name)'s selector; it selects \(what) again")
                 }
             }
             return true

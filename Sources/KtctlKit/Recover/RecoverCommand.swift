@@ -24,7 +24,7 @@ public enum RecoverCommand {
         }
         let lines = try await restore(service, client: client, namespace: namespace, onlyIfStale: false)
         if lines.isEmpty {
-            print("ktctl recover: service \(name) in \(namespace) is not exchanged; nothing to do")
+            print("ktctl recover: service \(name) in \(namespace) is neither exchanged nor meshed; nothing to do")
         }
         for line in lines { print("ktctl recover: \(line)") }
     }
@@ -36,9 +36,22 @@ public enum RecoverCommand {
     {
         var lines: [String] = []
         var leases: Set<String> = []
+        if MeshState.isMeshed(service) {
+            // An auto mesh: put back when no member is live (clean), or now (recover), ending its members.
+            let members = try await MeshState.members(of: service.name, namespace: namespace, client: client)
+            if onlyIfStale, !members.isEmpty { return [] }
+            switch await MeshState.tearDown(
+                service.name, namespace: namespace, client: client, settle: UndoRunner.proxySettle)
+            {
+            case .done(let text), .leftAlone(let text): lines.append(text)
+            case .failed(let text): throw PlanError.notFound(text)
+            }
+            for member in members { leases.insert(member.name) }
+        }
         let holder = try await ServiceLock.holder(of: service, client: client)
-        if service.metadata.annotations?[ServiceLock.lease] != nil
-            || service.metadata.annotations?[ServiceLock.originalSelector] != nil
+        if !MeshState.isMeshed(service),
+            service.metadata.annotations?[ServiceLock.lease] != nil
+                || service.metadata.annotations?[ServiceLock.originalSelector] != nil
         {
             if onlyIfStale, holder != nil { return [] }
             switch await ServiceLock.restore(

@@ -49,6 +49,9 @@ public enum Undo: Codable, Sendable, Hashable {
     case restoreSelector(namespace: String, service: String, lease: String, shadowPod: String?)
     /// Scale the workload back to `replicas` and wait (at most `waitSeconds`) until that many are ready.
     case scaleBack(ObjectRef, replicas: Int, waitSeconds: Int)
+    /// Leave the auto mesh of the Service (the session of `lease`): the last live member out puts the Service back
+    /// and removes the router and the stuntman (`MeshState`).
+    case leaveMesh(namespace: String, service: String, lease: String)
     /// Nothing to do: the change goes with the process (a TUN device and its routes vanish when its descriptor
     /// closes, whether the process exits or is killed).
     case goesWithProcess(String)
@@ -58,7 +61,7 @@ extension Undo {
     /// Undone through the API server (so only with a client of the journal's cluster).
     public var needsCluster: Bool {
         switch self {
-        case .deleteObject, .restoreSelector, .scaleBack: return true
+        case .deleteObject, .restoreSelector, .scaleBack, .leaveMesh: return true
         case .restoreFile, .revertResolvedLink, .goesWithProcess: return false
         }
     }

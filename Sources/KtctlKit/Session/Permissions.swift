@@ -77,6 +77,16 @@ public enum Permissions {
             Permission("patch", "pods", grantedBy: sessionRole),
         ]
 
+    /// `ktctl mesh --mode auto`: the exchange's, and the stuntman Service and the router pod made and removed, the
+    /// members' Leases listed (the last one out restores the Service), the mesh lock (a Lease) taken.
+    public static let mesh: [Permission] =
+        exchange + [
+            Permission("create", "services", grantedBy: sessionRole),
+            Permission("delete", "services", grantedBy: sessionRole),
+            Permission("list", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+            Permission("patch", "leases", group: "coordination.k8s.io", grantedBy: sessionRole),
+        ]
+
     /// `ktctl preview` beyond a session's own: the new Service checked for, created and deleted.
     public static let preview: [Permission] = [
         Permission("get", "services", grantedBy: sessionRole),

@@ -44,6 +44,7 @@ public enum ServiceLock {
     /// auto mesh, whose liveness ktctl cannot judge; kt-connect refuses a Service with `kt-selector` the same way).
     public static func heldByKtConnect(_ service: Service) -> Bool {
         service.metadata.annotations?[originalSelector] != nil && service.metadata.annotations?[lease] == nil
+            && service.metadata.annotations?[MeshState.annotation] == nil
     }
 
     /// The refusal for a Service kt-connect holds.

@@ -134,10 +134,7 @@ public final class SessionLease: @unchecked Sendable {
     /// `lease` judged at `serverNow` (from the `Date` of the answer that listed it). A Lease that names no renewal
     /// is as old as its `creationTimestamp`, which the server wrote.
     public static func verdict(_ lease: Lease, serverNow: Date, threshold: TimeInterval) -> Verdict {
-        let renewed =
-            lease.spec?.renewTime.flatMap(MicroTime.parse) ?? lease.spec?.acquireTime.flatMap(MicroTime.parse)
-            ?? lease.metadata.creationTimestamp.flatMap(RFC3339.parse) ?? .distantPast
         let duration = TimeInterval(lease.spec?.leaseDurationSeconds ?? defaultDuration)
-        return Verdict(age: serverNow.timeIntervalSince(renewed), limit: max(duration, threshold))
+        return Verdict(age: serverNow.timeIntervalSince(lease.renewed), limit: max(duration, threshold))
     }
 }

@@ -62,6 +62,11 @@ public struct UndoRunner: Sendable {
                 try? await Task.sleep(for: settle)
             }
             return outcome
+        case .leaveMesh(let namespace, let service, let lease):
+            guard let client else { return .failed("service/\(service) in \(namespace): not connected to its cluster") }
+            return await MeshState.leave(
+                namespace: namespace, service: service, lease: lease, client: client,
+                settle: max(settle, .milliseconds(500)))
         case .scaleBack(let workload, let replicas, let waitSeconds):
             guard let client else { return .failed("\(workload): not connected to its cluster") }
             skippable?.begin("for \(workload) to be ready")

@@ -263,6 +263,18 @@ public final class APIHandler: Sendable {
         object = try admission.defaulted(resource, object)
         try admission.validate(resource, object)
         try confirmNoEscalation(resource, object, namespace: target.namespace ?? "", user: request.user)
+        if resource == Pod.resource, let account = object["spec"]?["serviceAccountName"]?.stringValue,
+            account != "default",
+            (try? store.get(ResourceRegistry.serviceAccount, namespace: target.namespace ?? "", name: account)) == nil
+        {
+            // The ServiceAccount admission plugin's refusal (the `default` account every namespace has is assumed).
+            let name = object["metadata"]?["name"]?.stringValue ?? ""
+            throw APIStatusError(
+                code: 403, reason: "Forbidden",
+                message: "pods \"\(name)\" is forbidden: error looking up service account "
+                    + "\(target.namespace ?? "")/\(account): serviceaccount \"\(account)\" not found",
+                details: .object(["name": .string(name), "kind": "pods"]))
+        }
         do {
             return try store.create(resource, namespace: target.namespace ?? "", object: object)
         } catch {

@@ -24,6 +24,8 @@ public final class APIServer: Sendable {
         public var tokens: Set<String>
         /// The lab's users file (`UserTokens`): restricted users' tokens, read again when it changes.
         public var userTokenFile: String?
+        /// The key service-account tokens are checked with (the kubelet's, which mints them).
+        public var serviceAccountTokens: ServiceAccountTokens?
 
         public init(
             host: String, port: Int, certificate: String, key: String, clientCA: String, tokens: Set<String>,
@@ -83,8 +85,17 @@ public final class APIServer: Sendable {
         tls.applicationProtocols = ["http/1.1"]
         tls.minimumTLSVersion = .tlsv12
         let context = try NIOSSLContext(configuration: tls)
+        let store = handler.store
         let authenticator = TokenAuthenticator(
-            adminTokens: configuration.tokens, userFile: configuration.userTokenFile)
+            adminTokens: configuration.tokens, userFile: configuration.userTokenFile,
+            serviceAccounts: configuration.serviceAccountTokens.map { tokens in
+                (
+                    tokens,
+                    { namespace, name in
+                        (try? store.get(ResourceRegistry.serviceAccount, namespace: namespace, name: name)) != nil
+                    }
+                )
+            })
         initializer = { channel in
             channel.eventLoop.makeCompletedFuture {
                 let ssl = NIOSSLServerHandler(context: context)

@@ -109,15 +109,25 @@ public final class TokenAuthenticator: Sendable {
     private let adminTokens: Set<String>
     private let userFile: String?
     private let cache = NIOLockedValueBox(Cache())
+    /// Service-account tokens, and whether an account exists (a deleted account's token stops working).
+    private let serviceAccounts: (tokens: ServiceAccountTokens, exists: @Sendable (String, String) -> Bool)?
 
-    public init(adminTokens: Set<String>, userFile: String?) {
+    public init(
+        adminTokens: Set<String>, userFile: String?,
+        serviceAccounts: (tokens: ServiceAccountTokens, exists: @Sendable (String, String) -> Bool)? = nil
+    ) {
         self.adminTokens = adminTokens
         self.userFile = userFile
+        self.serviceAccounts = serviceAccounts
     }
 
     /// The user a bearer token stands for, or nil (401).
     public func user(forToken token: String) -> UserInfo? {
         if adminTokens.contains(token) { return .admin }
+        if let serviceAccounts, let account = serviceAccounts.tokens.account(of: token) {
+            guard serviceAccounts.exists(account.namespace, account.name) else { return nil }
+            return ServiceAccountTokens.user(namespace: account.namespace, name: account.name)
+        }
         guard let userFile else { return nil }
         return cache.withLockedValue { cache in
             if let user = cache.users[token] { return user }

@@ -16,6 +16,8 @@ public final class Kubelet: Sendable {
     let binaries: String
     /// The node namespace's loops, for readiness probes.
     let group: any EventLoopGroup
+    /// Mints the tokens mounted into pods (the API server checks them with the same key); nil: none are mounted.
+    let serviceAccountTokens: ServiceAccountTokens?
 
     struct RunningPod {
         var index: Int
@@ -34,7 +36,11 @@ public final class Kubelet: Sendable {
     /// the API server, which stalled for seconds while a pod's namespace was being made.
     let work = DispatchQueue(label: "ktlab.kubelet")
 
-    public init(layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger) {
+    public init(
+        layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger,
+        serviceAccountTokens: ServiceAccountTokens? = nil
+    ) {
+        self.serviceAccountTokens = serviceAccountTokens
         self.layout = layout
         self.store = store
         self.group = group
@@ -289,7 +295,15 @@ public final class Kubelet: Sendable {
             try FileManager.default.createDirectory(atPath: cwd + "/webapps", withIntermediateDirectories: true)
         }
         try mount(volumes, into: root, for: container)
-        let environment = self.environment(for: container, pod: pod, namespace: namespace, ip: running.ip)
+        var environment = self.environment(for: container, pod: pod, namespace: namespace, ip: running.ip)
+        if let accountDirectory = try mountServiceAccount(namespace: namespace, name: name, pod: pod, into: root) {
+            // What a kubelet gives every container of a pod with a token: where the API server is (the node's
+            // address: the `kubernetes` Service has no endpoints in the lab), and, the lab's own, where the token is
+            // (its containers have no root of their own, so the standard path cannot hold it).
+            environment["KUBERNETES_SERVICE_HOST"] = layout.nodeLinkAddress
+            environment["KUBERNETES_SERVICE_PORT"] = String(layout.apiPort)
+            environment[ClusterAccess.labServiceAccountVariable] = accountDirectory
+        }
         let logPath = "\(root).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

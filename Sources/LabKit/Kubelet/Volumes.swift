@@ -181,6 +181,38 @@ extension Kubelet {
     }
 
     /// Links each of the container's volumeMounts into its directory.
+    /// The service account's token, the lab CA and the namespace, as the kubelet projects them
+    /// (`kube-api-access-*`), under `<root>/var/run/secrets/kubernetes.io/serviceaccount`; nil when the pod (or its
+    /// account) says `automountServiceAccountToken: false` or the lab mints no tokens. Returns the directory.
+    func mountServiceAccount(namespace: String, name: String, pod: JSONValue, into root: String) throws -> String? {
+        guard let tokens = serviceAccountTokens else { return nil }
+        let account = pod["spec"]?["serviceAccountName"]?.stringValue ?? "default"
+        let stored = try? store.get(ResourceRegistry.serviceAccount, namespace: namespace, name: account)
+        let automount =
+            pod["spec"]?["automountServiceAccountToken"]?.boolValue ?? stored?["automountServiceAccountToken"]?
+            .boolValue ?? true
+        guard automount else { return nil }
+        let directory = volumeDirectory(namespace: namespace, name: name, volume: "kube-api-access-ktlab")
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ca = manager.contents(atPath: "\(layout.pkiDirectory)/ca.crt") ?? Data()
+        for (file, data) in [
+            ("token", Data(tokens.token(namespace: namespace, name: account).utf8)), ("ca.crt", ca),
+            ("namespace", Data(namespace.utf8)),
+        ] {
+            guard
+                manager.createFile(
+                    atPath: "\(directory)/\(file)", contents: data, attributes: [.posixPermissions: 0o644])
+            else { throw VolumeError(message: "cannot write the service account's \(file)", waits: false) }
+        }
+        let link = root + ClusterAccess.serviceAccountDirectory
+        try manager.createDirectory(
+            atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        if (try? manager.destinationOfSymbolicLink(atPath: link)) != nil { try manager.removeItem(atPath: link) }
+        try manager.createSymbolicLink(atPath: link, withDestinationPath: directory)
+        return link
+    }
+
     func mount(_ volumes: [String: String], into root: String, for container: JSONValue) throws {
         let manager = FileManager.default
         let containerName = container["name"]?.stringValue ?? "c"

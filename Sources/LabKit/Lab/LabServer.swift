@@ -17,18 +17,23 @@ public enum LabServer {
         let admission = Admission(serviceCIDR: layout.serviceCIDR, dnsAddress: layout.dnsAddress)
         let store = ObjectStore()
         let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-        let kubelet = Kubelet(layout: layout, store: store, group: group, binaries: binaries, logger: logger)
+        let tokens = ServiceAccountTokens()
+        let kubelet = Kubelet(
+            layout: layout, store: store, group: group, binaries: binaries, logger: logger,
+            serviceAccountTokens: tokens)
         let handler = APIHandler(
             store: store, admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)",
             logPath: { pod, container in kubelet.logPath(pod: pod, container: container) })
         try handler.bootstrap()
         try registerNode(layout, store: handler.store)
         let pki = layout.pkiDirectory
+        var configuration = APIServer.Configuration(
+            host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
+            key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token],
+            userTokenFile: layout.usersFile)
+        configuration.serviceAccountTokens = tokens
         let server = try APIServer(
-            preparing: .init(
-                host: layout.nodeLinkAddress, port: layout.apiPort, certificate: "\(pki)/apiserver.crt",
-                key: "\(pki)/apiserver.key", clientCA: "\(pki)/ca.crt", tokens: [LabLayout.token],
-                userTokenFile: layout.usersFile),
+            preparing: configuration,
             handler: handler, group: group, logger: logger,
             dialPod: { pod, port, eventLoop in kubelet.dialLoopback(pod: pod, port: port, on: eventLoop) },
             locateExec: { pod, container in kubelet.execTarget(pod: pod, container: container) })
