@@ -23,21 +23,24 @@ import Testing
         _ lab: RunningLab, _ ktctl: String, _ command: String, state: String, _ arguments: [String],
         kubeconfig: String? = nil
     ) -> [String] {
-        let sessions = ["exchange", "preview", "clean"]
+        let sessions = ["exchange", "preview", "clean", "mesh"]
         return [
             ktctl, command, "--kubeconfig", kubeconfig ?? "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-n",
             "default",
         ]
             + (sessions.contains(command) ? ["--state-dir", "\(LabLayout.stateRoot)/\(lab.name)/\(state)"] : [])
-            + (command == "exchange" || command == "preview" ? ["--image", "kt-shadow:dev"] : []) + arguments
+            + (["exchange", "preview", "mesh"].contains(command) ? ["--image", "kt-shadow:dev"] : [])
+            + (command == "mesh" ? ["--router-image", "kt-router:dev"] : []) + arguments
     }
 
     /// The local tomcat of the seed: Python's HTTP server on the workstation's 127.0.0.1:`port`, serving
     /// "kt-connect local v2"; returns once it answers.
-    static func localServer(_ lab: RunningLab, port: Int = 8080) async throws -> BackgroundProcess {
+    static func localServer(_ lab: RunningLab, port: Int = 8080, page: String = localPage) async throws
+        -> BackgroundProcess
+    {
         let directory = "\(LabLayout.stateRoot)/\(lab.name)/local-\(port)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try localPage.write(toFile: "\(directory)/index.html", atomically: true, encoding: .utf8)
+        try page.write(toFile: "\(directory)/index.html", atomically: true, encoding: .utf8)
         let workstation = TestNamespace(existing: "\(lab.name)-ws")
         let server = try BackgroundProcess(
             workstation,
@@ -45,7 +48,7 @@ import Testing
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             let probe = try await workstation.run(["curl", "-s", "-m", "2", "http://127.0.0.1:\(port)/"])
-            if probe.output == localPage { return server }
+            if probe.output == page { return server }
             try await Task.sleep(for: .milliseconds(100))
         }
         server.stop()
@@ -73,16 +76,19 @@ import Testing
 
     /// Expects a pod's `curl url` to print `page`; says what it printed instead.
     static func expectPage(
-        _ lab: RunningLab, _ kubectl: String, _ url: String, _ page: String,
+        _ lab: RunningLab, _ kubectl: String, _ url: String, _ page: String, header: String? = nil,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
-        let got = try await curlFromPod(lab, kubectl, url)
-        #expect(got == page, "\(url) printed \(got)", sourceLocation: sourceLocation)
+        let got = try await curlFromPod(lab, kubectl, url, header: header)
+        #expect(got == page, "\(url) \(header ?? "") printed \(got)", sourceLocation: sourceLocation)
     }
 
     /// What a pod gets for `url` (curl's output, or its error).
-    static func curlFromPod(_ lab: RunningLab, _ kubectl: String, _ url: String) async throws -> String {
-        let curl = try await lab.kubectl(kubectl, ["exec", "client", "--", "curl", "-s", "-m", "10", url])
+    static func curlFromPod(_ lab: RunningLab, _ kubectl: String, _ url: String, header: String? = nil) async throws
+        -> String
+    {
+        let curl = try await lab.kubectl(
+            kubectl, ["exec", "client", "--", "curl", "-s", "-m", "10"] + (header.map { ["-H", $0] } ?? []) + [url])
         return curl.status == 0 ? curl.output : "curl failed (\(curl.status)): \(curl.error)"
     }
 
@@ -114,14 +120,17 @@ import Testing
         let stopFile: String
         let task: Task<TestNamespace.CommandResult, any Error>
 
-        init(_ lab: RunningLab, _ kubectl: String, url host: String, port: Int) throws {
+        init(_ lab: RunningLab, _ kubectl: String, url host: String, port: Int, header: (String, String)? = nil) throws
+        {
             let root = "\(LabLayout.stateRoot)/\(lab.name)"
             let script = "\(root)/load.py"
             stopFile = "\(root)/load-\(UInt32.random(in: 0..<UInt32.max)).stop"
             try Self.script.write(toFile: script, atomically: true, encoding: .utf8)
             task = Task { [stopFile] in
                 try await lab.kubectl(
-                    kubectl, ["exec", "client", "--", "python3", script, host, String(port), stopFile, "300"],
+                    kubectl,
+                    ["exec", "client", "--", "python3", script, host, String(port), stopFile, "300"]
+                        + (header.map { [$0.0, $0.1] } ?? []),
                     timeout: 330)
             }
         }
@@ -137,13 +146,14 @@ import Testing
         static let script = #"""
             import http.client, json, os, socket, sys, time
             name, port, stop, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+            headers = {sys.argv[5]: sys.argv[6]} if len(sys.argv) > 6 else {}
             host = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
             start = time.time(); last = start; gap = 0.0; ok = 0; errors = []; bodies = {}
             while not os.path.exists(stop) and time.time() - start < limit:
                 t = time.time()
                 try:
                     c = http.client.HTTPConnection(host, port, timeout=5)
-                    c.request("GET", "/")
+                    c.request("GET", "/", headers=headers)
                     r = c.getresponse()
                     body = r.read().decode(errors="replace").strip()
                     c.close()
@@ -409,7 +419,7 @@ import Testing
             try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
             let again = try await workstation.run(
                 Self.ktctl(lab, ktctl, "recover", state: "r", ["tomcat"], kubeconfig: dev), timeout: 60)
-            #expect(again.output.contains("is not exchanged; nothing to do"), "\(again.output)")
+            #expect(again.output.contains("is neither exchanged nor meshed; nothing to do"), "\(again.output)")
 
             // kill -9, then clean: nothing while the Lease is fresh, the Service once it is stale.
             let third = try exchange("c", ["--lease-duration", "10"])
