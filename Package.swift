@@ -278,7 +278,7 @@ if fuzzing {
                 + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : [])
                 + (name == "FuzzKube" ? ["KubeKit"] : [])
                 + (name == "FuzzProxy" ? ["KtEngine"] : [])
-                + (name == "FuzzFlags" ? ["KtctlKit", "KubeKit"] : []),
+                + (name == "FuzzFlags" ? ["KtctlKit", "KubeKit", "RouterKit"] : []),
             path: "Fuzz/\(name)"
         )
     }

@@ -27,6 +27,7 @@ let package = Package(
                 .product(name: "NamespaceTestSupport", package: "ktconnect"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         )
     ]

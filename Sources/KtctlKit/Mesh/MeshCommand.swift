@@ -399,8 +399,11 @@ public enum MeshCommand {
         lease: String, service: String, client: KubeClient, on eventLoop: any EventLoop, timeout: Duration
     ) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        let forwarder = PortForwarder(
-            client: client, pod: MeshState.routerName(service), port: UInt16(MeshState.routerPort))
+        let router = try? await client.get(Pod.self, name: MeshState.routerName(service))
+        let health =
+            router?.spec?.containers.first?.ports?.first(where: { $0.name == "kt-health" })?.containerPort
+            ?? MeshState.healthPort(avoiding: [])
+        let forwarder = PortForwarder(client: client, pod: MeshState.routerName(service), port: UInt16(health))
         while ContinuousClock.now < deadline {
             if let text = try? await RouterProbe.get("/routes", through: forwarder, on: eventLoop),
                 text.contains("(session \(lease))")
@@ -429,7 +432,8 @@ public enum MeshPlan {
             if let name = mapping.targetName, names.insert(name).inserted { entry["name"] = .string(name) }
             return entry
         }
-        containerPorts.append(["containerPort": .int(Int64(MeshState.routerPort)), "name": "kt-health"])
+        let health = MeshState.healthPort(avoiding: unique.map(\.targetPort))
+        containerPorts.append(["containerPort": .int(Int64(health)), "name": "kt-health"])
         var securityContext: JSONValue = [
             "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
             "seccompProfile": ["type": "RuntimeDefault"],
@@ -449,11 +453,11 @@ public enum MeshPlan {
                     "args": [
                         "--service", .string(service), "--namespace", .string(namespace), "--port", .string(portFlag),
                         "--default", .string(stuntmanAddress.map { "\(stuntman)=\($0)" } ?? stuntman),
-                        "--health-port", .string(String(MeshState.routerPort)),
+                        "--health-port", .string(String(health)),
                     ],
                     "ports": .array(containerPorts),
                     "readinessProbe": [
-                        "httpGet": ["path": "/healthz", "port": .int(Int64(MeshState.routerPort))],
+                        "httpGet": ["path": "/healthz", "port": .int(Int64(health))],
                         "periodSeconds": 2,
                     ],
                     "resources": ["requests": ["cpu": "50m", "memory": "32Mi"]],

@@ -15,7 +15,12 @@ import RouterKit
 public enum MeshState {
     /// On the Service: the router pod's name, while an auto mesh holds it.
     public static let annotation = "ktctl.io/mesh"
-    public static let routerPort = 18021
+    /// The router's `/healthz` and `/routes`: 18021, or the next port that is not one of the Service's.
+    public static func healthPort(avoiding ports: [Int]) -> Int {
+        var port = 18021
+        while ports.contains(port) { port += 1 }
+        return port
+    }
     static let lockDuration = 30
 
     public static func routerName(_ service: String) -> String { "\(service)-kt-router" }
