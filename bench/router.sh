@@ -32,7 +32,7 @@ trap 'exit 130' INT TERM
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 run() { ip netns exec "$ns" "$@"; }
-start() { run "$@" > "$work/log-$#-${1##*/}-${#pids[@]}" 2>&1 & pids+=($!); }
+start() { ip netns exec "$ns" "$@" > "$work/log-${#pids[@]}" 2>&1 & pids+=($!); }
 
 echo ok > "$work/index.html"
 start "$bench" http-upstream 127.0.0.1 9101

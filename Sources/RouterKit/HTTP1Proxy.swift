@@ -37,7 +37,9 @@ final class HTTP1Upstream: ChannelInboundHandler, RemovableChannelHandler, @unch
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
-    let key: String
+    let host: String
+    let port: Int
+    var key: String { "\(host):\(port)" }
     var channel: (any Channel)?
     let encoder = HTTPRequestEncoder()
     let decoder = ByteToMessageHandler(
@@ -45,8 +47,9 @@ final class HTTP1Upstream: ChannelInboundHandler, RemovableChannelHandler, @unch
     /// The proxy this connection answers now.
     weak var owner: HTTP1Proxy?
 
-    init(key: String) {
-        self.key = key
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
     }
 
     func install(on channel: any Channel) throws {
@@ -114,8 +117,9 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     private var keepAlive = true
     /// An `Upgrade: h2c` request, taken when its end has been read.
     private var h2cUpgrade: (HTTPRequestHead, (upstream: Upstream, port: Int, why: String))?
-    /// Upstream connections at rest, by `host:port`.
+    /// Upstream connections at rest, by `host:port`; the latest one aside (most clients keep to one upstream).
     private var idle: [String: HTTP1Upstream] = [:]
+    private var lastIdle: HTTP1Upstream?
 
     init(context: ProxyContext, handlers: HTTP1ServerHandlers) {
         self.proxy = context
@@ -133,6 +137,8 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     func channelInactive(context: ChannelHandlerContext) {
         for connection in idle.values { connection.channel?.close(promise: nil) }
         idle = [:]
+        lastIdle?.channel?.close(promise: nil)
+        lastIdle = nil
         exchange?.connection?.channel?.close(promise: nil)
         exchange = nil
         context.fireChannelInactive()
@@ -173,10 +179,10 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     private func begin(_ received: HTTPRequestHead, context: ChannelHandlerContext) {
         var head = received
         keepAlive = head.isKeepAlive
-        let decision = proxy.decide { head.headers[canonicalForm: $0].map(String.init) }
-        let connectionTokens = Set(
-            head.headers[canonicalForm: "connection"].map { $0.lowercased() })
-        let upgrade = connectionTokens.contains("upgrade") && head.headers.contains(name: "upgrade")
+        let decision = proxy.decide { head.headers[$0] }
+        let upgrade =
+            head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         if upgrade, head.headers["upgrade"].contains(where: { $0.lowercased().contains("h2c") }),
             head.headers.contains(name: "http2-settings"), !Self.hasBody(head)
         {
@@ -189,12 +195,20 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
             head: head, upstream: decision.upstream, port: decision.port, why: decision.why, upgrade: upgrade)
         exchange.pending = [.head(head)]
         self.exchange = exchange
+        // The upstream of the previous request, kept aside: the usual case, found without building a key.
+        if let last = lastIdle, last.host == decision.upstream.host, last.port == decision.port {
+            lastIdle = nil
+            if last.channel?.isActive == true {
+                attach(last)
+                return
+            }
+        }
         let key = "\(decision.upstream.host):\(decision.port)"
         if let connection = idle.removeValue(forKey: key), connection.channel?.isActive == true {
             attach(connection)
             return
         }
-        let connection = HTTP1Upstream(key: key)
+        let connection = HTTP1Upstream(host: decision.upstream.host, port: decision.port)
         connection.owner = self
         self.exchange?.connection = connection
         proxy.connect(decision.upstream, port: decision.port, on: context.eventLoop) { channel in
@@ -293,6 +307,7 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     }
 
     func upstreamClosed(_ connection: HTTP1Upstream) {
+        if lastIdle === connection { lastIdle = nil }
         if idle[connection.key] === connection { idle[connection.key] = nil }
         guard let exchange, exchange.connection === connection, !exchange.responseEnded else { return }
         if exchange.responseStarted {
@@ -311,8 +326,12 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
             !exchange.failed
         {
             connection.owner = nil
-            idle[connection.key]?.channel?.close(promise: nil)
-            idle[connection.key] = connection
+            if let previous = lastIdle, previous !== connection {
+                // The one aside moves to the table (closing one there for the same upstream).
+                idle[previous.key]?.channel?.close(promise: nil)
+                idle[previous.key] = previous
+            }
+            lastIdle = connection
         } else {
             exchange.connection?.channel?.close(promise: nil)
         }
@@ -377,6 +396,8 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
             upstreamPipeline.removeHandler(connection.encoder, promise: nil)
             for other in idle.values { other.channel?.close(promise: nil) }
             idle = [:]
+            lastIdle?.channel?.close(promise: nil)
+            lastIdle = nil
             let handlers = self.handlers
             clientPipeline.removeHandler(context: context, promise: nil)
             handlers.removeAllButDecoder(from: clientPipeline)
@@ -392,6 +413,8 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
 
     // MARK: - Headers
 
+    static let hopByHop = ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "http2-settings"]
+
     static func hasBody(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "transfer-encoding")
             || (head.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > 0
@@ -400,6 +423,12 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     /// Hop-by-hop headers (RFC 9110 §7.6.1) are the connection's, not the message's: dropped, with the headers the
     /// `Connection` header names; framing (`Transfer-Encoding`, `Content-Length`) stays for the encoder to honour.
     static func dropHopByHop(_ headers: inout HTTPHeaders, keeping: Set<String>) {
+        // Most messages carry none: one pass without allocating says so.
+        guard
+            headers.contains(where: { name, _ in
+                hopByHop.contains { name.utf8.count == $0.utf8.count && name.lowercased() == $0 }
+            })
+        else { return }
         var names: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "http2-settings"]
         for token in headers[canonicalForm: "connection"] { names.insert(token.lowercased()) }
         names.subtract(keeping)

@@ -111,7 +111,6 @@ final class HTTP2StreamRouter: ChannelInboundHandler, RemovableChannelHandler, @
 
     private func route(_ headers: HPACKHeaders, context: ChannelHandlerContext) {
         let decision = proxy.decide { headers[$0] }
-        let started = ContinuousClock.now
         let method = headers.first(name: ":method") ?? "?"
         let path = headers.first(name: ":path") ?? "?"
         let (clientSide, upstreamSide) = Glue<HTTP2Frame.FramePayload>.pair(measure: { payload in
@@ -130,10 +129,8 @@ final class HTTP2StreamRouter: ChannelInboundHandler, RemovableChannelHandler, @
                     upstream.close(promise: nil)
                     return
                 }
-                let elapsed = ContinuousClock.now - started
                 proxy.log(
-                    "\(remote) \"\(method) \(path) HTTP/2\" [\(decision.why)] → \(decision.upstream):\(decision.port) "
-                        + "stream opened in \(elapsed)")
+                    "\(remote) \"\(method) \(path) HTTP/2\" [\(decision.why)] → \(decision.upstream):\(decision.port)")
                 do {
                     try clientStream.pipeline.syncOperations.addHandler(clientSide)
                 } catch {

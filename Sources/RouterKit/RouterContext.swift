@@ -28,11 +28,12 @@ public struct ProxyContext: Sendable {
     public var defaultUpstream: Upstream
     public var defaultPort: Int
     public var logger: Logger
-    public var accessLog: Bool
+    /// nil: no access log.
+    public var accessLog: AccessLog?
 
     public init(
         routes: RouteStore, port: Int, defaultUpstream: Upstream, defaultPort: Int, logger: Logger,
-        accessLog: Bool = true
+        accessLog: AccessLog?
     ) {
         self.routes = routes
         self.port = port
@@ -63,7 +64,7 @@ public struct ProxyContext: Sendable {
     }
 
     func log(_ line: @autoclosure () -> String) {
-        if accessLog { logger.info("\(line())") }
+        accessLog?.add(line())
     }
 }
 

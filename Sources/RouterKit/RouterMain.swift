@@ -144,6 +144,7 @@ public enum RouterMain {
         }
         source?.cancel()
         for channel in proxies + [health] { try? await channel.close() }
+        server.flushLog()
         await client?.shutdown()
         try? await group.shutdownGracefully()
         _ = sources

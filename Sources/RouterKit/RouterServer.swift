@@ -43,12 +43,19 @@ public final class RouterServer: Sendable {
     let routes: RouteStore
     let group: any EventLoopGroup
     let logger: Logger
+    let accessLog: AccessLog?
 
     public init(configuration: RouterConfiguration, routes: RouteStore, group: any EventLoopGroup, logger: Logger) {
+        self.accessLog = configuration.accessLog ? AccessLog() : nil
         self.configuration = configuration
         self.routes = routes
         self.group = group
         self.logger = logger
+    }
+
+    /// Writes out the access log's last lines.
+    public func flushLog() {
+        accessLog?.flush()
     }
 
     /// Opens the health port; returns its channel.
@@ -71,7 +78,7 @@ public final class RouterServer: Sendable {
         for port in configuration.ports {
             let context = ProxyContext(
                 routes: routes, port: port.listen, defaultUpstream: configuration.defaultUpstream,
-                defaultPort: port.defaultPort, logger: logger, accessLog: configuration.accessLog)
+                defaultPort: port.defaultPort, logger: logger, accessLog: accessLog)
             let channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(.backlog, value: 1024)
