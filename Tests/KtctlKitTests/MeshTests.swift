@@ -52,9 +52,12 @@ import Testing
 
     /// Nothing of the mesh is left: no router, stuntman, shadow, Lease (the mesh lock included).
     static func expectNothingLeft(_ lab: RunningLab, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-        #expect(try await SessionTests.managed(lab, Pod.self).isEmpty, sourceLocation: sourceLocation)
-        #expect(try await SessionTests.managed(lab, Lease.self).isEmpty, sourceLocation: sourceLocation)
-        #expect(try await SessionTests.managed(lab, Service.self).isEmpty, sourceLocation: sourceLocation)
+        let pods = try await SessionTests.managed(lab, Pod.self).map(\.name)
+        let leases = try await SessionTests.managed(lab, Lease.self).map(\.name)
+        let services = try await SessionTests.managed(lab, Service.self).map(\.name)
+        #expect(pods.isEmpty, "\(pods)", sourceLocation: sourceLocation)
+        #expect(leases.isEmpty, "\(leases)", sourceLocation: sourceLocation)
+        #expect(services.isEmpty, "\(services)", sourceLocation: sourceLocation)
     }
 
     // MARK: - The seed, two developers, and an exchange beside them
@@ -135,7 +138,10 @@ import Testing
                     lab, ktctl, "exchange", state: "d",
                     ["deployment/tomcat", "--mode", "scale", "--expose", "8082:8080"], kubeconfig: dev))
             defer { exchange.stop() }
-            try #require(await exchange.waitForOutput("ktctl: exchanging service", timeout: 90), "\(exchange.output)")
+            try #require(
+                await exchange.waitForOutput(
+                    "ktctl: exchanging service tomcat in namespace default (scale mode; it is meshed",
+                    timeout: 90), "\(exchange.output)")
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", "exchange local v4\n")
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: aliceHeader)
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", "bob local v3\n", header: "X-Dev: bob")
@@ -250,14 +256,36 @@ import Testing
             mesh.signalProgram(SIGINT)
             #expect(await mesh.waitForExit(timeout: 30) == 0, "\(mesh.output)")
             try await Self.expectNothingLeft(lab)
+
+            // Manual mode: only a shadow with the Service's selector and the version label; the Service untouched.
+            let service = try await X.json(lab, kubectl, "service", "echo")
+            let manual = try BackgroundProcess(
+                workstation,
+                X.ktctl(
+                    lab, ktctl, "mesh", state: "m",
+                    ["echo", "--mode", "manual", "--expose", "8081", "--version-mark", "version:m1"], kubeconfig: dev))
+            defer { manual.stop() }
+            try #require(
+                await manual.waitForOutput(
+                    "ktctl: meshing service echo in namespace default (manual mode)", timeout: 90),
+                "\(manual.output)")
+            let shadow = try await lab.client.get(Pod.self, name: "echo-kt-mesh-m1")
+            #expect(shadow.metadata.labels?["app"] == "echo", "\(shadow.metadata.labels ?? [:])")
+            #expect(shadow.metadata.labels?["version"] == "m1", "\(shadow.metadata.labels ?? [:])")
+            #expect(shadow.metadata.labels?["kt-role"] == "shadow-mesh", "\(shadow.metadata.labels ?? [:])")
+            #expect(try await X.json(lab, kubectl, "service", "echo") == service)
+            #expect((try? await lab.client.get(Pod.self, name: "echo-kt-router")) == nil)
+            manual.signalProgram(SIGINT)
+            #expect(await manual.waitForExit(timeout: 30) == 0, "\(manual.output)")
+            try await Self.expectNothingLeft(lab)
         }
     }
 
     // MARK: - Crashes
 
-    /// `kill -9` of the router: its routes are back within 10 s. `kill -9` of a developer's ktctl: the router drops
-    /// that route once its Lease is stale; with both developers killed, `ktctl clean` puts everything back once no
-    /// one is left.
+    /// `kill -9` of the router: its routes are back within 10 s; its pod deleted: a member makes it again. `kill -9`
+    /// of a developer's ktctl: the router drops that route once its Lease is stale; with both developers killed,
+    /// `ktctl clean` puts everything back once no one is left.
     @Test(.enabled(if: kubectl != nil)) func killedRouterAndKilledDevelopers() async throws {
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
@@ -305,10 +333,42 @@ import Testing
             #expect(routesBack < .seconds(10))
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: "VERSION: a")
 
+            // The router's pod deleted: a member makes it again, and it reads the routes back.
+            let delete = try await lab.kubectl(kubectl, ["delete", "pod", "tomcat-kt-router", "--wait=false"])
+            #expect(delete.status == 0, "\(delete.error)")
+            let deleted = ContinuousClock.now
+            try await Task.sleep(for: .seconds(1))
+            var remade: Duration?
+            while ContinuousClock.now - deleted < .seconds(60) {
+                if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: "VERSION: b")
+                    == "bob local v3\n"
+                {
+                    remade = ContinuousClock.now - deleted
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            let routerBack = try #require(remade, "the router was not made again within 60 s")
+            print("mesh: the router's pod deleted: made again and routing after \(routerBack)")
+            #expect(
+                first.output.contains("is gone; making it again") || second.output.contains("is gone; making it again"),
+                "\(first.output) \(second.output)")
+            try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: "VERSION: a")
+
             // A developer killed: their route goes once their Lease is stale; the other's stays.
             first.signalProgram(SIGKILL)
             _ = await first.waitForExit(timeout: 10)
             let crashed = ContinuousClock.now
+            // Until then its shadow has no laptop behind it: the router answers 502, naming it.
+            var badGateway = ""
+            while ContinuousClock.now - crashed < .seconds(5), !badGateway.contains("502") {
+                let answer = try await lab.kubectl(
+                    kubectl,
+                    ["exec", "client", "--", "curl", "-s", "-i", "-m", "5", "-H", "VERSION: a", "http://tomcat:8080"])
+                badGateway = answer.output
+            }
+            #expect(badGateway.contains("HTTP/1.1 502 Bad Gateway"), "\(badGateway)")
+            #expect(badGateway.contains("kt-router: upstream tomcat-kt-mesh-a ("), "\(badGateway)")
             var dropped: Duration?
             while ContinuousClock.now - crashed < .seconds(40) {
                 if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: "VERSION: a") == X.clusterPage {

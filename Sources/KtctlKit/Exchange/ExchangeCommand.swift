@@ -75,7 +75,9 @@ public enum ExchangeCommand {
         // The plan.
         let services = try await client.list(Service.self, namespace: namespace).items
         let deployments = try await client.list(Deployment.self, namespace: namespace).items
-        let named = try ExchangePlan.service(for: options.target, services: services, deployments: deployments)
+        let resolved = try ExchangePlan.service(for: options.target, services: services, deployments: deployments)
+        // `deploy/NAME` of a meshed Service's workload finds its stuntman (the Service itself selects the router).
+        let named = MeshCommand.originalOfStuntman(resolved, services: services) ?? resolved
         // A meshed Service selects its router; its stuntman selects the workload's pods, and a scale-mode shadow
         // joins those (requests without a mesh header then reach this machine).
         let service =
@@ -162,7 +164,7 @@ public enum ExchangeCommand {
         }
         print(
             """
-            ktctl: exchanging service \(service.name) in namespace \(namespace) (\(options.mode.rawValue) mode)
+            ktctl: exchanging service \(named.name) in namespace \(namespace) (\(options.mode.rawValue) mode\(service.name == named.name ? "" : "; it is meshed: unrouted requests, through \(service.name)"))
               session    \(session.identity.id) (lease \(cluster.lease?.name ?? "?"))
               shadow     pod \(spec.podName) (\(shadow.podIP ?? "?"))
               traffic    \(ports.map { "\(service.name):\($0)" }.joined(separator: ", "))

@@ -246,6 +246,28 @@ public enum MeshCommand {
               header     send '\(options.mark.key): \(options.mark.value)' to reach this machine\(confirmed ? "" : " (the router has not confirmed the route yet)")
               stop       Ctrl-C (your route goes first; the last one out restores the service)
             """)
+        // The router is shared and belongs to no session: should its pod go (deleted by hand, its node lost), any
+        // member makes it again (under the mesh lock, so only one does), and it reads every live route back.
+        let supervisor = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                do {
+                    _ = try await client.get(Pod.self, name: MeshState.routerName(service.name), namespace: namespace)
+                } catch let error as KubeAPIError where error.reason == .notFound {
+                    print("ktctl: the router pod \(MeshState.routerName(service.name)) is gone; making it again")
+                    do {
+                        _ = try await join(
+                            service.name, options: options, session: session, lease: lease.name, print: print)
+                    } catch {
+                        print("ktctl: could not make the router again (\(error)); trying again in 2 s")
+                    }
+                } catch {
+                    continue
+                }
+            }
+        }
+        session.beforeUndo { supervisor.cancel() }
         let meshed = try await client.get(Service.self, name: service.name, namespace: namespace)
         try await ExchangeCommand.keep(
             service.name, selecting: meshed.spec?.selector ?? [:], owned: MeshState.isMeshed,
@@ -294,10 +316,30 @@ public enum MeshCommand {
             if router != nil, router?.metadata.deletionTimestamp == nil {
                 return "shared with the mesh's other members"
             }
-            // The router went (deleted by hand, a node lost): made again with the Service's selector.
+            // The router went (deleted by hand, a node lost): made again with the Service's selector (and the
+            // stuntman, should it have gone too).
             let target = service.spec?.selector?["kt-target"] ?? ExchangeCommand.randomTarget()
+            let stuntman: Service
+            if let existing = try? await client.get(
+                Service.self, name: MeshState.stuntmanName(name), namespace: namespace)
+            {
+                stuntman = existing
+            } else {
+                stuntman = try await makeStuntman(service, client: client, namespace: namespace)
+            }
+            if router != nil {
+                // Still terminating: made again once it has gone.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while (try? await client.get(Pod.self, name: routerName, namespace: namespace)) != nil {
+                    guard ContinuousClock.now < deadline else {
+                        throw ConnectError.other("the router pod \(routerName) has been terminating for 30 s")
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
             try await makeRouter(
-                service, target: target, options: options, client: client, namespace: namespace, print: print)
+                service, target: target, options: options, client: client, namespace: namespace, print: print,
+                stuntmanAddress: stuntman.spec?.clusterIP)
             return "made again: it was gone"
         }
         // The first member. Whatever a crashed mesh left (no member is live: we hold the lock) goes first.

@@ -10,8 +10,8 @@ import RouterKit
 /// original pods (the router's default upstream). Neither belongs to one session: membership is the set of live
 /// session Leases labelled `ktctl.io/mesh-service: <svc>` (never a counter a crash can leave wrong), and whoever
 /// leaves last (or `recover`, or `clean` once no member is live) puts the Service back and removes both. Joining and
-/// leaving hold the mesh lock (a Lease `<svc>-kt-mesh-lock`, stale after 30 s), so a newcomer and the last one out
-/// never cross.
+/// leaving hold the mesh lock (a Lease `<svc>-kt-mesh-lock`, renewed while held, stale 9 s after a holder died), so a
+/// newcomer and the last one out never cross.
 public enum MeshState {
     /// On the Service: the router pod's name, while an auto mesh holds it.
     public static let annotation = "ktctl.io/mesh"
@@ -21,7 +21,7 @@ public enum MeshState {
         while ports.contains(port) { port += 1 }
         return port
     }
-    static let lockDuration = 30
+    static let lockDuration = 9
 
     public static func routerName(_ service: String) -> String { "\(service)-kt-router" }
     public static func stuntmanName(_ service: String) -> String { "\(service)-kt-stuntman" }
@@ -79,7 +79,19 @@ public enum MeshState {
             do {
                 let created = try await client.create(lease, namespace: namespace)
                 let uid = created.metadata.uid
+                // Renewed while held (making a router can take as long as an image pull), so that a holder killed
+                // meanwhile lets go within `lockDuration`.
+                let renewal = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(lockDuration / 3))
+                        guard !Task.isCancelled, let now = try? await SessionLease.serverNow(client) else { continue }
+                        _ = try? await client.patch(
+                            Lease.self, name: name, namespace: namespace,
+                            .merge(["spec": ["renewTime": .string(MicroTime.format(now))]]))
+                    }
+                }
                 return {
+                    renewal.cancel()
                     var options = DeleteOptions()
                     options.preconditionUID = uid
                     _ = try? await client.delete(Lease.self, name: name, namespace: namespace, options: options)
