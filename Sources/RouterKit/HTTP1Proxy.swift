@@ -7,22 +7,21 @@ import NIOHTTP1
 struct HTTP1ServerHandlers {
     var decoder: ByteToMessageHandler<HTTPRequestDecoder>
     var encoder: HTTPResponseEncoder
-    var pipelining: HTTPServerPipelineHandler
     var errors: HTTPServerProtocolErrorHandler
 
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, context: ProxyContext) throws {
         let handlers = HTTP1ServerHandlers(
             decoder: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-            encoder: HTTPResponseEncoder(), pipelining: HTTPServerPipelineHandler(),
-            errors: HTTPServerProtocolErrorHandler())
-        try pipeline.addHandlers([handlers.encoder, handlers.decoder, handlers.pipelining, handlers.errors])
+            encoder: HTTPResponseEncoder(), errors: HTTPServerProtocolErrorHandler())
+        // No HTTPServerPipelineHandler: it holds reads while each response is written, which costs two epoll_ctl
+        // calls per request; HTTP1Proxy queues a pipelined request itself (rare: browsers and wrk do not pipeline).
+        try pipeline.addHandlers([handlers.encoder, handlers.decoder, handlers.errors])
         try pipeline.addHandler(HTTP1Proxy(context: context, handlers: handlers))
     }
 
     /// Everything but the decoder: nothing written from here on is encoded as HTTP/1.
     func removeAllButDecoder(from pipeline: ChannelPipeline.SynchronousOperations) {
         pipeline.removeHandler(errors, promise: nil)
-        pipeline.removeHandler(pipelining, promise: nil)
         pipeline.removeHandler(encoder, promise: nil)
     }
 
@@ -115,6 +114,11 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
 
     private var exchange: Exchange?
     private var keepAlive = true
+    /// Parts of pipelined requests, handled once the current one is answered.
+    private var queued: [HTTPServerRequestPart] = []
+    /// The client's address, for the access log (worked out once).
+    private var remote: String?
+    private var readsHeld = false
     /// An `Upgrade: h2c` request, taken when its end has been read.
     private var h2cUpgrade: (HTTPRequestHead, (upstream: Upstream, port: Int, why: String))?
     /// Upstream connections at rest, by `host:port`; the latest one aside (most clients keep to one upstream).
@@ -157,7 +161,22 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     // MARK: - Requests
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A request that arrives while the one before is still being answered (HTTP pipelining) waits, with reads
+        // held so that a pipelining client cannot fill memory.
+        if !queued.isEmpty || (exchange?.requestEnded == true && exchange != nil) {
+            queued.append(part)
+            if queued.count == 1 {
+                readsHeld = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            }
+            return
+        }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             begin(head, context: context)
         case .body(let body):
@@ -335,7 +354,18 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
         } else {
             exchange.connection?.channel?.close(promise: nil)
         }
-        if !keepAlive || exchange.failed { context.close(promise: nil) }
+        if !keepAlive || exchange.failed {
+            context.close(promise: nil)
+            return
+        }
+        // The next pipelined request, if one waits.
+        while !queued.isEmpty, self.exchange == nil || self.exchange?.requestEnded == false {
+            handle(queued.removeFirst(), context: context)
+        }
+        if queued.isEmpty, readsHeld {
+            readsHeld = false
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        }
     }
 
     /// The upstream cannot be reached (or went away before answering): 502, naming it, and the client is closed.
@@ -362,12 +392,15 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     }
 
     private func log(_ exchange: Exchange) {
+        guard proxy.accessLog != nil else { return }
         let elapsed = ContinuousClock.now - exchange.started
-        let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1e3
+        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        let hundredths = (micros % 1000) / 10
+        if remote == nil { remote = context?.remoteAddress?.ipAddress ?? "?" }
         proxy.log(
-            "\(context?.remoteAddress?.ipAddress ?? "?") \"\(exchange.head.method) \(exchange.head.uri) HTTP/1.1\" "
-                + "[\(exchange.why)] → \(exchange.upstream):\(exchange.port) "
-                + "\(exchange.status?.code ?? 0) \(exchange.bytes) B \(String(format: "%.2f", milliseconds)) ms")
+            "\(remote ?? "?") \"\(exchange.head.method) \(exchange.head.uri) HTTP/1.1\" [\(exchange.why)] → "
+                + "\(exchange.upstream):\(exchange.port) \(exchange.status?.code ?? 0) \(exchange.bytes) B "
+                + "\(micros / 1000).\(hundredths < 10 ? "0" : "")\(hundredths) ms")
     }
 
     // MARK: - Upgrades
