@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kt-router's overhead, side by side in one run (run as root, after `make build` and a release build of bench/):
+# kt-router's overhead, side by side in one run (run as root, after `swift build -c release --product kt-router`, as its
+# image builds it, and `cd bench && swift build -c release`; KT_BIN=.build/debug measures the test build instead):
 #   direct   wrk / h2load → the upstream
 #   routed   wrk / h2load → kt-router → the upstream (unrouted: the default upstream; routed: a header's route)
 # HTTP/1.1 with wrk (keep-alive, 16 connections, 10 s) against kt-bench's http-upstream (a NIO server answering
@@ -8,13 +9,17 @@
 # seconds per 100,000 requests. `RUNS=3 bench/router.sh`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${KT_BIN:-$root/.build/debug}
+bin=${KT_BIN:-$root/.build/release}
 bench=${KT_BENCH:-$root/bench/.build/release/kt-bench}
 runs=${RUNS:-3}
 ns="ktrb$$"
 [ "$(id -u)" = 0 ] || { echo "router bench: run as root (it makes a network namespace)" >&2; exit 1; }
 for program in "$bin/kt-router" "$bench" "$(command -v wrk)" "$(command -v h2load)" "$(command -v nghttpd)"; do
-    [ -x "$program" ] || { echo "router bench: $program is missing (make build; cd bench && swift build -c release; make deps)" >&2; exit 1; }
+    [ -x "$program" ] || {
+        echo "router bench: $program is missing (swift build -c release --product kt-router;" \
+            "cd bench && swift build -c release; make deps)" >&2
+        exit 1
+    }
 done
 work=$(mktemp -d)
 pids=()
@@ -68,6 +73,7 @@ h2_run() {  # url [header] → "rps p50ms p99ms requests"
         printf "%.0f %.3f %.3f %d\n", rps, t[int(NR * 0.5)] / 1000, t[int(NR * 0.99)] / 1000, NR }'
 }
 
+echo "kt-router: $bin/kt-router"
 printf '| run | protocol | path | requests/s | ratio | p50 ms | p99 ms | +p50 ms | kt-router CPU s / 100k requests |\n'
 printf '|---|---|---|---|---|---|---|---|---|\n'
 for run_number in $(seq 1 "$runs"); do
