@@ -306,12 +306,17 @@ import Testing
                         lab, ktctl, "mesh", state: state, ["tomcat", "--lease-duration", "10"] + arguments,
                         kubeconfig: dev))
             }
+            // Both start at once: the mesh lock lets one make the router and the other join it.
             let first = try mesh("a", ["--expose", "8080", "--version-mark", "a"])
             defer { first.stop() }
-            try #require(await first.waitForOutput("ktctl: meshing service tomcat", timeout: 90), "\(first.output)")
             let second = try mesh("b", ["--expose", "8081:8080", "--version-mark", "b"])
             defer { second.stop() }
+            try #require(await first.waitForOutput("ktctl: meshing service tomcat", timeout: 90), "\(first.output)")
             try #require(await second.waitForOutput("ktctl: meshing service tomcat", timeout: 90), "\(second.output)")
+            let made = [first.output, second.output].filter { $0.contains("(made for this mesh)") }.count
+            let shared = [first.output, second.output].filter { $0.contains("(shared with the mesh's other members)") }
+                .count
+            #expect(made == 1 && shared == 1, "\(first.output)\n\(second.output)")
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: "VERSION: a")
 
             // The router's process killed: the kubelet starts it again and it reads the routes back.

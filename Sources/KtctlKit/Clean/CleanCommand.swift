@@ -137,6 +137,18 @@ public enum CleanCommand {
             }
             var leaseSessions: Set<String> = []
             for lease in leases {
+                if let meshed = lease.metadata.labels?[MeshState.lockLabel] {
+                    // A mesh lock: removed only once its holder has stopped renewing it.
+                    guard SessionLease.verdict(lease, serverNow: serverNow, threshold: 0).isStale else { continue }
+                    let object = ObjectRef(
+                        Lease.resource, namespace: lease.namespace, name: lease.name, uid: lease.metadata.uid)
+                    if let failure = await remove(object, client: client, dryRun: options.dryRun) {
+                        problems.append(failure)
+                    } else {
+                        say("\(verb) \(object) (service \(meshed)'s mesh lock; its holder stopped renewing it)")
+                    }
+                    continue
+                }
                 let session = lease.metadata.labels?[SessionLabels.session] ?? ""
                 let key = "\(lease.namespace ?? "")/\(session)"
                 leaseSessions.insert(key)

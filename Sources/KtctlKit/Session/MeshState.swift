@@ -22,6 +22,8 @@ public enum MeshState {
         return port
     }
     static let lockDuration = 9
+    /// On the mesh lock's Lease: the Service it locks.
+    public static let lockLabel = "ktctl.io/mesh-lock"
 
     public static func routerName(_ service: String) -> String { "\(service)-kt-router" }
     public static func stuntmanName(_ service: String) -> String { "\(service)-kt-stuntman" }
@@ -72,7 +74,7 @@ public enum MeshState {
             let lease = Lease(
                 metadata: ObjectMeta(
                     name: name, namespace: namespace,
-                    labels: [SessionLabels.managedBy: SessionLabels.manager, MeshRoute.serviceLabel + "-lock": service]),
+                    labels: [SessionLabels.managedBy: SessionLabels.manager, lockLabel: service]),
                 spec: Lease.Spec(
                     holderIdentity: holder, leaseDurationSeconds: lockDuration, acquireTime: MicroTime.format(now),
                     renewTime: MicroTime.format(now)))
