@@ -8,7 +8,7 @@ import NIOHTTP2
 /// the connection to the upstream its headers route it to (so one client connection can reach several laptops and
 /// the original pods at once).
 final class HTTP2UpstreamPool: @unchecked Sendable {
-    private var connections: [String: EventLoopFuture<HTTP2StreamMultiplexer>] = [:]
+    private var connections: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
     private var channels: [ObjectIdentifier: any Channel] = [:]
     let proxy: ProxyContext
 
@@ -17,17 +17,21 @@ final class HTTP2UpstreamPool: @unchecked Sendable {
     }
 
     func multiplexer(_ upstream: Upstream, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<
-        HTTP2StreamMultiplexer
+        NIOHTTP2Handler.StreamMultiplexer
     > {
         let key = "\(upstream.host):\(port)"
         if let existing = connections[key] { return existing }
-        let promise = eventLoop.makePromise(of: HTTP2StreamMultiplexer.self)
+        let promise = eventLoop.makePromise(of: NIOHTTP2Handler.StreamMultiplexer.self)
         connections[key] = promise.futureResult
         // The multiplexer exists once the channel is registered, before it is connected: handed out only once the
         // connection is up (a stream on a connection that never comes would wait for ever).
         let made = Made()
         proxy.connect(upstream, port: port, on: eventLoop) { channel in
-            channel.configureHTTP2Pipeline(mode: .client, inboundStreamInitializer: nil).map { multiplexer in
+            // The inline multiplexer (no separate handler per connection); pushed streams are refused.
+            channel.configureHTTP2Pipeline(
+                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init(),
+                inboundStreamInitializer: { stream in stream.close() }
+            ).map { multiplexer in
                 made.multiplexer = multiplexer
             }
         }.whenComplete { [weak self] result in
@@ -53,7 +57,7 @@ final class HTTP2UpstreamPool: @unchecked Sendable {
     }
 
     final class Made: @unchecked Sendable {
-        var multiplexer: HTTP2StreamMultiplexer?
+        var multiplexer: NIOHTTP2Handler.StreamMultiplexer?
     }
 
     func closeAll() {
@@ -169,7 +173,9 @@ enum HTTP2Server {
     static func configure(_ channel: any Channel, proxy: ProxyContext) -> EventLoopFuture<Void> {
         let pool = HTTP2UpstreamPool(proxy: proxy)
         let remote = channel.remoteAddress?.ipAddress ?? "?"
-        return channel.configureHTTP2Pipeline(mode: .server) { stream in
+        return channel.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+        ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(
                     HTTP2StreamRouter(proxy: proxy, pool: pool, remote: remote))
