@@ -31,6 +31,39 @@ import Testing
         return made.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The seed's tomcat, a client pod, user `dev` with the session Role and the router's account applied, and two
+    /// local servers (alice's `kt-connect local v2` on 8080, bob's on 8081); the Service's JSON from before.
+    struct SeedMesh {
+        var dev: String
+        var workstation: TestNamespace
+        var service: String
+        var servers: [BackgroundProcess]
+
+        init(_ lab: RunningLab, _ kubectl: String) async throws {
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await X.clientPod(lab, kubectl)
+            dev = try await MeshTests.grant(lab, kubectl)
+            workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let alice = try await X.localServer(lab)
+            do {
+                servers = [alice, try await X.localServer(lab, port: 8081, page: "bob local v3\n")]
+            } catch {
+                alice.stop()
+                throw error
+            }
+            do {
+                service = try await X.json(lab, kubectl, "service", "tomcat")
+            } catch {
+                for server in servers { server.stop() }
+                throw error
+            }
+        }
+
+        func stop() {
+            for server in servers { server.stop() }
+        }
+    }
+
     /// The mark a mesh printed (`send 'VERSION: abcde'`).
     static func header(_ output: String) -> String? {
         guard let start = output.range(of: "send '")?.upperBound,
@@ -66,15 +99,9 @@ import Testing
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
         try await RunningLab.with { lab in
-            _ = try await lab.deploySeedTomcat(kubectl)
-            try await X.clientPod(lab, kubectl)
-            let dev = try await Self.grant(lab, kubectl)
-            let workstation = TestNamespace(existing: "\(lab.name)-ws")
-            let alice = try await X.localServer(lab)
-            defer { alice.stop() }
-            let bob = try await X.localServer(lab, port: 8081, page: "bob local v3\n")
-            defer { bob.stop() }
-            let service = try await X.json(lab, kubectl, "service", "tomcat")
+            let seed = try await SeedMesh(lab, kubectl)
+            defer { seed.stop() }
+            let (dev, workstation, service) = (seed.dev, seed.workstation, seed.service)
 
             // The seed: `ktctl mesh tomcat --expose 8080`, a random mark.
             let first = try BackgroundProcess(
@@ -290,15 +317,9 @@ import Testing
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
         try await RunningLab.with { lab in
-            _ = try await lab.deploySeedTomcat(kubectl)
-            try await X.clientPod(lab, kubectl)
-            let dev = try await Self.grant(lab, kubectl)
-            let workstation = TestNamespace(existing: "\(lab.name)-ws")
-            let alice = try await X.localServer(lab)
-            defer { alice.stop() }
-            let bob = try await X.localServer(lab, port: 8081, page: "bob local v3\n")
-            defer { bob.stop() }
-            let service = try await X.json(lab, kubectl, "service", "tomcat")
+            let seed = try await SeedMesh(lab, kubectl)
+            defer { seed.stop() }
+            let (dev, workstation, service) = (seed.dev, seed.workstation, seed.service)
             func mesh(_ state: String, _ arguments: [String]) throws -> BackgroundProcess {
                 try BackgroundProcess(
                     workstation,

@@ -65,12 +65,9 @@ public enum ExchangeCommand {
         let client = cluster.client
         let namespace = cluster.namespace
 
-        let needed = Permissions.session + (options.mode == .selector ? Permissions.exchange : Permissions.scale)
-        if let missing = await Permissions.missing(needed, client: client, namespace: namespace), !missing.isEmpty {
-            throw ConnectError.permissions(
-                "ktctl exchange cannot run here: the cluster does not let you\n"
-                    + Permissions.explain(missing, namespace: namespace, user: nil) + "\nnothing was changed")
-        }
+        try await Permissions.require(
+            Permissions.session + (options.mode == .selector ? Permissions.exchange : Permissions.scale),
+            command: "exchange", client: client, namespace: namespace)
 
         // The plan.
         let services = try await client.list(Service.self, namespace: namespace).items

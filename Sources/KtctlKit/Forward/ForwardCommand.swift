@@ -156,13 +156,8 @@ public enum ForwardCommand {
             }
         }
         let namespace = access.namespace
-        if let missing = await Permissions.missing(Permissions.forward, client: client, namespace: namespace),
-            !missing.isEmpty
-        {
-            throw ConnectError.permissions(
-                "ktctl forward cannot run here: the cluster does not let you\n"
-                    + Permissions.explain(missing, namespace: namespace, user: nil))
-        }
+        try await Permissions.require(
+            Permissions.forward, command: "forward", client: client, namespace: namespace, changes: false)
 
         // The plan: a Service first (a bare NAME names one if it exists), else a pod.
         let target = try WorkloadTarget.parse(options.target, allowPods: true)

@@ -112,12 +112,9 @@ public enum MeshCommand {
         let cluster = try await session.connect(options.cluster)
         let client = cluster.client
         let namespace = cluster.namespace
-        let needed = Permissions.session + (options.mode == .auto ? Permissions.mesh : Permissions.exchange)
-        if let missing = await Permissions.missing(needed, client: client, namespace: namespace), !missing.isEmpty {
-            throw ConnectError.permissions(
-                "ktctl mesh cannot run here: the cluster does not let you\n"
-                    + Permissions.explain(missing, namespace: namespace, user: nil) + "\nnothing was changed")
-        }
+        try await Permissions.require(
+            Permissions.session + (options.mode == .auto ? Permissions.mesh : Permissions.exchange), command: "mesh",
+            client: client, namespace: namespace)
 
         // The plan.
         let services = try await client.list(Service.self, namespace: namespace).items

@@ -93,13 +93,8 @@ public enum PreviewCommand {
         let cluster = try await session.connect(options.cluster)
         let client = cluster.client
         let namespace = cluster.namespace
-        if let missing = await Permissions.missing(
-            Permissions.session + Permissions.preview, client: client, namespace: namespace), !missing.isEmpty
-        {
-            throw ConnectError.permissions(
-                "ktctl preview cannot run here: the cluster does not let you\n"
-                    + Permissions.explain(missing, namespace: namespace, user: nil) + "\nnothing was changed")
-        }
+        try await Permissions.require(
+            Permissions.session + Permissions.preview, command: "preview", client: client, namespace: namespace)
         if (try? await client.get(Service.self, name: options.name, namespace: namespace)) != nil {
             throw ConnectError.other(
                 "service \(options.name) already exists in namespace \(namespace); preview makes a new one (choose "

@@ -154,6 +154,20 @@ public enum Permissions {
         }
     }
 
+    /// Fails, naming each missing permission and the file that grants it, when the caller lacks any of `needed`
+    /// (`command` names the command in the message; `changes`: the command would change something, so the message
+    /// says nothing was).
+    public static func require(
+        _ needed: [Permission], command: String, client: KubeClient, namespace: String, changes: Bool = true
+    ) async throws {
+        guard let missing = await missing(needed, client: client, namespace: namespace), !missing.isEmpty else {
+            return
+        }
+        throw ConnectError.permissions(
+            "ktctl \(command) cannot run here: the cluster does not let you\n"
+                + explain(missing, namespace: namespace, user: nil) + (changes ? "\nnothing was changed" : ""))
+    }
+
     /// What to say when permissions are missing: each one, where, and the file that grants it.
     public static func explain(_ missing: [Permission], namespace: String, user: String?) -> String {
         var lines = missing.map { permission in
