@@ -312,7 +312,7 @@ import Testing
 
     /// `kill -9` of the router: its routes are back within 10 s; its pod deleted: a member makes it again. `kill -9`
     /// of a developer's ktctl: the router drops that route once its Lease is stale; with both developers killed,
-    /// `ktctl clean` puts everything back once no one is left.
+    /// `ktctl clean` puts everything back once no one is left. Then a selector-mode exchange's Service is not meshed.
     @Test(.enabled(if: kubectl != nil)) func killedRouterAndKilledDevelopers() async throws {
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
@@ -426,6 +426,27 @@ import Testing
             #expect(late.output.contains("deleted pod/tomcat-kt-router"), "\(late.output)")
             #expect(try await X.json(lab, kubectl, "service", "tomcat") == service)
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.clusterPage)
+            try await Self.expectNothingLeft(lab)
+
+            // The other way round: a Service a selector-mode exchange holds is not meshed, and the refusal names
+            // the holder.
+            let exchange = try BackgroundProcess(
+                workstation,
+                X.ktctl(lab, ktctl, "exchange", state: "e", ["tomcat", "--expose", "8080"], kubeconfig: dev))
+            defer { exchange.stop() }
+            try #require(
+                await exchange.waitForOutput("ktctl: exchanging service tomcat", timeout: 60), "\(exchange.output)")
+            let holder = try #require(SessionTests.sessionID(exchange.output))
+            let refused = try await workstation.run(
+                X.ktctl(lab, ktctl, "mesh", state: "f", ["tomcat", "--expose", "8080"], kubeconfig: dev), timeout: 60)
+            #expect(refused.status == 1)
+            #expect(refused.error.contains("service tomcat is exchanged by"), "\(refused.error)")
+            #expect(refused.error.contains("session \(holder)"), "\(refused.error)")
+            #expect(refused.error.contains("cannot be meshed; nothing was changed"), "\(refused.error)")
+            #expect((try? await lab.client.get(Pod.self, name: "tomcat-kt-router")) == nil)
+            exchange.signalProgram(SIGINT)
+            #expect(await exchange.waitForExit(timeout: 30) == 0, "\(exchange.output)")
+            #expect(try await X.json(lab, kubectl, "service", "tomcat") == service)
             try await Self.expectNothingLeft(lab)
         }
     }
