@@ -110,6 +110,10 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
         /// The upstream answered (502 sent, say); the rest of the request is dropped and the client closed.
         var failed = false
         var upstreamKeepAlive = true
+        /// On a kept connection (which the upstream may close at any moment: its keep-alive timeout).
+        var reused = false
+        var retried = false
+        var bodySent = false
     }
 
     private var exchange: Exchange?
@@ -180,6 +184,7 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
         case .head(let head):
             begin(head, context: context)
         case .body(let body):
+            exchange?.bodySent = true
             forward(.body(.byteBuffer(body)))
         case .end(let trailers):
             if let (head, decision) = h2cUpgrade {
@@ -218,19 +223,26 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
         if let last = lastIdle, last.host == decision.upstream.host, last.port == decision.port {
             lastIdle = nil
             if last.channel?.isActive == true {
+                self.exchange?.reused = true
                 attach(last)
                 return
             }
         }
         let key = "\(decision.upstream.host):\(decision.port)"
         if let connection = idle.removeValue(forKey: key), connection.channel?.isActive == true {
+            self.exchange?.reused = true
             attach(connection)
             return
         }
-        let connection = HTTP1Upstream(host: decision.upstream.host, port: decision.port)
+        dial(decision.upstream, port: decision.port, on: context.eventLoop)
+    }
+
+    /// A new upstream connection for the exchange in progress; its pending parts go once it is up.
+    private func dial(_ upstream: Upstream, port: Int, on eventLoop: any EventLoop) {
+        let connection = HTTP1Upstream(host: upstream.host, port: port)
         connection.owner = self
         self.exchange?.connection = connection
-        proxy.connect(decision.upstream, port: decision.port, on: context.eventLoop) { channel in
+        proxy.connect(upstream, port: port, on: eventLoop) { channel in
             channel.eventLoop.makeCompletedFuture { try connection.install(on: channel) }
         }.whenComplete { [weak self] result in
             guard let self, self.exchange?.connection === connection else {
@@ -328,9 +340,17 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     func upstreamClosed(_ connection: HTTP1Upstream) {
         if lastIdle === connection { lastIdle = nil }
         if idle[connection.key] === connection { idle[connection.key] = nil }
-        guard let exchange, exchange.connection === connection, !exchange.responseEnded else { return }
+        guard var exchange, exchange.connection === connection, !exchange.responseEnded else { return }
         if exchange.responseStarted {
             context?.close(promise: nil)
+        } else if exchange.reused, !exchange.retried, !exchange.bodySent, let eventLoop = context?.eventLoop {
+            // A kept connection the upstream closed (its keep-alive timeout) as the request went out: nothing was
+            // answered and there was no body, so the request goes again, once, on a new connection.
+            exchange.retried = true
+            exchange.reused = false
+            exchange.pending = [.head(exchange.head)] + (exchange.requestEnded ? [.end(nil)] : [])
+            self.exchange = exchange
+            dial(exchange.upstream, port: exchange.port, on: eventLoop)
         } else {
             fail(ChannelError.eof)
         }

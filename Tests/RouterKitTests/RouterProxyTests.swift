@@ -12,14 +12,26 @@ import Testing
 /// chosen per request on one keep-alive connection. (WebSocket, gRPC, HTTP/2 and h2c against real peers: MeshTests.)
 @Suite(.serialized) struct RouterProxyTests {
     /// Answers `<name>:<path>` to every request.
-    final class Echo: ChannelInboundHandler, Sendable {
+    final class Echo: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let name: String
-        init(name: String) { self.name = name }
+        /// Answers one request per connection and closes it when a second comes, keep-alive notwithstanding: as an
+        /// upstream whose keep-alive timeout ends just as a request goes out.
+        let oneRequestPerConnection: Bool
+        private var answered = 0
+        init(name: String, oneRequestPerConnection: Bool = false) {
+            self.name = name
+            self.oneRequestPerConnection = oneRequestPerConnection
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .head(let head) = unwrapInboundIn(data) else { return }
+            if oneRequestPerConnection, answered > 0 {
+                context.close(promise: nil)
+                return
+            }
+            answered += 1
             let body = "\(name):\(head.uri)\n"
             var headers = HTTPHeaders()
             headers.add(name: "content-length", value: String(body.utf8.count))
@@ -31,13 +43,16 @@ import Testing
         }
     }
 
-    static func upstream(_ name: String, host: String, port: Int, group: EventLoopGroup) async throws -> any Channel {
+    static func upstream(
+        _ name: String, host: String, port: Int, group: EventLoopGroup, oneRequestPerConnection: Bool = false
+    ) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Echo(name: name))
+                    try channel.pipeline.syncOperations.addHandler(
+                        Echo(name: name, oneRequestPerConnection: oneRequestPerConnection))
                 }
             }
             .bind(host: host, port: port).get()
@@ -115,5 +130,43 @@ import Testing
         #expect(
             dead.contains("kt-router: upstream dead (127.0.0.4:\(port)) is not answering: Connection refused"),
             "\(dead)")
+    }
+
+    /// The upstream closes a kept connection as the next request reaches it (its keep-alive timeout ending): that
+    /// request is sent again on a new connection instead of failing with a 502.
+    @Test func aRequestOnAConnectionTheUpstreamClosedIsSentAgain() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let port = Int.random(in: 30000..<40000)
+        let original = try await Self.upstream(
+            "original", host: "127.0.0.1", port: 0, group: group, oneRequestPerConnection: true)
+        let routes = RouteStore()
+        routes.replace(RouteTable())
+        let server = RouterServer(
+            configuration: RouterConfiguration(
+                ports: [.init(listen: port, defaultPort: original.localAddress?.port ?? 0)],
+                defaultUpstream: Upstream(name: "original", host: "127.0.0.1"), healthPort: 0, accessLog: false,
+                host: "127.0.0.2"),
+            routes: routes, group: group, logger: Logger(label: "test"))
+        let listeners = try await server.startProxies()
+        // Three requests on one client connection: each time the router's kept upstream connection is closed when
+        // the next request reaches the upstream on it.
+        let answers = try? Self.python(
+            """
+            import re, socket, sys
+            s = socket.create_connection(("127.0.0.2", int(sys.argv[1])), timeout=5)
+            out = []
+            for path in ("a", "b", "c"):
+                s.sendall(b"GET /" + path.encode() + b" HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+                data = b""
+                while not re.search(rb"original:/[a-z]\\n|502", data):
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    data += chunk
+                out.append(b"502" if b"502" in data else re.search(rb"original:/[a-z]", data).group(0))
+            print(" ".join(o.decode() for o in out))
+            """, port: port)
+        #expect(answers == "original:/a original:/b original:/c\n", "\(answers ?? "python failed")")
+        for channel in listeners + [original] { try? await channel.close() }
+        try? await group.shutdownGracefully()
     }
 }
