@@ -343,9 +343,12 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
         guard var exchange, exchange.connection === connection, !exchange.responseEnded else { return }
         if exchange.responseStarted {
             context?.close(promise: nil)
-        } else if exchange.reused, !exchange.retried, !exchange.bodySent, let eventLoop = context?.eventLoop {
+        } else if exchange.reused, !exchange.retried, !exchange.bodySent, Self.isIdempotent(exchange.head.method),
+            let eventLoop = context?.eventLoop
+        {
             // A kept connection the upstream closed (its keep-alive timeout) as the request went out: nothing was
-            // answered and there was no body, so the request goes again, once, on a new connection.
+            // answered, there was no body and the method is idempotent (RFC 9110 §9.2.2), so the request goes again,
+            // once, on a new connection.
             exchange.retried = true
             exchange.reused = false
             exchange.pending = [.head(exchange.head)] + (exchange.requestEnded ? [.end(nil)] : [])
@@ -465,6 +468,14 @@ final class HTTP1Proxy: ChannelInboundHandler, RemovableChannelHandler, @uncheck
     }
 
     // MARK: - Headers
+
+    /// Methods a client may send again when it got no answer (RFC 9110 §9.2.2).
+    static func isIdempotent(_ method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
+        }
+    }
 
     static let hopByHop = ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "http2-settings"]
 
