@@ -64,6 +64,21 @@ import Testing
         }
     }
 
+    /// How long after `since` a pod's `curl -H header http://tomcat:8080` first printed `page` (asked every 200 ms);
+    /// nil when it did not within `within` seconds.
+    static func whenPage(
+        _ lab: RunningLab, _ kubectl: String, _ page: String, header: String, since: ContinuousClock.Instant,
+        within: Int
+    ) async throws -> Duration? {
+        while ContinuousClock.now - since < .seconds(within) {
+            if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: header) == page {
+                return ContinuousClock.now - since
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return nil
+    }
+
     /// The mark a mesh printed (`send 'VERSION: abcde'`).
     static func header(_ output: String) -> String? {
         guard let start = output.range(of: "send '")?.upperBound,
@@ -344,17 +359,10 @@ import Testing
             let router = try #require(try MeshTestsSupport.routerProcess(lab), "no kt-router process in the lab")
             kill(router, SIGKILL)
             let killed = ContinuousClock.now
-            var back: Duration?
-            while ContinuousClock.now - killed < .seconds(30) {
-                if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: "VERSION: b")
-                    == "bob local v3\n"
-                {
-                    back = ContinuousClock.now - killed
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            let routesBack = try #require(back, "the routes did not come back within 30 s")
+            let routesBack = try #require(
+                try await Self.whenPage(
+                    lab, kubectl, "bob local v3\n", header: "VERSION: b", since: killed, within: 30),
+                "the routes did not come back within 30 s")
             print("mesh: kill -9 of the router: its routes were back after \(routesBack)")
             #expect(routesBack < .seconds(10))
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: "VERSION: a")
@@ -364,17 +372,10 @@ import Testing
             #expect(delete.status == 0, "\(delete.error)")
             let deleted = ContinuousClock.now
             try await Task.sleep(for: .seconds(1))
-            var remade: Duration?
-            while ContinuousClock.now - deleted < .seconds(60) {
-                if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: "VERSION: b")
-                    == "bob local v3\n"
-                {
-                    remade = ContinuousClock.now - deleted
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(250))
-            }
-            let routerBack = try #require(remade, "the router was not made again within 60 s")
+            let routerBack = try #require(
+                try await Self.whenPage(
+                    lab, kubectl, "bob local v3\n", header: "VERSION: b", since: deleted, within: 60),
+                "the router was not made again within 60 s")
             print("mesh: the router's pod deleted: made again and routing after \(routerBack)")
             #expect(
                 first.output.contains("is gone; making it again") || second.output.contains("is gone; making it again"),
@@ -395,15 +396,9 @@ import Testing
             }
             #expect(badGateway.contains("HTTP/1.1 502 Bad Gateway"), "\(badGateway)")
             #expect(badGateway.contains("kt-router: upstream tomcat-kt-mesh-a ("), "\(badGateway)")
-            var dropped: Duration?
-            while ContinuousClock.now - crashed < .seconds(40) {
-                if try await X.curlFromPod(lab, kubectl, "http://tomcat:8080", header: "VERSION: a") == X.clusterPage {
-                    dropped = ContinuousClock.now - crashed
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(500))
-            }
-            let droppedAfter = try #require(dropped, "the killed developer's route stayed for 40 s")
+            let droppedAfter = try #require(
+                try await Self.whenPage(lab, kubectl, X.clusterPage, header: "VERSION: a", since: crashed, within: 40),
+                "the killed developer's route stayed for 40 s")
             print("mesh: kill -9 of a developer (10 s Lease): the router dropped the route after \(droppedAfter)")
             try await X.expectPage(lab, kubectl, "http://tomcat:8080", "bob local v3\n", header: "VERSION: b")
             let log = try await lab.kubectl(kubectl, ["logs", "tomcat-kt-router"])
