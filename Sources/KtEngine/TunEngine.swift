@@ -17,6 +17,12 @@ public struct EngineCounters: Sendable, Hashable {
     public var datagramsToCluster = 0
     public var datagramsFromCluster = 0
     public var echoes = 0
+    /// Flows open now (dialed or being dialed).
+    public var openFlows = 0
+    /// Packets the device dropped (a full queue, unreadable offload metadata).
+    public var deviceDrops = PacketDeviceDrops()
+    /// Tunnels put in place after the first: the session reconnected this often.
+    public var reconnects = 0
     public var stack = StackCounters()
     public init() {}
 }
@@ -31,7 +37,7 @@ public struct EngineCounters: Sendable, Hashable {
 /// most `creditLimit` bytes ahead of what the stack has taken. UDP datagrams and ICMP echoes go over the tunnel's
 /// datagram channel (`kt-udp`).
 public final class TunEngine: @unchecked Sendable {
-    let device: TunDevice
+    let device: any PacketDevice
     let link: TunnelLink
     let group: any EventLoopGroup
     let logger: Logger
@@ -83,15 +89,20 @@ public final class TunEngine: @unchecked Sendable {
     }
 
     /// Starts the engine thread on `device` (already up, with addresses and routes), dialing through `link`;
-    /// `group` is where dials wait for a tunnel.
+    /// `group` is where dials wait for a tunnel. Offloads are used only when the device takes them.
     public init(
-        device: TunDevice, link: TunnelLink, group: any EventLoopGroup, configuration: StackConfiguration,
+        device: any PacketDevice, link: TunnelLink, group: any EventLoopGroup, configuration: StackConfiguration,
         logger: Logger
     ) throws {
         self.device = device
         self.link = link
         self.group = group
         self.logger = logger
+        var configuration = configuration
+        if !device.takesOffloads {
+            configuration.checksumOffload = false
+            configuration.segmentationOffload = false
+        }
         stack = NetworkStack(configuration: configuration, random: SystemRandomNumberGenerator())
         var ends: [CInt] = [-1, -1]
         guard pipe(&ends) == 0 else { throw EngineError.system("pipe", errno) }
@@ -143,10 +154,10 @@ public final class TunEngine: @unchecked Sendable {
     }
 
     func run() {
-        var packets: [ByteBuffer] = []
+        var packets: [DevicePacket] = []
         packets.reserveCapacity(TunDevice.defaultBatch)
         var descriptors = [
-            pollfd(fd: device.descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: device.readinessDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
         while running {
@@ -169,16 +180,22 @@ public final class TunEngine: @unchecked Sendable {
                 // A few batches per wake-up, so that a burst does not wait for the next poll.
                 for _ in 0..<4 {
                     packets.removeAll(keepingCapacity: true)
-                    guard (try? device.read(into: &packets, maximum: TunDevice.defaultBatch)) ?? 0 > 0 else { break }
+                    guard (try? device.readPackets(into: &packets, maximum: TunDevice.defaultBatch)) ?? 0 > 0 else {
+                        break
+                    }
                     stack.receive(packets, now: now)
                     handleEvents()
                 }
+                packets.removeAll(keepingCapacity: true)
             }
             stack.advance(to: now)
             handleEvents()
             flushOutput()
             var snapshot = counters
             snapshot.stack = stack.counters
+            snapshot.openFlows = bridges.count
+            snapshot.deviceDrops = device.drops
+            snapshot.reconnects = link.reconnects
             shared.withLockedValue { $0 = snapshot }
         }
         for bridge in bridges.values { bridge.channel?.close(promise: nil) }
@@ -191,28 +208,10 @@ public final class TunEngine: @unchecked Sendable {
         for _ in 0..<8 {
             let output = stack.takeOutput()
             if output.isEmpty { return }
-            _ = try? device.write(offloaded: output.map { Self.offloaded($0, virtio: device.virtioHeader) })
+            try? device.writePackets(output)
             stack.recycle(output)
             handleEvents()
         }
-    }
-
-    /// The stack's offload hints as the TUN's virtio header.
-    static func offloaded(_ packet: OutputPacket, virtio: Bool) -> OffloadedPacket {
-        guard virtio, let start = packet.checksumStart, let offset = packet.checksumOffset else {
-            return OffloadedPacket(header: .plain, packet: packet.bytes)
-        }
-        var header = VirtioNetHeader(
-            flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start,
-            checksumOffset: offset)
-        if let size = packet.segmentSize {
-            let dataOffset =
-                packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
-            header.gsoType = start == 40 ? .tcpv6 : .tcpv4
-            header.gsoSize = size
-            header.headerLength = start + UInt16(dataOffset >> 4) * 4
-        }
-        return OffloadedPacket(header: header, packet: packet.bytes)
     }
 
     // MARK: - Commands from the NIO side

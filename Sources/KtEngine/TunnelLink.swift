@@ -9,6 +9,8 @@ public final class TunnelLink: Sendable {
     struct State {
         var client: TunnelClient?
         var generation = 0
+        /// Clients put in place so far.
+        var clients = 0
         var waiters: [EventLoopPromise<TunnelClient>] = []
         var observers: [@Sendable (TunnelClient) -> Void] = []
     }
@@ -21,6 +23,9 @@ public final class TunnelLink: Sendable {
         self.dialWait = dialWait
     }
 
+    /// How often a tunnel was put in place after the first one: the session's reconnections.
+    public var reconnects: Int { state.withLockedValue { max(0, $0.clients - 1) } }
+
     /// The client in use, if any.
     public var client: TunnelClient? { state.withLockedValue { $0.client } }
 
@@ -31,6 +36,7 @@ public final class TunnelLink: Sendable {
             state.client = client
             state.generation += 1
             guard client != nil else { return ([], []) }
+            state.clients += 1
             defer { state.waiters = [] }
             return (state.waiters, state.observers)
         }

@@ -48,12 +48,24 @@ public struct NetworkStack {
         for packet in packets { receive(packet, now: now) }
     }
 
+    /// Takes a batch of packets read from a packet device. A packet whose offload metadata says its transport
+    /// checksum was left partial by the sending kernel, or verified by the device, is not checked again.
+    public mutating func receive(_ packets: [DevicePacket], now: StackInstant) {
+        for packet in packets { receive(packet.bytes, trusted: packet.offload.transportChecksumTrusted, now: now) }
+    }
+
     /// Takes one IP packet read from the TUN.
     public mutating func receive(_ packet: ByteBuffer, now: StackInstant) {
+        receive(packet, trusted: false, now: now)
+    }
+
+    /// Takes one IP packet; `trusted`: its checksums are not checked (the device vouches for it).
+    mutating func receive(_ packet: ByteBuffer, trusted: Bool, now: StackInstant) {
         counters.packetsIn += 1
+        let verify = configuration.verifyChecksums && !trusted
         let ip: IPPacket
         do {
-            ip = try IPPacket(validating: packet, verifyChecksum: configuration.verifyChecksums)
+            ip = try IPPacket(validating: packet, verifyChecksum: verify)
         } catch {
             counters.malformed += 1
             return
@@ -65,8 +77,8 @@ public struct NetworkStack {
         }
         if let hopLimit = hopLimit(ip), hopLimit <= 1, sendTimeExceeded(for: ip) { return }
         switch ip.transportProtocol {
-        case .tcp: receiveTCP(ip, now: now)
-        case .udp: receiveUDP(ip, now: now)
+        case .tcp: receiveTCP(ip, verify: verify, now: now)
+        case .udp: receiveUDP(ip, verify: verify, now: now)
         case .icmp, .icmpv6: receiveICMP(ip, now: now)
         default: counters.unsupportedProtocol += 1
         }
@@ -79,12 +91,12 @@ public struct NetworkStack {
         }
     }
 
-    private mutating func receiveTCP(_ ip: IPPacket, now: StackInstant) {
+    private mutating func receiveTCP(_ ip: IPPacket, verify: Bool, now: StackInstant) {
         guard let segment = try? TCPSegment(validating: ip.transportPayload) else {
             counters.malformed += 1
             return
         }
-        if configuration.verifyChecksums, !segment.isChecksumValid(ip.pseudoHeader) {
+        if verify, !segment.isChecksumValid(ip.pseudoHeader) {
             counters.badChecksums += 1
             return
         }
@@ -138,12 +150,12 @@ public struct NetworkStack {
         events.append(.dial(id, key))
     }
 
-    private mutating func receiveUDP(_ ip: IPPacket, now: StackInstant) {
+    private mutating func receiveUDP(_ ip: IPPacket, verify: Bool, now: StackInstant) {
         guard let datagram = try? UDPDatagram(validating: ip.transportPayload) else {
             counters.malformed += 1
             return
         }
-        if configuration.verifyChecksums, !datagram.isChecksumValid(ip.pseudoHeader) {
+        if verify, !datagram.isChecksumValid(ip.pseudoHeader) {
             counters.badChecksums += 1
             return
         }

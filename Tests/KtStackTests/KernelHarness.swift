@@ -271,24 +271,12 @@ private final class Loop: @unchecked Sendable {
         }
     }
 
-    /// The stack's offload hints as the TUN's virtio header.
+    /// The stack's packet with its virtio header (KtTun's conversion).
     static func offloaded(_ packet: OutputPacket) -> OffloadedPacket {
-        guard let start = packet.checksumStart, let offset = packet.checksumOffset else {
-            return OffloadedPacket(header: .plain, packet: packet.bytes)
-        }
-        var header = VirtioNetHeader(
-            flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start,
-            checksumOffset: offset)
-        if let size = packet.segmentSize {
-            let isIPv6 = start == 40
-            let dataOffset =
-                packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
-            header.gsoType = isIPv6 ? .tcpv6 : .tcpv4
-            header.gsoSize = size
-            header.headerLength = start + UInt16(dataOffset >> 4) * 4
-        }
         // Copy: the stack reuses its buffers once recycled, and the impairment may hold packets back.
-        return OffloadedPacket(header: header, packet: ByteBuffer(bytes: packet.bytes.readableBytesView))
+        OffloadedPacket(
+            header: VirtioNetHeader(offload: packet.offload, packet: packet.bytes),
+            packet: ByteBuffer(bytes: packet.bytes.readableBytesView))
     }
 
     func handleEvents() {

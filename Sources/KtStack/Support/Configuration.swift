@@ -44,8 +44,8 @@ public struct StackConfiguration: Sendable {
     public var udpIdleTimeout = StackDuration.seconds(60)
     /// UDP flows held at once; the least recently used goes when a new one needs room.
     public var maximumUDPFlows = 16384
-    /// Check transport checksums of arriving packets. A TUN that marks packets DATA_VALID (or a harness) can turn
-    /// this off; the kernel's own packets are never corrupt.
+    /// Check the checksums of arriving packets. Packets a device vouches for (``PacketOffload``: a partial checksum
+    /// from the sending kernel, or DATA_VALID) are not checked either way; a harness can turn all checks off.
     public var verifyChecksums = true
     /// Leave transport checksums to the device (virtio NEEDS_CSUM): the stack writes only the pseudo-header sum.
     public var checksumOffload = false

@@ -67,10 +67,10 @@ struct Emitter {
         // Wrapped only after the last write: a second reference before it would make that write copy the storage.
         var output = OutputPacket(bytes: packet)
         if partial {
-            output.checksumStart = UInt16(ipLength)
-            output.checksumOffset = 16
+            output.offload.checksumStart = UInt16(ipLength)
+            output.offload.checksumOffset = 16
         }
-        if let segmentSize, payloadLength > segmentSize { output.segmentSize = UInt16(segmentSize) }
+        if let segmentSize, payloadLength > segmentSize { output.offload.segmentSize = UInt16(segmentSize) }
         packets.append(output)
         emitted += 1
     }

@@ -1,25 +1,9 @@
+import KtWire
 import NIOCore
 
-/// One packet for the TUN, with what the device must still do to it.
-public struct OutputPacket: Sendable {
-    /// The IP packet.
-    public var bytes: ByteBuffer
-    /// With checksum offload: where the transport checksum starts and, from there, where it is stored. The field
-    /// holds the pseudo-header sum; the device completes it (virtio NEEDS_CSUM).
-    public var checksumStart: UInt16?
-    public var checksumOffset: UInt16?
-    /// With segmentation offload: a TCP super-segment the device cuts into segments of this many payload bytes.
-    public var segmentSize: UInt16?
-
-    public init(
-        bytes: ByteBuffer, checksumStart: UInt16? = nil, checksumOffset: UInt16? = nil, segmentSize: UInt16? = nil
-    ) {
-        self.bytes = bytes
-        self.checksumStart = checksumStart
-        self.checksumOffset = checksumOffset
-        self.segmentSize = segmentSize
-    }
-}
+/// One packet for the device, with what the device must still do to it (`offload`). The same value a
+/// ``KtTun`` device writes: KtWire's `DevicePacket`.
+public typealias OutputPacket = DevicePacket
 
 /// Reused packet buffers, so that emitting a packet does not allocate once the engine hands written packets back
 /// (``NetworkStack/recycle(_:)``).

@@ -54,7 +54,7 @@ public struct TunOptions: Sendable {
 ///
 /// The device exists while it is open: ``close()`` (idempotent, also run on deinit) deletes it together with its
 /// addresses and routes.
-public final class TunDevice: @unchecked Sendable {
+public final class TunDevice: PacketDevice, @unchecked Sendable {
     /// The interface name the kernel gave.
     public let name: String
     /// Whether packets carry a virtio-net header on this fd.
@@ -64,8 +64,12 @@ public final class TunDevice: @unchecked Sendable {
     /// What the device was opened with.
     public let options: TunOptions
     private let state: NIOLockedValueBox<CInt>
+    /// One buffer per read of a batch, reused: the kernel reads straight into it. A buffer the reader still holds
+    /// when the next batch comes (a slice kept in a receive queue) is not overwritten: it is replaced (ByteBuffer's
+    /// copy on write), so nothing is copied unless the storage is shared.
+    private var readBuffers: [ByteBuffer] = []
     /// One read's worth: the largest IP packet plus the virtio header.
-    private var readBuffer = [UInt8](repeating: 0, count: 65535 + VirtioNetHeader.size)
+    static let readCapacity = 65535 + VirtioNetHeader.size
     /// Packets the kernel sent that could not be split (malformed offload metadata), dropped and counted.
     public private(set) var malformedReads = 0
     /// Writes the kernel refused with EAGAIN or ENOBUFS (its queue was full); the packets are dropped, as a NIC
@@ -149,22 +153,57 @@ public final class TunDevice: @unchecked Sendable {
     public func read(into packets: inout [ByteBuffer], maximum: Int = TunDevice.defaultBatch) throws(NetlinkError)
         -> Int
     {
+        var read: [DevicePacket] = []
+        let count = try readDevicePackets(into: &read, maximum: maximum)
+        packets += read.map(\.bytes)
+        return count
+    }
+
+    public var readinessDescriptor: CInt { descriptor }
+
+    public var takesOffloads: Bool { virtioHeader && offloads.contains(.checksum) }
+
+    public var drops: PacketDeviceDrops {
+        var drops = PacketDeviceDrops()
+        drops.malformedReads = malformedReads
+        drops.fullWrites = droppedWrites
+        return drops
+    }
+
+    public func readPackets(into packets: inout [DevicePacket], maximum: Int) throws -> Int {
+        try readDevicePackets(into: &packets, maximum: maximum)
+    }
+
+    /// Reads up to `maximum` times, straight into reused buffers. With a virtio header, a TCP super-packet is kept
+    /// whole when ``TunOptions/keepSuperPackets`` says so (its offload metadata says what the kernel left undone),
+    /// and split into complete segments otherwise.
+    public func readDevicePackets(into packets: inout [DevicePacket], maximum: Int) throws(NetlinkError) -> Int {
         let descriptor = self.descriptor
         guard descriptor >= 0 else { throw NetlinkError(operation: "read from \(name)", code: EBADF) }
         let before = packets.count
-        for _ in 0..<maximum {
-            let count = readBuffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 {
+        var index = 0
+        while index < maximum {
+            if index == readBuffers.count { readBuffers.append(ByteBuffer()) }
+            var buffer = ByteBuffer()
+            swap(&buffer, &readBuffers[index])
+            buffer.clear(minimumCapacity: Self.readCapacity)
+            var result = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.readCapacity) { space in
+                result = Glibc.read(descriptor, space.baseAddress, space.count)
+                return max(result, 0)
+            }
+            readBuffers[index] = buffer
+            if result < 0 {
                 let code = errno
                 if code == EAGAIN || code == EWOULDBLOCK { break }
                 if code == EINTR { continue }
                 throw NetlinkError(operation: "read from \(name)", code: code)
             }
-            if count == 0 { break }
-            largestRead = max(largestRead, count)
-            var buffer = ByteBuffer(bytes: readBuffer[..<count])
+            if result == 0 { break }
+            index += 1
+            largestRead = max(largestRead, result)
             guard virtioHeader else {
-                packets.append(buffer)
+                packets.append(DevicePacket(bytes: buffer))
                 continue
             }
             do {
@@ -172,9 +211,11 @@ public final class TunDevice: @unchecked Sendable {
                 if header.gsoType != .none { superPacketsRead += 1 }
                 let tcp = header.gsoType.base == .tcpv4 || header.gsoType.base == .tcpv6
                 if options.keepSuperPackets, tcp || header.gsoType == .none {
-                    packets.append(buffer)
+                    packets.append(DevicePacket(bytes: buffer, offload: header.offload))
                 } else {
-                    try SegmentationOffload.split(header, packet: buffer, into: &packets)
+                    var split: [ByteBuffer] = []
+                    try SegmentationOffload.split(header, packet: buffer, into: &split)
+                    packets += split.map { DevicePacket(bytes: $0) }
                 }
             } catch {
                 malformedReads += 1
@@ -238,6 +279,28 @@ public final class TunDevice: @unchecked Sendable {
             }
         }
         return packets.count
+    }
+
+    public func writePackets(_ packets: [DevicePacket]) throws {
+        try writeDevicePackets(packets)
+    }
+
+    /// Writes packets with their offload metadata, turned into the virtio header here. Without a virtio header,
+    /// metadata must be absent.
+    public func writeDevicePackets(_ packets: [DevicePacket]) throws(NetlinkError) {
+        let descriptor = self.descriptor
+        guard descriptor >= 0 else { throw NetlinkError(operation: "write to \(name)", code: EBADF) }
+        var header = ByteBuffer()
+        for item in packets {
+            if virtioHeader {
+                header.clear()
+                VirtioNetHeader(offload: item.offload, packet: item.bytes).write(into: &header)
+                try writeVector(descriptor, header, item.bytes)
+            } else {
+                precondition(item.offload == .none, "offload metadata on a TUN without a virtio header")
+                try writeVector(descriptor, nil, item.bytes)
+            }
+        }
     }
 
     private func writeVector(_ descriptor: CInt, _ header: ByteBuffer?, _ packet: ByteBuffer) throws(NetlinkError) {

@@ -117,48 +117,36 @@ public enum ConnectCommand {
             logger: logger, progress: { print("ktctl: \($0)") })
         try await shadow.start()
 
-        // The TUN, its address and routes; closing the device removes them all, also when the process is killed.
-        let device = DeviceHolder()
+        // The data path: the TUN, its address and routes, the engine and the resolver on the TUN's address.
+        // Closing the device removes the address and routes with it, also when the process is killed.
+        let upstreams = resolvConf.nameservers().filter { $0 != options.tunAddress }.compactMap {
+            try? SocketAddress(ipAddress: $0, port: 53)
+        }
+        let plan = DataPathPlan(
+            deviceName: options.tunName, address: tunAddress, mtu: options.mtu, routes: routes, names: names,
+            upstreams: upstreams)
+        let holder = DataPathHolder()
         try session.record(
             "create the TUN device \(options.tunName) with \(options.tunAddress) and routes to "
                 + routes.map(\.description).joined(separator: " "),
             undo: .goesWithProcess("the TUN device \(options.tunName) and its routes"),
-            before: { device.close() })
-        let tun = try TunDevice.open(TunOptions(name: options.tunName, virtioHeader: true, keepSuperPackets: true))
-        device.set(tun)
-        let interface = try netlink.link(named: tun.name)
-        try netlink.addAddress(InterfaceAddress(interface: interface.index, address: .v4(tunAddress), prefixLength: 32))
-        try netlink.setMTU(UInt32(options.mtu), of: interface.index)
-        try netlink.setUp(true, interface.index)
-        for prefix in routes {
-            try netlink.addRoute(Route(destination: prefix, outputInterface: interface.index, scope: .link))
-        }
-        var configuration = StackConfiguration()
-        configuration.checksumOffload = true
-        configuration.segmentationOffload = true
-        configuration.verifyChecksums = false
-        configuration.routerAddressV4 = tunAddress
-        configuration.mtu = options.mtu
-        let engine = try TunEngine(device: tun, link: link, group: group, configuration: configuration, logger: logger)
-        session.onStop("stop the engine") { engine.stop() }
+            before: { holder.stop() })
+        session.onStop("stop the engine and the resolver") { holder.stop() }
+        let path = try await DataPath.open(plan, link: link, group: group, logger: logger)
+        holder.set(path)
 
-        // DNS: a resolver on the TUN's address; resolv.conf or systemd-resolved points at it.
-        let upstreams = resolvConf.nameservers().filter { $0 != options.tunAddress }.compactMap {
-            try? SocketAddress(ipAddress: $0, port: 53)
-        }
-        let resolver = ClusterResolver(names: names, upstreams: upstreams, link: link, group: group, logger: logger)
-        session.onStop("stop the resolver") { resolver.close() }
-        _ = try await resolver.listen(host: options.tunAddress, port: 53)
+        // DNS: resolv.conf or systemd-resolved points at the resolver.
+        let deviceName = path.deviceName
         let dnsSummary: String
         if let resolved {
             let domains = ResolvedWiring.domains(
                 clusterDomain: options.clusterDomain, namespace: namespace, searchList: names.searchList)
             try session.record(
-                "set systemd-resolved's DNS for \(tun.name) to \(options.tunAddress)",
-                undo: .revertResolvedLink(tun.name))
-            try await resolved.apply(link: tun.name, server: options.tunAddress, domains: domains)
+                "set systemd-resolved's DNS for \(deviceName) to \(options.tunAddress)",
+                undo: .revertResolvedLink(deviceName))
+            try await resolved.apply(link: deviceName, server: options.tunAddress, domains: domains)
             dnsSummary =
-                "\(options.tunAddress):53 on \(tun.name) through systemd-resolved (domains \(domains.joined(separator: " "))); "
+                "\(options.tunAddress):53 on \(deviceName) through systemd-resolved (domains \(domains.joined(separator: " "))); "
                 + "other names stay with resolved's servers"
         } else {
             if options.dnsMode != "none" {
@@ -180,7 +168,7 @@ public enum ConnectCommand {
               session    \(session.identity.id) (lease kt-connect-\(session.identity.id), renewed every \
             \(max(1, options.leaseDuration / 3)) s)
               shadow     pod \(shadow.podName) (\(shadow.podIP ?? "?")) through port-forward and SSH
-              routes     \(routes.map(\.description).joined(separator: " ")) via \(tun.name) \
+              routes     \(routes.map(\.description).joined(separator: " ")) via \(deviceName) \
             (services: \(ranges.serviceSource); pods: \(ranges.podSource))
               dns        \(dnsSummary)
               stop       Ctrl-C (routes, DNS and the pod are removed)
@@ -296,18 +284,26 @@ public enum ConnectCommand {
     }
 }
 
-/// The TUN device once it is open: closed (its address and routes with it) when the session stops.
-final class DeviceHolder: @unchecked Sendable {
+/// The data path once it is open: stopped (the TUN, its address and routes with it) when the session stops, also
+/// when the stop comes while it is being opened.
+final class DataPathHolder: @unchecked Sendable {
     private let lock = NSLock()
-    private var device: TunDevice?
+    private var path: DataPath?
+    private var stopped = false
 
-    func set(_ device: TunDevice) { lock.withLock { self.device = device } }
-
-    func close() {
-        let device = lock.withLock { () -> TunDevice? in
-            defer { self.device = nil }
-            return self.device
+    func set(_ path: DataPath) {
+        let stopNow = lock.withLock { () -> Bool in
+            self.path = path
+            return stopped
         }
-        device?.close()
+        if stopNow { path.stop() }
+    }
+
+    func stop() {
+        let path = lock.withLock { () -> DataPath? in
+            stopped = true
+            return self.path
+        }
+        path?.stop()
     }
 }

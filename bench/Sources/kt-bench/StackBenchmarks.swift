@@ -104,25 +104,8 @@ enum StackBenchmarks {
             stack.advance(to: now)
             for event in stack.takeEvents() { act(&stack, event, now) }
             let output = stack.takeOutput()
-            try device.write(offloaded: output.map(Self.offloaded))
+            try device.writeDevicePackets(output)
             stack.recycle(output)
-        }
-
-        static func offloaded(_ packet: OutputPacket) -> OffloadedPacket {
-            guard let start = packet.checksumStart, let offset = packet.checksumOffset else {
-                return OffloadedPacket(header: .plain, packet: packet.bytes)
-            }
-            var header = VirtioNetHeader(
-                flags: .needsChecksum, gsoType: .none, headerLength: 0, gsoSize: 0, checksumStart: start,
-                checksumOffset: offset)
-            if let size = packet.segmentSize {
-                let dataOffset =
-                    packet.bytes.getInteger(at: packet.bytes.readerIndex + Int(start) + 12, as: UInt8.self) ?? 0x50
-                header.gsoType = start == 40 ? .tcpv6 : .tcpv4
-                header.gsoSize = size
-                header.headerLength = start + UInt16(dataOffset >> 4) * 4
-            }
-            return OffloadedPacket(header: header, packet: packet.bytes)
         }
     }
 
