@@ -16,6 +16,9 @@ DEBIAN_PACKAGES := \
 	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon faketime gcc libc6-dev \
 	python3-grpcio python3-websockets wrk nghttp2-client nghttp2-server \
 	$(RESOLVED_LIBRARIES)
+# The reference tools bench/whole-path.sh measures ktctl against; `make bench` installs them (`make test` does not).
+BENCH_PACKAGES := sshuttle wireguard-go wireguard-tools
+
 # What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
 RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \
 	liblz4-1 liblzma5 libmount1 libpam0g libseccomp2 libselinux1 libssl3 libzstd1
@@ -97,8 +100,17 @@ fuzz: deps
 		if [ $$status -ne 0 ]; then echo "$$f FAILED (exit $$status); inputs in $(FUZZ_BUILD)/artifacts/"; exit 1; fi; \
 	done; echo "== every fuzzer ran $(FUZZ_SECONDS)s without a crash"
 
-## bench: release build of bench/ and its table of figures
+## bench: the whole data path against the reference tools (bench/whole-path.sh), then kt-bench's table of figures
 bench: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "bench packages: all present"; fi
+	$(SWIFT) build $(SWIFT_TEST_FLAGS)
+	$(SUDO) bench/whole-path.sh
 	cd bench && $(SWIFT) run -c release kt-bench
 
 clean:

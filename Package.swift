@@ -55,6 +55,16 @@ var targets: [Target] = [
     ),
     // Throwaway network namespaces and the commands run in them, for every test that touches the kernel.
     .target(name: "NamespaceTestSupport", path: "Tests/NamespaceTestSupport"),
+    // Servers and byte patterns shared by the tunnel and engine tests.
+    .target(
+        name: "TunnelTestSupport",
+        dependencies: [
+            "KtWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ],
+        path: "Tests/TunnelTestSupport"
+    ),
     .testTarget(
         name: "KtTunTests",
         dependencies: [
@@ -102,7 +112,7 @@ var targets: [Target] = [
     .testTarget(
         name: "KtTunnelTests",
         dependencies: [
-            "KtTunnel", "ShadowKit", "KtWire", "NamespaceTestSupport",
+            "KtTunnel", "ShadowKit", "KtWire", "NamespaceTestSupport", "TunnelTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSH", package: "swift-nio-ssh"),
@@ -223,6 +233,19 @@ var targets: [Target] = [
             "KtStack", "KtTun", "KtTunnel", "KtWire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    // The engine's logic without root: the in-memory device and an in-process kt-shadow on loopback.
+    .testTarget(
+        name: "KtEngineTests",
+        dependencies: [
+            "KtEngine", "KtStack", "KtTun", "KtTunnel", "KtWire", "ShadowKit", "TunnelTestSupport",
+            "NamespaceTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSH", package: "swift-nio-ssh"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]

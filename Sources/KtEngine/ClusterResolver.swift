@@ -55,6 +55,9 @@ public final class ClusterResolver: Sendable {
     struct State {
         var names: ClusterNames
         var pending: [UInt32: Pending] = [:]
+        /// Pending queries not sent yet: no datagram channel was open when they came (the session just started,
+        /// or the tunnel is being reopened). They go out when one opens, or time out.
+        var unsent: [UInt32] = []
         var nextFlow: UInt32 = 1
         var cache: [CacheKey: CacheEntry] = [:]
         var counters = ResolverCounters()
@@ -95,7 +98,9 @@ public final class ClusterResolver: Sendable {
         self.logger = logger
         self.negativeTTL = negativeTTL
         self.timeout = timeout
-        let path = DatagramPath(link: link, logger: logger) { [weak self] frame in self?.answered(frame) }
+        let path = DatagramPath(
+            link: link, logger: logger, onFrame: { [weak self] frame in self?.answered(frame) },
+            onChannel: { [weak self] channel in self?.sendUnsent(on: channel) })
         datagrams.withLockedValue { $0 = path }
     }
 
@@ -188,28 +193,41 @@ public final class ClusterResolver: Sendable {
         }
     }
 
+    /// Sends `query` to the pod's nameserver through the shadow; while no datagram channel is open, it waits for one
+    /// (up to `timeout`, as long as an answer may take) rather than failing at once.
     func askCluster(_ query: DNSMessage, reply: @escaping @Sendable (DNSMessage?) -> Void) {
         let channel = datagrams.withLockedValue { $0 }?.channel
-        let sent = state.withLockedValue { state -> (TunnelDatagramChannel, UInt32)? in
-            guard let datagrams = channel else { return nil }
+        let flow = state.withLockedValue { state -> UInt32 in
             let flow = state.nextFlow
             state.nextFlow = state.nextFlow == .max ? 1 : state.nextFlow + 1
             state.pending[flow] = Pending(query: query, reply: reply)
             state.counters.cluster += 1
-            return (datagrams, flow)
+            if channel == nil { state.unsent.append(flow) }
+            return flow
         }
-        guard let (datagrams, flow) = sent else {
-            reply(query.makeResponse(responseCode: .serverFailure))
-            return
-        }
-        datagrams.send(
-            DatagramFrame(kind: .udp, flow: flow, address: .nameserver, port: 53, payload: query.encoded()))
+        if let channel { send(flow, query, on: channel) }
         group.next().scheduleTask(in: timeout) { [weak self] in
-            guard let self, let pending = self.state.withLockedValue({ $0.pending.removeValue(forKey: flow) }) else {
-                return
-            }
+            guard let self,
+                let pending = self.state.withLockedValue({ state -> Pending? in
+                    state.unsent.removeAll { $0 == flow }
+                    return state.pending.removeValue(forKey: flow)
+                })
+            else { return }
             pending.reply(pending.query.makeResponse(responseCode: .serverFailure))
         }
+    }
+
+    private func send(_ flow: UInt32, _ query: DNSMessage, on channel: TunnelDatagramChannel) {
+        channel.send(DatagramFrame(kind: .udp, flow: flow, address: .nameserver, port: 53, payload: query.encoded()))
+    }
+
+    /// A datagram channel opened: the queries that waited for one go out.
+    func sendUnsent(on channel: TunnelDatagramChannel) {
+        let waiting = state.withLockedValue { state -> [(UInt32, DNSMessage)] in
+            defer { state.unsent = [] }
+            return state.unsent.compactMap { flow in state.pending[flow].map { (flow, $0.query) } }
+        }
+        for (flow, query) in waiting { send(flow, query, on: channel) }
     }
 
     func answered(_ frame: DatagramFrame) {

@@ -251,10 +251,18 @@ public final class TunEngine: @unchecked Sendable {
                 guard let bridge = bridges[flow] else { continue }
                 bridges[flow]?.channel = nil
                 bridges[flow]?.handler = nil
-                if !bridge.remoteEOF {
+                if bridge.remoteEOF {
+                    // After its EOF the flow finishes in the stack: what is pending still goes to the laptop, then
+                    // FIN; what the laptop sends from then on has nowhere to go.
+                } else if bridge.outputClosed {
+                    // The laptop had finished sending and our EOF went out: the far side then closes the channel
+                    // instead of sending its own EOF (a peer that saw EOF answers with CLOSE, §8.5), which is its
+                    // end of the stream: FIN after what is pending, not a reset.
+                    bridges[flow]?.remoteEOF = true
+                    pumpToStack(flow)
+                } else {
                     // The cluster side went away without finishing (reset, or the tunnel was lost): the laptop's
-                    // program gets a reset. After its EOF the flow finishes in the stack: what is pending still
-                    // goes to the laptop, then FIN; what the laptop sends from then on has nowhere to go.
+                    // program gets a reset.
                     stack.abort(flow, now: now)
                     bridges[flow] = nil
                 }

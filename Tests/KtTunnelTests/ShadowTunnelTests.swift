@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import NIOSSH
 import ShadowKit
+import TunnelTestSupport
 import Testing
 
 /// KtTunnel's client against kt-shadow, both in this process, every socket in a throwaway namespace.
