@@ -228,7 +228,7 @@ reference_setup() {
     ip -n "$laptop" route add "$target/32" via "$cluster_ip" || die "cannot route the target"
 
     start iperf-server "$cluster" iperf3 -s -p "$iperf_port"
-    start http-server "$cluster" python3 "$scripts/whole-path-server.py" 0.0.0.0 "$http_port"
+    start http-server "$cluster" "$server" 0.0.0.0 "$http_port"
     # sshd on a private config and throwaway keys (never /etc/ssh).
     ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key" -C "whole-path host"
     ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key" -C "whole-path client"
@@ -337,9 +337,9 @@ EOF
         why="sshuttle did not connect: $(tail -2 "$work/sshuttle.log" | tr '\n' ' ')"
         return 1
     fi
-    put sshuttle version "$(sshuttle --version 2>&1)"
     measure sshuttle "$laptop" "$target" "$iperf_port" "$http_port" ""
-    put sshuttle dropped "$(($(dropped_packets) - dropped_before)) (the check before sshuttle started: $dropped_before)"
+    put sshuttle drop_check "$dropped_before"
+    put sshuttle dropped "$(($(dropped_packets) - dropped_before))"
     in_ns "$laptop" nft delete table inet "$drop"
 }
 
@@ -367,7 +367,6 @@ row_wireguard() {
         ip -n "$ns" link set "$name" up
     done
     wait_for 10 in_ns "$laptop" ping -c1 -W1 "$wg_cluster" || { why="wireguard: no ping through the tunnel"; return 1; }
-    put wireguard version "$(wireguard-go --version 2>&1 | head -1)"
     measure wireguard "$laptop" "$wg_cluster" "$iperf_port" "$http_port" ""
 }
 
@@ -397,6 +396,7 @@ copy_binaries() {  # the built binaries, copied once they have not changed for 5
         [ -x "$work/bin/$program" ] || { why="$program: not built in $dir (make build)"; return 1; }
     done
     put meta kt_bin "$dir"
+    put meta ktctl_version "$("$work/bin/ktctl" --version 2>&1)"
 }
 
 lab_failed=""
@@ -415,7 +415,7 @@ lab_setup() {
     export KUBECONFIG="/run/ktlab/$lab/kubeconfig"
     mkdir -p "/run/ktlab/$lab/home-bench"
     if ! { "$kubectl" run wptarget --image=debian --port="$http_port" --command -- /bin/sh -c \
-        "/usr/bin/iperf3 -s -p $iperf_port & exec /usr/bin/python3 $scripts/whole-path-server.py 0.0.0.0 $http_port" \
+        "/usr/bin/iperf3 -s -p $iperf_port & exec $server 0.0.0.0 $http_port" \
         && "$kubectl" expose pod wptarget --port="$http_port" \
         && "$kubectl" wait --for=condition=Ready pod/wptarget --timeout=90s; } >/dev/null; then
         why="the target pod did not start"
@@ -457,7 +457,6 @@ dns() {  # key name count: DNS latency on the TUN's resolver
 row_tun() {
     lab_ready || return 1
     ktctl_start tun tun || return 1
-    put tun ktctl_version "$("$work/bin/ktctl" --version 2>&1)"
     sleep 2
     # Memory first, on a fresh session: idle, then with FLOWS idle flows open through the TUN (each did one request).
     local before holder held
@@ -514,8 +513,14 @@ put meta started "$(date -Is)"
 put meta machine "$(nproc) cores, $(uname -r), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 put meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
 put meta parameters "RUNS=$runs DURATION=$duration SIZE=$size REQUESTS=$requests FLOWS=$flows CPS_SECONDS=$cps_seconds"
-put meta tools "$(iperf3 --version | head -1 | cut -d' ' -f1-2), $(ssh -V 2>&1 | cut -d, -f1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(curl --version | head -1 | cut -d' ' -f1-2), $(python3 --version)"
+tools="$(iperf3 --version | head -1 | cut -d' ' -f1-2), $(ssh -V 2>&1 | cut -d, -f1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+tools="$tools, $(curl --version | head -1 | cut -d' ' -f1-2), $(python3 --version)"
+! command -v sshuttle >/dev/null || tools="$tools, sshuttle $(sshuttle --version 2>&1)"
+! command -v wireguard-go >/dev/null || tools="$tools, $(wireguard-go --version 2>&1 | head -1)"
+put meta tools "$tools"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+server="$work/bin/whole-path-server"
+cc -O2 -pthread -o "$server" "$scripts/whole-path-server.c" || die "cannot build $scripts/whole-path-server.c (make deps)"
 reference_setup
 set_ssh_options
 for row in $rows; do

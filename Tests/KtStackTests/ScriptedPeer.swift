@@ -10,6 +10,11 @@ struct ScriptedPeer {
     let server: Endpoint
     var now = StackInstant(nanoseconds: 5_000_000_000)
     var flow: FlowID?
+    /// The flow of the last event, when that event asked for a dial.
+    var lastDial: FlowID? {
+        if case .dial(let flow, _)? = events.last { return flow }
+        return nil
+    }
     var events: [StackEvent] = []
     /// The client's next sequence number and what it acknowledges.
     var sequence = TCPSequenceNumber(1000)

@@ -32,10 +32,10 @@ import Testing
         #expect(synAck[0].options.timestamps?.echoReply == 100)
     }
 
-    @Test func refusedDialResetsTheClient() {
+    @Test func refusedDialResetsTheClient() throws {
         var peer = ScriptedPeer()
         peer.send(peer.segment(.syn))
-        guard case .dial(let flow, _)? = peer.events.last else { return }
+        let flow = try #require(peer.lastDial, "no dial event")
         peer.stack.refuseDial(flow, reason: .refused, now: peer.now)
         let reset = peer.collect()
         #expect(
@@ -47,7 +47,7 @@ import Testing
     @Test func unreachableDialAnswersWithICMP() throws {
         var peer = ScriptedPeer()
         peer.send(peer.segment(.syn))
-        guard case .dial(let flow, _)? = peer.events.last else { return }
+        let flow = try #require(peer.lastDial, "no dial event")
         peer.stack.refuseDial(flow, reason: .unreachable, now: peer.now)
         let packets = peer.collectPackets()
         #expect(packets.count == 1)
@@ -84,10 +84,10 @@ import Testing
 
     // MARK: - SYN-RECEIVED
 
-    @Test func synReceivedRetransmitsTheSynAckAndCompletesOnACK() {
+    @Test func synReceivedRetransmitsTheSynAckAndCompletesOnACK() throws {
         var peer = ScriptedPeer()
         peer.send(peer.segment(.syn, options: TCPOptions(maximumSegmentSize: 1460)))
-        guard case .dial(let flow, _)? = peer.events.last else { return }
+        let flow = try #require(peer.lastDial, "no dial event")
         peer.stack.acceptDial(flow, now: peer.now)
         let first = peer.collect()
         // The SYN-ACK is lost: after the initial RTO (1 s) it comes again.
@@ -102,10 +102,10 @@ import Testing
         #expect(peer.stack.info(flow)?.state == "ESTABLISHED")
     }
 
-    @Test func dataQueuedBeforeTheHandshakeEndsStartsAtTheFirstByte() {
+    @Test func dataQueuedBeforeTheHandshakeEndsStartsAtTheFirstByte() throws {
         var peer = ScriptedPeer()
         peer.send(peer.segment(.syn, options: TCPOptions(maximumSegmentSize: 1460)))
-        guard case .dial(let flow, _)? = peer.events.last else { return }
+        let flow = try #require(peer.lastDial, "no dial event")
         peer.stack.acceptDial(flow, now: peer.now)
         let synAck = peer.collect()[0]
         let data = (0..<3000).map { UInt8(truncatingIfNeeded: $0) }
@@ -128,7 +128,7 @@ import Testing
             maximumSegmentSize: 1460, windowScale: 7, sackPermitted: true,
             timestamps: TCPTimestamps(value: 100, echoReply: 0))
         peer.send(peer.segment(.syn, options: options))
-        guard case .dial(let flow, _)? = peer.events.last else { return }
+        let flow = try #require(peer.lastDial, "no dial event")
         peer.stack.acceptDial(flow, now: peer.now)
         let synAck = peer.collect()[0]
         let data = (0..<3000).map { UInt8(truncatingIfNeeded: $0) }
@@ -144,10 +144,10 @@ import Testing
 
     // MARK: - ESTABLISHED
 
-    @Test func establishedDeliversDataInOrderAndAcknowledges() {
+    @Test func establishedDeliversDataInOrderAndAcknowledges() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let first = Array("hello, ".utf8)
         let second = Array("cluster".utf8)
         peer.send(peer.segment([.ack, .psh], payload: first))
@@ -161,10 +161,10 @@ import Testing
         #expect(read == first + second)
     }
 
-    @Test func outOfOrderSegmentsAreHeldAndReportedInSACKBlocks() {
+    @Test func outOfOrderSegmentsAreHeldAndReportedInSACKBlocks() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let later = peer.sequence + UInt32(1000)
         let answer = peer.send(peer.segment(.ack, sequence: later, payload: Array(repeating: 2, count: 500)))
         // An out-of-order segment is acknowledged at once with a duplicate ACK carrying its SACK block.
@@ -179,10 +179,10 @@ import Testing
         #expect(data == Array(repeating: 1, count: 1000) + Array(repeating: 2, count: 500))
     }
 
-    @Test func duplicateAndOverlappingSegmentsAreTrimmed() {
+    @Test func duplicateAndOverlappingSegmentsAreTrimmed() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         peer.send(peer.segment([.ack, .psh], payload: [1, 2, 3, 4]))
         // A retransmission that overlaps what arrived, and carries two new bytes.
         peer.send(peer.segment([.ack, .psh], payload: [1, 2, 3, 4, 5, 6]))
@@ -190,13 +190,13 @@ import Testing
         #expect(data == [1, 2, 3, 4, 5, 6])
     }
 
-    @Test func slowReaderClosesTheWindowAndReadingReopensIt() {
+    @Test func slowReaderClosesTheWindowAndReadingReopensIt() throws {
         var configuration = StackConfiguration()
         configuration.initialReceiveBuffer = 8192
         configuration.maximumReceiveBuffer = 8192
         var peer = ScriptedPeer(configuration: configuration)
         _ = peer.establish(options: TCPOptions(maximumSegmentSize: 1460))
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         var lastWindow: UInt16 = 0
         for _ in 0..<6 {
             let answer = peer.send(peer.segment([.ack, .psh], payload: Array(repeating: 9, count: 1460)))
@@ -213,10 +213,10 @@ import Testing
         #expect(update.last.map { $0.window >= 4096 } == true, "a window update follows the read")
     }
 
-    @Test func dataIsRetransmittedAfterTheRTOWithBackoff() {
+    @Test func dataIsRetransmittedAfterTheRTOWithBackoff() throws {
         var peer = ScriptedPeer()
         _ = peer.establish(options: TCPOptions(maximumSegmentSize: 1460))
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         _ = peer.stack.write(flow, ByteBuffer(bytes: Array(repeating: 5, count: 100)), now: peer.now)
         let sent = peer.collect()
         #expect(sent.count == 1 && sent[0].payloadLength == 100)
@@ -235,10 +235,10 @@ import Testing
         #expect(peer.stack.info(flow).map { $0.retransmittedSegments } == 3)
     }
 
-    @Test func threeDuplicateACKsTriggerFastRetransmit() {
+    @Test func threeDuplicateACKsTriggerFastRetransmit() throws {
         var peer = ScriptedPeer()
         let synAck = peer.establish(options: TCPOptions(maximumSegmentSize: 1000))
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         _ = peer.stack.write(flow, ByteBuffer(bytes: Array(repeating: 7, count: 6000)), now: peer.now)
         let burst = peer.collect()
         // 988 bytes per segment: the MSS of 1000 minus 12 bytes of timestamps.
@@ -256,10 +256,10 @@ import Testing
 
     // MARK: - Zero window
 
-    @Test func zeroWindowIsProbedAndSendingResumesWhenItOpens() {
+    @Test func zeroWindowIsProbedAndSendingResumesWhenItOpens() throws {
         var peer = ScriptedPeer()
         let synAck = peer.establish(options: TCPOptions(maximumSegmentSize: 1460))
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         // The client closes its window.
         peer.send(peer.segment(.ack, window: 0))
         _ = peer.stack.write(flow, ByteBuffer(bytes: Array(repeating: 3, count: 3000)), now: peer.now)
@@ -274,14 +274,14 @@ import Testing
 
     // MARK: - Keep-alive
 
-    @Test func idleFlowsAreProbedAndDroppedWhenThePeerIsGone() {
+    @Test func idleFlowsAreProbedAndDroppedWhenThePeerIsGone() throws {
         var configuration = StackConfiguration()
         configuration.keepAliveIdle = .seconds(10)
         configuration.keepAliveInterval = .seconds(1)
         configuration.keepAliveProbes = 3
         var peer = ScriptedPeer(configuration: configuration)
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let first = peer.advance(by: .seconds(10))
         #expect(
             first.count == 1 && first[0].payloadLength == 0
@@ -298,10 +298,10 @@ import Testing
 
     // MARK: - RST (RFC 5961)
 
-    @Test func onlyAnExactRSTResetsOthersGetAChallengeACK() {
+    @Test func onlyAnExactRSTResetsOthersGetAChallengeACK() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         // In the window but not exact: challenge ACK, the flow lives.
         let challenge = peer.send(peer.segment(.rst, sequence: peer.sequence + UInt32(100)))
         #expect(
@@ -315,19 +315,19 @@ import Testing
         #expect(peer.stack.info(flow) == nil)
     }
 
-    @Test func aSYNInAnEstablishedFlowGetsAChallengeACK() {
+    @Test func aSYNInAnEstablishedFlowGetsAChallengeACK() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let answer = peer.send(peer.segment(.syn, sequence: peer.sequence + UInt32(5)))
         #expect(answer.count == 1 && answer[0].flags == .ack)
         #expect(peer.stack.info(flow)?.state == "ESTABLISHED")
     }
 
-    @Test func anACKForUnsentDataIsAnsweredAndDropped() {
+    @Test func anACKForUnsentDataIsAnsweredAndDropped() throws {
         var peer = ScriptedPeer()
         let synAck = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let answer = peer.send(
             peer.segment([.ack, .psh], acknowledgement: synAck.sequenceNumber + UInt32(5000), payload: [1]))
         #expect(answer.count == 1 && answer[0].flags == .ack)
@@ -336,10 +336,10 @@ import Testing
 
     // MARK: - CLOSE-WAIT and LAST-ACK (the client closes first)
 
-    @Test func clientCloseThenOurs() {
+    @Test func clientCloseThenOurs() throws {
         var peer = ScriptedPeer()
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         let ack = peer.send(peer.segment([.fin, .ack]))
         peer.sequence = peer.sequence + UInt32(1)
         #expect(ack.last?.acknowledgementNumber == peer.sequence)
@@ -359,12 +359,12 @@ import Testing
 
     // MARK: - FIN-WAIT-1, FIN-WAIT-2 and TIME-WAIT (we close first)
 
-    @Test func ourCloseThenTheClientsThroughTimeWait() {
+    @Test func ourCloseThenTheClientsThroughTimeWait() throws {
         var configuration = StackConfiguration()
         configuration.timeWait = .seconds(4)
         var peer = ScriptedPeer(configuration: configuration)
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         peer.stack.shutdownWrite(flow, now: peer.now)
         let fin = peer.collect()
         #expect(fin.count == 1 && fin[0].flags == [.fin, .ack])
@@ -390,12 +390,12 @@ import Testing
 
     // MARK: - CLOSING (simultaneous close)
 
-    @Test func simultaneousCloseGoesThroughClosing() {
+    @Test func simultaneousCloseGoesThroughClosing() throws {
         var configuration = StackConfiguration()
         configuration.timeWait = .seconds(2)
         var peer = ScriptedPeer(configuration: configuration)
         _ = peer.establish()
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         peer.stack.shutdownWrite(flow, now: peer.now)
         _ = peer.collect()
         // The client's FIN crosses ours: it does not acknowledge our FIN yet.
@@ -451,7 +451,7 @@ import Testing
     @Test func fragmentationNeededShrinksTheSegments() throws {
         var peer = ScriptedPeer()
         _ = peer.establish(options: TCPOptions(maximumSegmentSize: 1460))
-        guard let flow = peer.flow else { return }
+        let flow = try #require(peer.flow, "the flow was not established")
         _ = peer.stack.write(flow, ByteBuffer(bytes: Array(repeating: 1, count: 4000)), now: peer.now)
         let big = peer.collectPackets()
         let first = try #require(big.first)

@@ -70,24 +70,21 @@ def main():
         return a if a == b and number(a) is None else f"{a} / {b}"
 
     def label(row, text):
-        extra = []
-        if get(row, "cipher"):
-            extra.append(f"cipher {get(row, 'cipher')}")
-        if get(row, "version"):
-            extra.append(get(row, "version"))
-        if row in KTCTL and get("tun", "ktctl_version"):
-            extra.append(f"ktctl {get('tun', 'ktctl_version')}")
-        return text + (f" ({'; '.join(extra)})" if extra else "")
+        cipher = get(row, "cipher")
+        if cipher and cipher not in text:
+            return f"{text} (negotiated: {cipher})"
+        return text
 
     lines = [f"# The whole data path, side by side ({meta.get('date', '?')})", ""]
     lines += [
         f"`bench/whole-path.sh` on {meta.get('machine', '?')}; {meta.get('parameters', '')}; "
         f"load average {meta.get('load_before', '?')} before, {meta.get('load_after', '?')} after; "
         f"the run took {int(number(meta.get('seconds')) or 0) // 60} min {int(number(meta.get('seconds')) or 0) % 60} s. "
-        f"ktctl, ktlab and kt-shadow from `{meta.get('kt_bin', '?')}`. Tools: {meta.get('tools', '?')}.",
+        f"ktctl {meta.get('ktctl_version', '?')}, ktlab and kt-shadow from `{meta.get('kt_bin', '?')}`. "
+        f"Tools: {meta.get('tools', '?')}.",
         "",
         "- iperf3: laptop → cluster (upload), median Gbit/s of RUNS runs (each run in the JSON); curl: cluster → "
-        "laptop (download) of SIZE bytes from a one-thread asyncio HTTP server (`bench/scripts/whole-path-server.py`).",
+        "laptop (download) of SIZE bytes; the same HTTP server (`bench/scripts/whole-path-server.c`, a thread per connection) at the far end of every path.",
         "- connect+request: REQUESTS sequential connections from one Python process, each connect (SOCKS5 greeting and "
         "CONNECT included for the SOCKS rows), one `GET` as curl sends it (TCP_NODELAY, keep-alive), the whole "
         "answer read, close; connect() alone is until the socket is usable.",
@@ -121,9 +118,10 @@ def main():
                 lines.append(f"- {row}: {key.replace('_', ' ')}: {get(row, key)}")
     if get("sshuttle", "dropped") is not None:
         lines.append(
-            f"- sshuttle: a filter rule in the laptop namespace (output hook, after sshuttle's nat redirect) drops "
-            f"every packet still addressed to the target; packets it dropped while sshuttle ran: "
-            f"{get('sshuttle', 'dropped')} packets dropped, so every figure of the row went through sshuttle.")
+            f"- sshuttle: a filter rule in the laptop namespace (output hook, after sshuttle's nat redirect) drops every "
+            f"packet still addressed to the target. Before sshuttle started, a direct connection was dropped by it "
+            f"({get('sshuttle', 'drop_check')} packets); while sshuttle ran it dropped {get('sshuttle', 'dropped')}: "
+            f"every figure of the row went through sshuttle.")
     if failed or any(get(row, "latency_failures") for row, _ in ROWS) or get("sshuttle", "dropped") is not None:
         lines.append("")
 
