@@ -120,7 +120,7 @@ import Testing
     }
 
     @Test(arguments: [false, true])
-    func handshakeACKCarryingDataWithAllOptions(v6: Bool) {
+    func handshakeACKCarryingDataWithAllOptions(v6: Bool) throws {
         var configuration = StackConfiguration()
         configuration.congestionControl = .newReno
         var peer = ScriptedPeer(configuration: configuration, v6: v6)
