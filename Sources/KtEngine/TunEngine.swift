@@ -70,6 +70,8 @@ public final class TunEngine: @unchecked Sendable {
 
     struct Bridge {
         var key: FlowKey
+        /// When the SYN asked for the dial.
+        var dialed: ContinuousClock.Instant
         var channel: Channel?
         var handler: FlowBridgeHandler?
         /// From the cluster, not yet taken by the stack.
@@ -234,6 +236,10 @@ public final class TunEngine: @unchecked Sendable {
                 bridges[flow]?.handler = handler
                 counters.flowsOpened += 1
                 stack.acceptDial(flow, now: now)
+                if logger.logLevel <= .debug, let bridge = bridges[flow] {
+                    let took = bridge.dialed.duration(to: clock.now)
+                    logger.debug("flow \(bridge.key.local): SYN to SYN/ACK in \(took.formatted(.units(allowed: [.microseconds])))")
+                }
                 pumpToChannel(flow)
             case .dialFailed(let flow, let failure):
                 guard bridges.removeValue(forKey: flow) != nil else { continue }
@@ -331,7 +337,7 @@ public final class TunEngine: @unchecked Sendable {
     }
 
     func dial(_ flow: FlowID, _ key: FlowKey) {
-        bridges[flow] = Bridge(key: key)
+        bridges[flow] = Bridge(key: key, dialed: clock.now)
         let host: String
         switch key.local.address {
         case .v4(let address): host = "\(address)"

@@ -29,8 +29,13 @@ import TunnelTestSupport
             peer.sendSYN()
             let early = await peer.run(timeout: .milliseconds(400)) { $0.synAcknowledged || $0.reset }
             #expect(!early, "the SYN was answered before any tunnel existed")
-            rig.link.set(try await rig.shadowClient())
+            let client = try await rig.shadowClient()
+            rig.link.set(client)
             #expect(await peer.run { $0.synAcknowledged }, "no SYN/ACK once the tunnel came")
+            // The floor under every dial: one message to the shadow and back.
+            let roundTrip = try await client.ping()
+            #expect(roundTrip > .zero && roundTrip < .seconds(1), "\(roundTrip)")
+            #expect(client.roundTrips.first == roundTrip)
             let line = Array("hello through the engine\n".utf8)
             peer.send(line)
             #expect(await peer.run { $0.received >= line.count })

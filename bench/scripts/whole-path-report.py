@@ -14,7 +14,7 @@ ROWS = [
     ("socks-open", "`ktctl connect --mode socks --proxy-allow-users all` (no owner check)"),
     ("ssh-aes", "OpenSSH `ssh -L` aes128-gcm@openssh.com"),
     ("ssh-default", "OpenSSH `ssh -L` default cipher"),
-    ("ssh-socks", "OpenSSH `ssh -D` aes128-gcm (curl --socks5-hostname)"),
+    ("ssh-socks", "OpenSSH `ssh -D` aes128-gcm@openssh.com (curl --socks5-hostname)"),
     ("sshuttle", "sshuttle (nft method) over the same sshd"),
     ("wireguard", "wireguard-go at both ends"),
 ]
@@ -267,7 +267,9 @@ def main():
                 entry.setdefault("iperf1", NO_IPERF[row])
                 entry.setdefault("iperf4", NO_IPERF[row])
                 entry.setdefault("cps", NO_CPS[row])
-            if row not in ("tun",):
+            if row == "tun" and per_flow is not None:
+                entry["kib_per_flow"] = round(per_flow, 3)
+            if row != "tun":
                 entry.setdefault("dns", "n/a")
             document["rows"][row] = entry
     with open(json_path, "w") as out:

@@ -103,6 +103,15 @@ public final class TunnelClient: Sendable {
 
     /// Opens a session and asks the server to run `command`; whether it agreed. Only for tests of what a server
     /// refuses.
+    /// The last keep-alive round trip of each connection (nil: none measured yet).
+    public var roundTrips: [TimeAmount?] { connections.map(\.lastRoundTrip) }
+
+    /// One ping on the first connection's control channel: a message to kt-shadow and back, through everything in
+    /// between (the port-forward, SSH). The floor under a new flow's dial.
+    public func ping() async throws -> TimeAmount {
+        try await connections[0].ping().get()
+    }
+
     public func probeCommand(_ command: String) async throws -> Bool {
         try await connections[0].probeCommand(command)
     }

@@ -17,6 +17,10 @@ final class TunnelConnection: Sendable {
         /// connection it accepted).
         var listeners: [Int: @Sendable (TunnelFlow) -> EventLoopFuture<Void>] = [:]
         var lastPong: NIODeadline = .now()
+        /// Pings sent and not yet answered, oldest first (pongs come in order): when each went, and who waits.
+        var pings: [(sent: NIODeadline, waiter: EventLoopPromise<TimeAmount>?)] = []
+        /// The last ping's round trip: what one message to the shadow and back costs on this connection.
+        var lastRoundTrip: TimeAmount?
         var control: Channel?
         var firstError: Error?
         var closedByUs = false
@@ -180,6 +184,24 @@ final class TunnelConnection: Sendable {
                 return
             }
             control?.writeAndFlush(ByteBuffer(string: "ping\n"), promise: nil)
+            if control != nil { state.withLockedValue { $0.pings.append((.now(), nil)) } }
+        }
+    }
+
+    /// The last keep-alive's round trip.
+    var lastRoundTrip: TimeAmount? { state.withLockedValue { $0.lastRoundTrip } }
+
+    /// Sends a ping now and returns its round trip (kt-shadow only).
+    func ping() -> EventLoopFuture<TimeAmount> {
+        let eventLoop = channel.eventLoop
+        return eventLoop.flatSubmit { [state] in
+            guard let control = state.withLockedValue({ $0.control }) else {
+                return eventLoop.makeFailedFuture(TunnelError.unsupported("ping needs kt-shadow's control channel"))
+            }
+            let promise = eventLoop.makePromise(of: TimeAmount.self)
+            state.withLockedValue { $0.pings.append((.now(), promise)) }
+            control.writeAndFlush(ByteBuffer(string: "ping\n"), promise: nil)
+            return promise.futureResult
         }
     }
 
@@ -496,7 +518,15 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
                 // Another protocol version is treated as a stock server: direct-tcpip still works.
                 banner.succeed(line == "kt-shadow 1")
             } else if line == "pong" {
-                state.withLockedValue { $0.lastPong = .now() }
+                let now = NIODeadline.now()
+                let answered = state.withLockedValue { state -> (EventLoopPromise<TimeAmount>?, TimeAmount)? in
+                    state.lastPong = now
+                    guard !state.pings.isEmpty else { return nil }
+                    let ping = state.pings.removeFirst()
+                    state.lastRoundTrip = now - ping.sent
+                    return (ping.waiter, now - ping.sent)
+                }
+                if let (waiter, roundTrip) = answered { waiter?.succeed(roundTrip) }
             } else if let answer = DialStatus.parseWhyAnswer(line[...]), case .failed(let failure) = answer.status {
                 let waiting = state.withLockedValue { state -> EventLoopPromise<DialFailure>? in
                     let key = "\(answer.host) \(answer.port)"
