@@ -526,7 +526,9 @@ set_ssh_options
 for row in $rows; do
     say "== $row"
     why="" row_pid=""
-    if ! "row_$row"; then
+    declare -F "row_$row" >/dev/null \
+        || why="no such row (the rows: veth ssh-aes ssh-default ssh-socks sshuttle wireguard tun socks socks-open)"
+    if [ -n "$why" ] || ! "row_$row"; then
         put "$row" error "${why:-failed}"
         say "  $row: ${why:-failed}"
     fi

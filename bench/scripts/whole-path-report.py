@@ -143,7 +143,7 @@ def main():
     held = figure("tun", "rss_flows_kib")
     flows = figure("tun", "flows")
     per_flow = (held - idle) / flows if held is not None and idle is not None and flows else None
-    if "tun" in rows:
+    if "tun" in rows and (idle is not None or get("tun", "dns_uncached_p50")):
         lines += ["## ktctl tun: DNS and memory", "",
                   "| figure | value |", "|---|---|",
                   f"| DNS uncached (a fresh `<random>.nonexistent.svc.cluster.local` each time: through the tunnel "

@@ -4,6 +4,7 @@ struct RTTEstimator {
     private(set) var variance = StackDuration.zero
     /// The current RTO, backoff included.
     private(set) var timeout: StackDuration
+    private let initial: StackDuration
     private let minimum: StackDuration
     private let maximum: StackDuration
     /// How many times the timer expired in a row (the backoff exponent).
@@ -11,6 +12,7 @@ struct RTTEstimator {
 
     init(initial: StackDuration, minimum: StackDuration, maximum: StackDuration) {
         timeout = initial
+        self.initial = initial
         self.minimum = minimum
         self.maximum = maximum
     }
@@ -36,6 +38,13 @@ struct RTTEstimator {
     mutating func backOff() {
         backoffs += 1
         timeout = min(timeout * 2, maximum)
+    }
+
+    /// Forgets the backoff without a new sample (the peer answered, e.g. by opening its window after probes).
+    mutating func clearBackoff() {
+        guard backoffs > 0 else { return }
+        backoffs = 0
+        if smoothed == nil { timeout = initial } else { recompute() }
     }
 
     private mutating func recompute() {

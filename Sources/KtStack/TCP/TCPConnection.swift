@@ -147,11 +147,13 @@ struct TCPConnection {
     /// RACK's reordering window in its simplest form (RFC 8985 §6.2): bytes after a hole were SACKed; if the hole is
     /// still there a quarter of an RTT later, it is not reordering but loss.
     private var lossDetectionDeadline: StackInstant?
-    /// SND.MAX when SND.UNA's segment was last retransmitted in this recovery: if the receiver later SACKs bytes at or
-    /// beyond it while SND.UNA stays, the retransmission itself was lost (RACK, RFC 8985 §6.2, in its simplest form).
-    private var sendMaximumAtRetransmit: TCPSequenceNumber?
-    /// When that retransmission went out: it is declared lost only after a reordering window has passed too.
-    private var retransmitTime = StackInstant.zero
+    /// Holes retransmitted in this recovery, by where they start: SND.MAX when the retransmission went, and when. If
+    /// the receiver later SACKs bytes beyond that mark while the hole is at SND.UNA, the retransmission itself was
+    /// lost (RACK, RFC 8985 §6.2, in its simplest form), once a reordering window has passed too.
+    private var retransmittedHoles: [TCPSequenceNumber: (mark: TCPSequenceNumber, time: StackInstant)] = [:]
+    /// A retransmission timeout expired: the next flush sends SND.UNA's segment even into a full congestion window or
+    /// a closed receive window (its answer carries the window), once.
+    private var retransmitHead = false
     private var keepAliveDeadline: StackInstant?
     private var keepAliveProbesSent = 0
     private var timeWaitDeadline: StackInstant?
@@ -367,7 +369,6 @@ struct TCPConnection {
         case .synReceived, .established, .finWait1, .finWait2, .closing, .timeWait, .closeWait, .lastAck:
             break
         }
-        restartKeepAlive(now: now)
         let flags = segment.flags
         let sequence = segment.sequenceNumber
         let length = segment.sequenceLength
@@ -386,9 +387,10 @@ struct TCPConnection {
                 sequence.isInWindow(start: receiveNext, size: UInt32(window))
                 || (sequence + UInt32(length - 1)).isInWindow(start: receiveNext, size: UInt32(window))
         }
-        // PAWS (RFC 7323 §5.3): an old timestamp marks an old duplicate.
+        // PAWS (RFC 7323 §5.3): an old timestamp marks an old duplicate. One tick of slack, as Linux allows
+        // (`TCP_PAWS_WINDOW`): segments reordered across a clock tick are not old.
         if acceptable, timestampsEnabled, !flags.contains(.rst), let timestamps = segment.options.timestamps,
-            Int32(bitPattern: timestamps.value &- timestampRecent) < 0
+            Int32(bitPattern: timestamps.value &- timestampRecent) < -1
         {
             acceptable = false
         }
@@ -401,6 +403,8 @@ struct TCPConnection {
             flush(now: now, emitter: &emitter)
             return
         }
+        // Only an acceptable segment shows the peer is there (an old duplicate may come from anywhere).
+        restartKeepAlive(now: now)
 
         // Second: RST (RFC 5961 §3.2): only an exact match resets; others in the window get a challenge ACK.
         if flags.contains(.rst) {
@@ -565,8 +569,20 @@ struct TCPConnection {
             sendWindowUpdateAcknowledgement = acknowledgement
             maximumSendWindow = max(maximumSendWindow, sendWindow)
         }
-        if sackPermitted, !segment.options.sackBlocks.isEmpty {
-            scoreboard.add(segment.options.sackBlocks, unacknowledged: acknowledgement, sent: sendMaximum)
+        // An ACK older than SND.UNA (reordered behind a newer one) is old news: its window was handled above, and its
+        // SACK blocks and duplicate count say nothing about losses now.
+        if acknowledgement < sendUnacknowledged { return true }
+        let blocks = segment.options.sackBlocks
+        // A D-SACK (RFC 2883): the first block reports data received twice, below the ACK or inside the second block.
+        // An ACK whose only news is a D-SACK answers a duplicate we sent; it is not a duplicate ACK.
+        let duplicateReport =
+            blocks.first.map { first in
+                !(acknowledgement < first.right)
+                    || (blocks.count > 1 && !(first.left < blocks[1].left) && !(blocks[1].right < first.right))
+            } ?? false
+        let onlyDuplicateReport = duplicateReport && blocks.count == 1
+        if sackPermitted, !blocks.isEmpty, !onlyDuplicateReport {
+            scoreboard.add(blocks, unacknowledged: acknowledgement, sent: sendMaximum)
             // RFC 6675 §5: any ACK whose SACK information shows the first unacknowledged segment lost starts recovery,
             // duplicate or not (both sides sending data means few ACKs are pure duplicates). A probe that arrived
             // while the bytes before it did not is the same evidence (RFC 8985's RACK, in its simplest form).
@@ -578,12 +594,6 @@ struct TCPConnection {
             {
                 // Entered after the ACK itself is taken, so that recovery starts from it.
                 pendingRecovery = true
-            } else if recoveryPoint != nil, let mark = sendMaximumAtRetransmit, acknowledgement == sendUnacknowledged,
-                let highest = scoreboard.highestSacked, mark < highest, reorderWindow < now.since(retransmitTime)
-            {
-                // A retransmission of the first hole was lost: send it again now, not at the RTO.
-                highestRetransmitted = sendUnacknowledged
-                sendMaximumAtRetransmit = nil
             } else if recoveryPoint == nil, lossDetectionDeadline == nil {
                 lossDetectionDeadline = now + reorderWindow
             }
@@ -597,7 +607,7 @@ struct TCPConnection {
             pendingRecovery = false
             enterRecovery(now: now)
         } else if acknowledgement == sendUnacknowledged, segment.payloadLength == 0, !segment.flags.contains(.fin),
-            sendWindow == previousWindow, sendUnacknowledged != sendMaximum
+            sendWindow == previousWindow, sendUnacknowledged != sendMaximum, !onlyDuplicateReport
         {
             // A duplicate ACK (RFC 5681 §2).
             duplicateAcknowledgements += 1
@@ -611,10 +621,28 @@ struct TCPConnection {
             }
         }
         if persisting, sendWindow > 0 {
+            // The window opened: the probes' backoff ends with it (the next flight starts from the normal timeout).
             persisting = false
             retransmitDeadline = nil
+            rtt.clearBackoff()
         }
+        checkLostRetransmission(now: now)
         return true
+    }
+
+    /// In recovery, the hole at SND.UNA was retransmitted and bytes sent after that retransmission are SACKed: once a
+    /// reordering window has passed, the retransmission was lost; the hole goes again now rather than at the timeout.
+    private mutating func checkLostRetransmission(now: StackInstant) {
+        guard recoveryPoint != nil, let record = retransmittedHoles[sendUnacknowledged],
+            let highest = scoreboard.highestSacked, record.mark < highest
+        else { return }
+        let waited = now.since(record.time)
+        if reorderWindow < waited {
+            retransmittedHoles[sendUnacknowledged] = nil
+            highestRetransmitted = sendUnacknowledged
+        } else if lossDetectionDeadline == nil {
+            lossDetectionDeadline = record.time + reorderWindow + .microseconds(1)
+        }
     }
 
     private mutating func newlyAcknowledged(
@@ -650,11 +678,12 @@ struct TCPConnection {
             events.append(.writable(id))
         }
 
-        sendMaximumAtRetransmit = nil
+        for (start, _) in retransmittedHoles where start < sendUnacknowledged { retransmittedHoles[start] = nil }
         if let recover = recoveryPoint {
             if !(acknowledgement < recover) {
                 // Full ACK: recovery is over (RFC 6582 §3.2 step 3).
                 recoveryPoint = nil
+                retransmittedHoles = [:]
                 congestion.onRecoveryEnd()
             } else if !sackPermitted {
                 // Partial ACK: the next hole is lost too; retransmit it now (step 4).
@@ -705,8 +734,9 @@ struct TCPConnection {
         timedSegment = nil
         // Retransmit the first unacknowledged segment at once (RFC 5681 §3.2 step 2). With SACK the hole loop in
         // flush does it (and the other holes) from the scoreboard, while new data continues from SND.MAX; without
-        // SACK, going back to SND.UNA sends that one segment, and NewReno returns to SND.MAX after it.
+        // SACK information, going back to SND.UNA sends that one segment, and flush returns to SND.MAX after it.
         if !sackPermitted || scoreboard.isEmpty { sendNext = sendUnacknowledged }
+        retransmittedHoles = [:]
     }
 
     private mutating func receiveData(_ segment: TCPSegment, now: StackInstant, events: inout [StackEvent]) {
@@ -909,10 +939,7 @@ struct TCPConnection {
                         sendData(
                             at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter,
                             retransmission: true)
-                        if hole.start == sendUnacknowledged {
-                            sendMaximumAtRetransmit = sendMaximum
-                            retransmitTime = now
-                        }
+                        retransmittedHoles[hole.start] = (sendMaximum, now)
                         highestRetransmitted = hole.start + UInt32(length)
                         sentSomething = true
                         continue
@@ -934,8 +961,13 @@ struct TCPConnection {
             } else {
                 congestionRoom = congestion.window - Int(sendNext - sendUnacknowledged)
             }
-            if isRetransmission { congestionRoom = max(congestionRoom, mss) }
-            let windowRoom = sendWindow - offset
+            var windowRoom = sendWindow - offset
+            if isRetransmission, !sentSomething {
+                // One retransmission per flush even when the window is used up (fast retransmit's first segment);
+                // after a timeout, the head goes even into a closed receive window, as Linux sends it.
+                congestionRoom = max(congestionRoom, mss)
+                if retransmitHead { windowRoom = max(windowRoom, min(mss, unsent)) }
+            }
             let room = min(congestionRoom, windowRoom)
             guard unsent > 0, room > 0 else { break }
             var length = min(unsent, room, segmentLimit)
@@ -949,8 +981,10 @@ struct TCPConnection {
             sendNext = sendNext + UInt32(length)
             if sendMaximum < sendNext { sendMaximum = sendNext }
             sentSomething = true
-            if isRetransmission, recoveryPoint != nil, !sackPermitted {
-                // NewReno retransmits one segment per partial ACK; new data follows from SND.MAX.
+            retransmitHead = false
+            if isRetransmission, recoveryPoint != nil, !sackPermitted || scoreboard.isEmpty {
+                // NewReno retransmits one segment per partial ACK, and so does a fast retransmit without SACK
+                // information; new data follows from SND.MAX.
                 sendNext = sendMaximum
             }
         }
@@ -964,9 +998,10 @@ struct TCPConnection {
             sentSomething = true
         }
         if sentSomething, !probeOutstanding { armProbe(now: now) }
-        // Nothing in flight, data waiting, window closed: probe it (§3.8.6.1).
-        if !sentSomething, sendWindow == 0, sendUnacknowledged == sendMaximum, !sendQueue.isEmpty,
-            retransmitDeadline == nil
+        // Nothing in flight, data waiting, and the window closed or too small for silly-window avoidance to use it:
+        // probe it (§3.8.6.1), or nothing would ever send the data.
+        if !sentSomething, sendUnacknowledged == sendMaximum, sendQueue.count > 0, retransmitDeadline == nil,
+            state == .established || state == .closeWait
         {
             persisting = true
             retransmitDeadline = now + rtt.timeout
@@ -1116,6 +1151,8 @@ struct TCPConnection {
             lossDetectionDeadline = nil
             if recoveryPoint == nil, let highest = scoreboard.highestSacked, sendUnacknowledged < highest {
                 enterRecovery(now: now)
+            } else {
+                checkLostRetransmission(now: now)
             }
         }
         if let deadline = probeDeadline, !(now < deadline) {
@@ -1153,6 +1190,18 @@ struct TCPConnection {
         case .dialing, .finWait2, .timeWait, .closed:
             return
         }
+        if persisting, sendWindow > 0, sendUnacknowledged == sendMaximum, sendQueue.count > 0 {
+            // A window smaller than silly-window avoidance would fill: use it as it is (Linux's tcp_write_wakeup).
+            persisting = false
+            consecutiveRetransmissions = 0
+            let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
+            let length = min(sendWindow, sendQueue.count, mss)
+            sendData(at: sendNext, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: false)
+            sendNext = sendNext + UInt32(length)
+            if sendMaximum < sendNext { sendMaximum = sendNext }
+            retransmitDeadline = now + rtt.timeout
+            return
+        }
         if persisting {
             // Zero-window probe: one byte beyond SND.UNA - 1 would be data; an ACK with SEG.SEQ = SND.UNA - 1 makes the
             // peer answer with its current window without consuming anything (as Linux's tcp_xmit_probe_skb).
@@ -1181,8 +1230,10 @@ struct TCPConnection {
         recoveryPoint = nil
         duplicateAcknowledgements = 0
         scoreboard.clear()
+        retransmittedHoles = [:]
         timedSegment = nil
         sendNext = sendUnacknowledged
+        retransmitHead = true
         if let fin = finSequence, sendUnacknowledged == fin + UInt32(1) { return }
         retransmitDeadline = now + rtt.timeout
     }
