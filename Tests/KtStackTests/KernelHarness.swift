@@ -163,8 +163,7 @@ private final class Loop: @unchecked Sendable {
     let impairment: KernelHarness.Impairment
     let state: NIOLockedValueBox<KernelHarness.SharedState>
     var services: [FlowID: Service] = [:]
-    var random = SystemRandomNumberGenerator()
-    var held: [(ByteBuffer, toStack: Bool)] = []
+    var impairer: PathImpairer
     /// With KT_TRACE set: one line per packet either way, written to /tmp/kt-harness-trace.txt when the loop ends.
     let tracing = ProcessInfo.processInfo.environment["KT_TRACE"] != nil
     var traceLines: [String] = []
@@ -178,6 +177,7 @@ private final class Loop: @unchecked Sendable {
         self.device = device
         self.stack = stack
         self.impairment = impairment
+        impairer = PathImpairer(impairment: impairment)
         self.state = state
         start = clock.now
     }
@@ -189,24 +189,9 @@ private final class Loop: @unchecked Sendable {
                 + UInt64(elapsed.components.attoseconds / 1_000_000_000))
     }
 
-    func chance(_ p: Double) -> Bool { p > 0 && Double.random(in: 0..<1, using: &random) < p }
-
     /// Loss, duplication and reordering (a held packet goes out after the next batch).
     func impair(_ packets: [ByteBuffer], toStack: Bool) -> [ByteBuffer] {
-        guard impairment.loss > 0 || impairment.duplication > 0 || impairment.reordering > 0 else { return packets }
-        var out: [ByteBuffer] = []
-        let release = held.filter { $0.toStack == toStack }.map(\.0)
-        held.removeAll { $0.toStack == toStack }
-        for packet in packets {
-            if chance(impairment.loss) { continue }
-            if chance(impairment.reordering) {
-                held.append((packet, toStack))
-                continue
-            }
-            out.append(packet)
-            if chance(impairment.duplication) { out.append(packet) }
-        }
-        return out + release
+        impairer.impair(packets, forward: toStack)
     }
 
     func run() {
@@ -218,14 +203,14 @@ private final class Loop: @unchecked Sendable {
                 let current = now
                 timeout = deadline <= current ? 0 : Int32(min(20, deadline.since(current).nanoseconds / 1_000_000))
             }
-            if !held.isEmpty { timeout = min(timeout, 1) }
+            if impairer.isHolding { timeout = min(timeout, 1) }
             if device.waitUntilReadable(timeout: timeout) {
                 packets.removeAll(keepingCapacity: true)
                 _ = try? device.read(into: &packets, maximum: 64)
                 let delivered = impair(packets, toStack: true)
                 if tracing { for packet in delivered { traceLines.append("\(now) IN  \(trace(packet))") } }
                 stack.receive(delivered, now: now)
-            } else if !held.isEmpty {
+            } else if impairer.isHolding {
                 stack.receive(impair([], toStack: true), now: now)
             }
             stack.advance(to: now)
@@ -246,7 +231,7 @@ private final class Loop: @unchecked Sendable {
     func flushOutput() {
         var output = stack.takeOutput()
         // Acting on events can queue more output; a few rounds settle it.
-        for _ in 0..<4 where output.isEmpty == false || !held.isEmpty {
+        for _ in 0..<4 where output.isEmpty == false || impairer.isHolding {
             let packets = output.map(Self.offloaded)
             let impaired: [OffloadedPacket]
             if impairment.loss > 0 || impairment.duplication > 0 || impairment.reordering > 0 {

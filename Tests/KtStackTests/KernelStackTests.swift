@@ -148,6 +148,16 @@ struct KernelStackTests {
     @Test(arguments: [false, true])
     func impairedPathStaysByteExact(v6: Bool) throws {
         let impairment = KernelHarness.Impairment(loss: 0.01, duplication: 0.01, reordering: 0.05)
+        // The reference: the kernel's TCP at both ends of the same impairments, in this run.
+        let relay = try ImpairedRelay(impairment: impairment)
+        let reference: (download: Double, upload: Double)
+        do {
+            reference = try relay.iperf()
+            relay.stop()
+        } catch {
+            relay.stop()
+            throw error
+        }
         // Per-packet impairment, as netem would do it: no super-packets, so each loss is one MSS segment.
         let harness = try KernelHarness(prefix: "ktstack-lossy", virtioHeader: false, impairment: impairment)
         defer { harness.stop() }
@@ -159,6 +169,7 @@ struct KernelStackTests {
         #expect(download.status == 0, "\(download.error)")
         #expect(download.output.hasPrefix(try Self.expectedDigest(size)), "download sha256 over a lossy path")
         let downloadSeconds = Date().timeIntervalSince(started)
+        let uploadStarted = Date()
         let script =
             "import socket; b=bytes(i % 251 for i in range(251*4096)); s=socket.create_connection(('\(host)', 9)); "
             + "n=\(size); step=len(b)-len(b)%251\n"
@@ -166,13 +177,24 @@ struct KernelStackTests {
             + "s.shutdown(socket.SHUT_WR); s.recv(1); s.close()"
         let upload = try harness.shell("python3 -c \"\(script)\"", timeout: 620)
         #expect(upload.status == 0, "\(upload.error)")
+        let uploadSeconds = Date().timeIntervalSince(uploadStarted)
         let discard = try #require(harness.discards.first)
         #expect(
             discard.bytes == size && discard.correct,
             "upload: \(discard.bytes) of \(size) bytes, pattern intact: \(discard.correct)")
+        let downloadRate = Double(size) / downloadSeconds
+        let uploadRate = Double(size) / uploadSeconds
+        func megabytes(_ rate: Double) -> String { String(format: "%.0f MB/s", rate / 1e6) }
         print(
-            "lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way in \(String(format: "%.1f", Date().timeIntervalSince(started))) s (download \(String(format: "%.1f", downloadSeconds)) s)"
-        )
+            "lossy path IPv\(v6 ? 6 : 4): \(size >> 20) MiB each way; download \(megabytes(downloadRate)) "
+                + "(kernel to kernel over the same impairments \(megabytes(reference.download)), "
+                + String(format: "%.2f×", downloadRate / reference.download) + "), upload \(megabytes(uploadRate)) "
+                + "(kernel \(megabytes(reference.upload)), " + String(format: "%.2f×", uploadRate / reference.upload)
+                + ")")
+        // A stall (a timeout backing off, a lost retransmission waiting for it) costs orders of magnitude; a floor of
+        // a twentieth of the kernel's own rate on the same impairments fails it and leaves room for a busy machine.
+        #expect(downloadRate >= reference.download / 20, "download stalled: \(megabytes(downloadRate))")
+        #expect(uploadRate >= reference.upload / 20, "upload stalled: \(megabytes(uploadRate))")
     }
 
     // MARK: - Many flows

@@ -180,3 +180,39 @@ import Testing
         #expect(read.map { Array($0.readableBytesView) } == [1, 2, 3, 4, 5, 6])
     }
 }
+
+/// The receiving side's part (RFC 2883): data that arrives twice is reported in a D-SACK block, so that a Linux sender
+/// learns its retransmission was spurious (reordering, not loss) and stops cutting its rate for it.
+@Suite struct DuplicateReportTests {
+    @Test func aSegmentReceivedTwiceIsReportedInADuplicateSACK() throws {
+        var peer = ScriptedPeer()
+        _ = peer.establish()
+        let first = peer.sequence
+        peer.send(peer.segment([.ack, .psh], payload: Array(repeating: 1, count: 500)))
+        peer.sequence = peer.sequence + UInt32(500)
+        _ = peer.advance(by: .milliseconds(10))
+        // The same segment again (a spurious retransmission).
+        let answer = peer.send(peer.segment([.ack, .psh], sequence: first, payload: Array(repeating: 1, count: 500)))
+        let ack = try #require(answer.last, "no ACK for the duplicate")
+        #expect(ack.options.sackBlocks.first == TCPSACKBlock(left: first, right: first + UInt32(500)))
+        // Reported once: the next ACK carries no D-SACK.
+        let next = peer.send(peer.segment([.ack, .psh], payload: Array(repeating: 2, count: 100)))
+        _ = next
+        let later = peer.advance(by: .milliseconds(10))
+        #expect(later.allSatisfy { $0.options.sackBlocks.isEmpty }, "\(later.map(\.options.sackBlocks))")
+    }
+
+    @Test func aSegmentOverlappingWhatArrivedReportsTheOverlap() throws {
+        var peer = ScriptedPeer()
+        _ = peer.establish()
+        let first = peer.sequence
+        peer.send(peer.segment([.ack, .psh], payload: Array(repeating: 1, count: 500)))
+        peer.sequence = peer.sequence + UInt32(500)
+        let answer = peer.send(
+            peer.segment([.ack, .psh], sequence: first + UInt32(300), payload: Array(repeating: 1, count: 400)))
+        peer.sequence = first + UInt32(700)
+        let ack = try #require(answer.last, "no ACK")
+        #expect(ack.options.sackBlocks.first == TCPSACKBlock(left: first + UInt32(300), right: first + UInt32(500)))
+        #expect(ack.acknowledgementNumber == first + UInt32(700))
+    }
+}

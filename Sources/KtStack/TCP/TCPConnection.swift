@@ -128,6 +128,9 @@ struct TCPConnection {
     private var acknowledgeNow = false
     /// Bytes received since the last ACK we sent.
     private var bytesSinceAcknowledgement = 0
+    /// Data that arrived twice, for the next ACK's first SACK block (a D-SACK, RFC 2883): it tells the sender its
+    /// retransmission was spurious, and Linux widens its reordering window instead of cutting its rate again.
+    private var duplicateReport: TCPSACKBlock?
 
     // MARK: Timers
 
@@ -396,6 +399,10 @@ struct TCPConnection {
         }
         if !acceptable {
             if !flags.contains(.rst) { acknowledgeNow = true }
+            let end = sequence + UInt32(segment.payloadLength)
+            if sackPermitted, segment.payloadLength > 0, !(receiveNext < end) {
+                duplicateReport = TCPSACKBlock(left: sequence, right: end)
+            }
             // A zero window still takes ACKs (RFC 9293 §3.10.7.4: "valid ACKs ... should be processed").
             if window == 0, flags.contains(.ack), !flags.contains(.rst), !flags.contains(.syn) {
                 _ = processAcknowledgement(segment, now: now, emitter: &emitter, events: &events)
@@ -741,6 +748,12 @@ struct TCPConnection {
 
     private mutating func receiveData(_ segment: TCPSegment, now: StackInstant, events: inout [StackEvent]) {
         let before = receiveNext
+        if sackPermitted, segment.payloadLength > 0, segment.sequenceNumber < before {
+            // Its start arrived before: report the part received twice.
+            let end = segment.sequenceNumber + UInt32(segment.payloadLength)
+            duplicateReport = TCPSACKBlock(left: segment.sequenceNumber, right: end < before ? end : before)
+            acknowledgeNow = true
+        }
         let hadOutOfOrder = receiveQueue.outOfOrderCount > 0
         let limit = advertisedRightEdge
         receiveNext = receiveQueue.receive(segment.payload, at: segment.sequenceNumber, next: receiveNext, limit: limit)
@@ -863,8 +876,11 @@ struct TCPConnection {
         if timestampsEnabled {
             options.timestamps = TCPTimestamps(value: ourTimestamp(now), echoReply: timestampRecent)
         }
-        if sackPermitted, !receiveQueue.recentBlocks.isEmpty {
-            options.sackBlocks = Array(receiveQueue.recentBlocks.prefix(timestampsEnabled ? 3 : 4))
+        let room = timestampsEnabled ? 3 : 4
+        if sackPermitted, let duplicateReport {
+            options.sackBlocks = [duplicateReport] + receiveQueue.recentBlocks.prefix(room - 1)
+        } else if sackPermitted, !receiveQueue.recentBlocks.isEmpty {
+            options.sackBlocks = Array(receiveQueue.recentBlocks.prefix(room))
         }
         return options
     }
@@ -1116,6 +1132,7 @@ struct TCPConnection {
         acknowledgementPending = false
         delayedAcknowledgementDeadline = nil
         bytesSinceAcknowledgement = 0
+        duplicateReport = nil
         lastAcknowledgementSent = receiveNext
     }
 
