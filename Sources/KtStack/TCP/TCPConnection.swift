@@ -134,22 +134,14 @@ struct TCPConnection {
 
     // MARK: Timers
 
-    /// Retransmission, SYN/SYN-ACK retransmission, or (with `persisting`) zero-window probe.
-    private var retransmitDeadline: StackInstant?
-    private var persisting = false
-    private var delayedAcknowledgementDeadline: StackInstant?
-    /// Tail loss probe (RFC 8985 §7): fires before the RTO when the last segments of a flight may be lost, so that
-    /// the receiver's SACK reveals the loss and fast recovery repairs it instead of a 200 ms timeout.
-    private var probeDeadline: StackInstant?
+    /// Every timer, as one value.
+    private var timers = TCPTimers()
     /// A probe is out and no ACK has advanced since (one probe per episode).
     private var probeOutstanding = false
     /// Where the outstanding probe started.
     private var probeSequence: TCPSequenceNumber?
     /// SACK information in the ACK being processed showed a loss.
     private var pendingRecovery = false
-    /// RACK's reordering window in its simplest form (RFC 8985 §6.2): bytes after a hole were SACKed; if the hole is
-    /// still there a quarter of an RTT later, it is not reordering but loss.
-    private var lossDetectionDeadline: StackInstant?
     /// Holes retransmitted in this recovery, by where they start: SND.MAX when the retransmission went, and when. If
     /// the receiver later SACKs bytes beyond that mark while the hole is at SND.UNA, the retransmission itself was
     /// lost (RACK, RFC 8985 §6.2, in its simplest form), once a reordering window has passed too.
@@ -157,9 +149,6 @@ struct TCPConnection {
     /// A retransmission timeout expired: the next flush sends SND.UNA's segment even into a full congestion window or
     /// a closed receive window (its answer carries the window), once.
     private var retransmitHead = false
-    private var keepAliveDeadline: StackInstant?
-    private var keepAliveProbesSent = 0
-    private var timeWaitDeadline: StackInstant?
     private var lastSendTime = StackInstant.zero
 
     // MARK: Auto-tuning (Linux's DRS: size the buffer to twice what the application reads per RTT)
@@ -456,7 +445,7 @@ struct TCPConnection {
             }
             handshakeComplete = true
             if state == .synReceived { state = .established }
-            retransmitDeadline = nil
+            timers.retransmit = nil
             consecutiveRetransmissions = 0
             sendWindowUpdateSequence = sequence
             sendWindowUpdateAcknowledgement = acknowledgement
@@ -497,7 +486,7 @@ struct TCPConnection {
             } else if state == .timeWait {
                 // A retransmitted FIN: ACK it again and restart 2 MSL (§3.10.7.4).
                 acknowledgeNow = true
-                timeWaitDeadline = now + configuration.timeWait
+                timers.timeWait = now + configuration.timeWait
             }
         }
         flush(now: now, emitter: &emitter)
@@ -535,7 +524,7 @@ struct TCPConnection {
                 rtt.sample(now.since(lastSendTime))
             }
             sendUnacknowledged = acknowledgement
-            retransmitDeadline = nil
+            timers.retransmit = nil
             consecutiveRetransmissions = 0
             handshakeComplete = true
             state = .established
@@ -601,8 +590,8 @@ struct TCPConnection {
             {
                 // Entered after the ACK itself is taken, so that recovery starts from it.
                 pendingRecovery = true
-            } else if recoveryPoint == nil, lossDetectionDeadline == nil {
-                lossDetectionDeadline = now + reorderWindow
+            } else if recoveryPoint == nil, timers.lossDetection == nil {
+                timers.lossDetection = now + reorderWindow
             }
         }
 
@@ -627,10 +616,10 @@ struct TCPConnection {
                 enterRecovery(now: now)
             }
         }
-        if persisting, sendWindow > 0 {
+        if timers.persisting, sendWindow > 0 {
             // The window opened: the probes' backoff ends with it (the next flight starts from the normal timeout).
-            persisting = false
-            retransmitDeadline = nil
+            timers.persisting = false
+            timers.retransmit = nil
             rtt.clearBackoff()
         }
         checkLostRetransmission(now: now)
@@ -647,8 +636,8 @@ struct TCPConnection {
         if reorderWindow < waited {
             retransmittedHoles[sendUnacknowledged] = nil
             highestRetransmitted = sendUnacknowledged
-        } else if lossDetectionDeadline == nil {
-            lossDetectionDeadline = record.time + reorderWindow + .microseconds(1)
+        } else if timers.lossDetection == nil {
+            timers.lossDetection = record.time + reorderWindow + .microseconds(1)
         }
     }
 
@@ -677,7 +666,7 @@ struct TCPConnection {
         sendUnacknowledged = acknowledgement
         if sendNext < sendUnacknowledged { sendNext = sendUnacknowledged }
         scoreboard.acknowledge(upTo: acknowledgement)
-        if scoreboard.isEmpty { lossDetectionDeadline = nil }
+        if scoreboard.isEmpty { timers.lossDetection = nil }
         duplicateAcknowledgements = 0
         consecutiveRetransmissions = 0
         if writerBlocked, sendQueue.count < configuration.sendBufferLimit / 2 {
@@ -701,7 +690,7 @@ struct TCPConnection {
             congestion.onAcknowledged(bytes: fromQueue, now: now, smoothedRTT: rtt.smoothed)
         }
         // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.
-        retransmitDeadline = sendUnacknowledged == sendMaximum ? nil : now + rtt.timeout
+        timers.retransmit = sendUnacknowledged == sendMaximum ? nil : now + rtt.timeout
         probeOutstanding = false
         armProbe(now: now)
 
@@ -733,8 +722,8 @@ struct TCPConnection {
     }
 
     private mutating func enterRecovery(now: StackInstant) {
-        probeDeadline = nil
-        lossDetectionDeadline = nil
+        timers.probe = nil
+        timers.lossDetection = nil
         recoveryPoint = sendMaximum
         highestRetransmitted = sendUnacknowledged
         congestion.onFastRetransmit(flightSize: Int(sendMaximum - sendUnacknowledged))
@@ -770,8 +759,8 @@ struct TCPConnection {
                 acknowledgeNow = true
             } else {
                 acknowledgementPending = true
-                if delayedAcknowledgementDeadline == nil {
-                    delayedAcknowledgementDeadline = now + configuration.delayedACKTimeout
+                if timers.delayedAcknowledgement == nil {
+                    timers.delayedAcknowledgement = now + configuration.delayedACKTimeout
                 }
             }
             if let fin = receiveQueue.pendingFIN, fin == receiveNext {
@@ -806,10 +795,10 @@ struct TCPConnection {
 
     private mutating func enterTimeWait(now: StackInstant, events: inout [StackEvent]) {
         state = .timeWait
-        timeWaitDeadline = now + configuration.timeWait
-        retransmitDeadline = nil
-        keepAliveDeadline = nil
-        delayedAcknowledgementDeadline = nil
+        timers.timeWait = now + configuration.timeWait
+        timers.retransmit = nil
+        timers.keepAlive = nil
+        timers.delayedAcknowledgement = nil
         events.append(.closed(id, .normal))
         closeReason = .normal
     }
@@ -824,12 +813,12 @@ struct TCPConnection {
     private mutating func close(_ reason: FlowCloseReason) {
         state = .closed
         closeReason = closeReason ?? reason
-        retransmitDeadline = nil
-        probeDeadline = nil
-        lossDetectionDeadline = nil
-        delayedAcknowledgementDeadline = nil
-        keepAliveDeadline = nil
-        timeWaitDeadline = nil
+        timers.retransmit = nil
+        timers.probe = nil
+        timers.lossDetection = nil
+        timers.delayedAcknowledgement = nil
+        timers.keepAlive = nil
+        timers.timeWait = nil
         sendQueue = SendQueue()
         receiveQueue.discardOutOfOrder()
         scoreboard.clear()
@@ -897,7 +886,7 @@ struct TCPConnection {
         sendNext = initialSendSequence + UInt32(1)
         sendMaximum = sendNext
         lastSendTime = now
-        retransmitDeadline = now + rtt.timeout
+        timers.retransmit = now + rtt.timeout
     }
 
     private mutating func sendReset(sequence: TCPSequenceNumber, emitter: inout Emitter) {
@@ -1016,14 +1005,14 @@ struct TCPConnection {
         if sentSomething, !probeOutstanding { armProbe(now: now) }
         // Nothing in flight, data waiting, and the window closed or too small for silly-window avoidance to use it:
         // probe it (§3.8.6.1), or nothing would ever send the data.
-        if !sentSomething, sendUnacknowledged == sendMaximum, sendQueue.count > 0, retransmitDeadline == nil,
+        if !sentSomething, sendUnacknowledged == sendMaximum, sendQueue.count > 0, timers.retransmit == nil,
             state == .established || state == .closeWait
         {
-            persisting = true
-            retransmitDeadline = now + rtt.timeout
+            timers.persisting = true
+            timers.retransmit = now + rtt.timeout
         }
         if !sentSomething,
-            acknowledgeNow || (acknowledgementPending && delayedAcknowledgementDeadline.map { !(now < $0) } ?? false)
+            acknowledgeNow || (acknowledgementPending && timers.delayedAcknowledgement.map { !(now < $0) } ?? false)
         {
             sendAcknowledgement(now: now, emitter: &emitter)
         }
@@ -1050,9 +1039,9 @@ struct TCPConnection {
         } else if !timestampsEnabled, timedSegment == nil {
             timedSegment = (sequence, now)
         }
-        if retransmitDeadline == nil || persisting {
-            persisting = false
-            retransmitDeadline = now + rtt.timeout
+        if timers.retransmit == nil || timers.persisting {
+            timers.persisting = false
+            timers.retransmit = now + rtt.timeout
         }
     }
 
@@ -1064,18 +1053,18 @@ struct TCPConnection {
             let srtt = rtt.smoothed,
             state == .established || state == .closeWait || state == .finWait1 || state == .lastAck || state == .closing
         else {
-            probeDeadline = nil
+            timers.probe = nil
             return
         }
         var timeout = max(srtt * 2, .milliseconds(2))
         if Int(sendMaximum - sendUnacknowledged) <= sendMSS { timeout = timeout + .milliseconds(40) }
-        probeDeadline = timeout < rtt.timeout ? now + timeout : nil
+        timers.probe = timeout < rtt.timeout ? now + timeout : nil
     }
 
     /// The probe timer fired (RFC 8985 §7.3): send one new segment if there is one, else the last one again.
     private mutating func sendProbe(now: StackInstant, emitter: inout Emitter) {
         probeOutstanding = true
-        probeDeadline = nil
+        timers.probe = nil
         let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
         let sent =
             Int(sendMaximum - sendUnacknowledged)
@@ -1101,7 +1090,7 @@ struct TCPConnection {
                 at: sendUnacknowledged + UInt32(sent - length), length: length, segmentSize: mss, now: now,
                 emitter: &emitter, retransmission: true)
         }
-        retransmitDeadline = now + rtt.timeout
+        timers.retransmit = now + rtt.timeout
     }
 
     private mutating func sendFIN(now: StackInstant, emitter: inout Emitter) {
@@ -1115,7 +1104,7 @@ struct TCPConnection {
         sendNext = sendNext + UInt32(1)
         if sendMaximum < sendNext { sendMaximum = sendNext }
         lastSendTime = now
-        if retransmitDeadline == nil { retransmitDeadline = now + rtt.timeout }
+        if timers.retransmit == nil { timers.retransmit = now + rtt.timeout }
     }
 
     private mutating func sendAcknowledgement(now: StackInstant, emitter: inout Emitter) {
@@ -1130,7 +1119,7 @@ struct TCPConnection {
     private mutating func noteAcknowledgementSent() {
         acknowledgeNow = false
         acknowledgementPending = false
-        delayedAcknowledgementDeadline = nil
+        timers.delayedAcknowledgement = nil
         bytesSinceAcknowledgement = 0
         duplicateReport = nil
         lastAcknowledgementSent = receiveNext
@@ -1139,48 +1128,36 @@ struct TCPConnection {
     // MARK: - Timers
 
     /// The earliest moment this connection needs ``fireTimers(now:emitter:events:)``.
-    var nextDeadline: StackInstant? {
-        // By hand, not with an array and compactMap: this runs after every segment and must not allocate.
-        func earlier(_ a: StackInstant?, _ b: StackInstant?) -> StackInstant? {
-            guard let a else { return b }
-            guard let b else { return a }
-            return a < b ? a : b
-        }
-        return earlier(
-            earlier(
-                earlier(retransmitDeadline, probeDeadline),
-                earlier(lossDetectionDeadline, delayedAcknowledgementDeadline)),
-            earlier(keepAliveDeadline, timeWaitDeadline))
-    }
+    var nextDeadline: StackInstant? { timers.next }
 
     mutating func fireTimers(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
-        if let deadline = timeWaitDeadline, !(now < deadline) {
-            timeWaitDeadline = nil
+        if let deadline = timers.timeWait, !(now < deadline) {
+            timers.timeWait = nil
             close(.normal, events: &events)
             return
         }
-        if let deadline = retransmitDeadline, !(now < deadline) {
-            retransmitDeadline = nil
+        if let deadline = timers.retransmit, !(now < deadline) {
+            timers.retransmit = nil
             retransmissionTimeout(now: now, emitter: &emitter, events: &events)
             if state == .closed { return }
         }
-        if let deadline = lossDetectionDeadline, !(now < deadline) {
-            lossDetectionDeadline = nil
+        if let deadline = timers.lossDetection, !(now < deadline) {
+            timers.lossDetection = nil
             if recoveryPoint == nil, let highest = scoreboard.highestSacked, sendUnacknowledged < highest {
                 enterRecovery(now: now)
             } else {
                 checkLostRetransmission(now: now)
             }
         }
-        if let deadline = probeDeadline, !(now < deadline) {
+        if let deadline = timers.probe, !(now < deadline) {
             sendProbe(now: now, emitter: &emitter)
         }
-        if let deadline = keepAliveDeadline, !(now < deadline) {
+        if let deadline = timers.keepAlive, !(now < deadline) {
             keepAliveTimeout(now: now, emitter: &emitter, events: &events)
             if state == .closed { return }
         }
-        if let deadline = delayedAcknowledgementDeadline, !(now < deadline) {
-            delayedAcknowledgementDeadline = nil
+        if let deadline = timers.delayedAcknowledgement, !(now < deadline) {
+            timers.delayedAcknowledgement = nil
             if acknowledgementPending { acknowledgeNow = true }
         }
         flush(now: now, emitter: &emitter)
@@ -1207,19 +1184,19 @@ struct TCPConnection {
         case .dialing, .finWait2, .timeWait, .closed:
             return
         }
-        if persisting, sendWindow > 0, sendUnacknowledged == sendMaximum, sendQueue.count > 0 {
+        if timers.persisting, sendWindow > 0, sendUnacknowledged == sendMaximum, sendQueue.count > 0 {
             // A window smaller than silly-window avoidance would fill: use it as it is (Linux's tcp_write_wakeup).
-            persisting = false
+            timers.persisting = false
             consecutiveRetransmissions = 0
             let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
             let length = min(sendWindow, sendQueue.count, mss)
             sendData(at: sendNext, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: false)
             sendNext = sendNext + UInt32(length)
             if sendMaximum < sendNext { sendMaximum = sendNext }
-            retransmitDeadline = now + rtt.timeout
+            timers.retransmit = now + rtt.timeout
             return
         }
-        if persisting {
+        if timers.persisting {
             // Zero-window probe: one byte beyond SND.UNA - 1 would be data; an ACK with SEG.SEQ = SND.UNA - 1 makes the
             // peer answer with its current window without consuming anything (as Linux's tcp_xmit_probe_skb).
             consecutiveRetransmissions = 0
@@ -1230,7 +1207,7 @@ struct TCPConnection {
                 options: options(now: now, syn: false))
             emitter.tcp(key, header)
             rtt.backOff()
-            retransmitDeadline = now + rtt.timeout
+            timers.retransmit = now + rtt.timeout
             return
         }
         guard consecutiveRetransmissions <= configuration.maximumRetransmissions else {
@@ -1239,7 +1216,7 @@ struct TCPConnection {
             events.append(.closed(id, .timedOut))
             return
         }
-        probeDeadline = nil
+        timers.probe = nil
         probeOutstanding = false
         // RFC 6298 §5.4-5.6 and RFC 5681 §3.1: back off, collapse the window, go back to SND.UNA.
         congestion.onTimeout(flightSize: Int(sendMaximum - sendUnacknowledged))
@@ -1252,37 +1229,37 @@ struct TCPConnection {
         sendNext = sendUnacknowledged
         retransmitHead = true
         if let fin = finSequence, sendUnacknowledged == fin + UInt32(1) { return }
-        retransmitDeadline = now + rtt.timeout
+        timers.retransmit = now + rtt.timeout
     }
 
     private mutating func restartKeepAlive(now: StackInstant) {
-        keepAliveProbesSent = 0
+        timers.keepAliveProbesSent = 0
         if let idle = configuration.keepAliveIdle, state == .established || state == .closeWait {
-            keepAliveDeadline = now + idle
+            timers.keepAlive = now + idle
         } else {
-            keepAliveDeadline = nil
+            timers.keepAlive = nil
         }
     }
 
     private mutating func keepAliveTimeout(now: StackInstant, emitter: inout Emitter, events: inout [StackEvent]) {
         guard state == .established || state == .closeWait else {
-            keepAliveDeadline = nil
+            timers.keepAlive = nil
             return
         }
-        guard keepAliveProbesSent < configuration.keepAliveProbes else {
+        guard timers.keepAliveProbesSent < configuration.keepAliveProbes else {
             abort(emitter: &emitter)
             closeReason = .timedOut
             events.append(.closed(id, .timedOut))
             return
         }
-        keepAliveProbesSent += 1
+        timers.keepAliveProbesSent += 1
         // RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1, no data; the peer answers with an ACK.
         let header = TCPHeader(
             sourcePort: key.local.port, destinationPort: key.remote.port, sequenceNumber: sendNext - UInt32(1),
             acknowledgementNumber: receiveNext, flags: .ack, window: windowField(),
             options: options(now: now, syn: false))
         emitter.tcp(key, header)
-        keepAliveDeadline = now + configuration.keepAliveInterval
+        timers.keepAlive = now + configuration.keepAliveInterval
     }
 
     // MARK: - Path MTU
