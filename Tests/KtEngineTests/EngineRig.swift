@@ -36,7 +36,8 @@ final class EngineRig: @unchecked Sendable {
 
     init(takesOffloads: Bool, namespace: TestNamespace?) throws {
         self.namespace = namespace
-        group = try namespace?.inside { MultiThreadedEventLoopGroup(numberOfThreads: 2) }
+        group =
+            try namespace?.inside { MultiThreadedEventLoopGroup(numberOfThreads: 2) }
             ?? MultiThreadedEventLoopGroup(numberOfThreads: 2)
         device = MemoryPacketDevice(takesOffloads: takesOffloads)
         var logger = Logger(label: "engine-test")
@@ -103,7 +104,9 @@ final class EngineRig: @unchecked Sendable {
             hostKey: SessionKey().sshPrivateKey)
         configuration.resolver = ResolvConf(
             nameservers: try nameserver.map { [try SocketAddress(ipAddress: "127.0.0.1", port: $0)] } ?? [],
-            search: try ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"].map { try DNSName(parsing: $0) },
+            search: try ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"].map {
+                try DNSName(parsing: $0)
+            },
             ndots: 5, timeout: .seconds(1), attempts: 1)
         configuration.hosts = HostsFile(parsing: "127.0.0.1 localhost\n")
         configuration.forwardBindAddress = "127.0.0.1"
@@ -274,7 +277,9 @@ struct TCPPeer {
         var progressed = false
         for segment in segments {
             if ProcessInfo.processInfo.environment["KT_TEST_DEBUG"] != nil {
-                print("peer \(port) got \(segment.flags) seq \(segment.sequenceNumber) len \(segment.payloadLength), expecting \(acknowledgement)")
+                print(
+                    "peer \(port) got \(segment.flags) seq \(segment.sequenceNumber) len \(segment.payloadLength), expecting \(acknowledgement)"
+                )
             }
             if segment.flags.contains(.rst) {
                 reset = true

@@ -5,8 +5,8 @@ import KtTun
 import KtTunnel
 import KtWire
 import NIOConcurrencyHelpers
-import NamespaceTestSupport
 import NIOCore
+import NamespaceTestSupport
 import Testing
 import TunnelTestSupport
 
@@ -103,12 +103,13 @@ import TunnelTestSupport
             while answer == nil, ContinuousClock.now < deadline {
                 rig.sendUDP(from: 5000, to: EngineRig.loopback, UInt16(echo), payload)
                 let packets = await rig.waitForPackets(timeout: .milliseconds(300)) { !$0.isEmpty }
-                answer = packets.compactMap { packet -> UDPDatagram? in
-                    guard packet.transportProtocol == .udp, packet.source == .v4(EngineRig.loopback),
-                        packet.destination == .v4(EngineRig.laptop)
-                    else { return nil }
-                    return try? UDPDatagram(validating: packet.transportPayload)
-                }.first
+                answer =
+                    packets.compactMap { packet -> UDPDatagram? in
+                        guard packet.transportProtocol == .udp, packet.source == .v4(EngineRig.loopback),
+                            packet.destination == .v4(EngineRig.laptop)
+                        else { return nil }
+                        return try? UDPDatagram(validating: packet.transportPayload)
+                    }.first
             }
             let datagram = try #require(answer, "no answer from the UDP echo server")
             #expect(datagram.sourcePort.rawValue == UInt16(echo))
@@ -186,7 +187,9 @@ import TunnelTestSupport
             #expect(address(short) == IPv4Address(10, 96, 0, 15), "\(String(describing: short))")
             #expect(address(try await ask("example.org")) == IPv4Address(192, 0, 2, 1))
             #expect(upstreamQueries.withLockedValue { $0 } == ["example.org."])
-            #expect(clusterQueries.withLockedValue { $0 }.allSatisfy { $0.hasSuffix(".cluster.local.") }, "\(clusterQueries.withLockedValue { $0 })")
+            #expect(
+                clusterQueries.withLockedValue { $0 }.allSatisfy { $0.hasSuffix(".cluster.local.") },
+                "\(clusterQueries.withLockedValue { $0 })")
             let missing = try await ask("nothere.default.svc.cluster.local")
             #expect(missing?.header.responseCode == .nameError)
             // Asked again: from the cache, nothing more reaches either server.
@@ -217,12 +220,13 @@ import TunnelTestSupport
                 sequence += 1
                 rig.sendEcho(to: EngineRig.loopback, identifier: 0x4B54, sequence: sequence, data: data)
                 let packets = await rig.waitForPackets(timeout: .milliseconds(300)) { !$0.isEmpty }
-                reply = packets.compactMap { packet -> ICMPEcho? in
-                    guard packet.transportProtocol == .icmp, packet.source == .v4(EngineRig.loopback),
-                        case .echoReply(let echo) = try? ICMPv4Message(parsing: packet.transportPayload)
-                    else { return nil }
-                    return echo
-                }.first
+                reply =
+                    packets.compactMap { packet -> ICMPEcho? in
+                        guard packet.transportProtocol == .icmp, packet.source == .v4(EngineRig.loopback),
+                            case .echoReply(let echo) = try? ICMPv4Message(parsing: packet.transportPayload)
+                        else { return nil }
+                        return echo
+                    }.first
             }
             let echo = try #require(reply, "no echo reply")
             #expect(echo.identifier == 0x4B54)

@@ -23,7 +23,9 @@ import Testing
         TCPSACKBlock(left: start + UInt32(from * mss), right: start + UInt32(to * mss))
     }
 
-    static func ack(_ peer: ScriptedPeer, _ acknowledgement: TCPSequenceNumber, sack: [TCPSACKBlock] = [], window: UInt16 = 65535)
+    static func ack(
+        _ peer: ScriptedPeer, _ acknowledgement: TCPSequenceNumber, sack: [TCPSACKBlock] = [], window: UInt16 = 65535
+    )
         -> ByteBuffer
     {
         var options = TCPOptions()

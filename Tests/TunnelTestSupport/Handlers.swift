@@ -214,4 +214,3 @@ public final class TestDNS: ChannelInboundHandler, Sendable {
             promise: nil)
     }
 }
-

@@ -94,12 +94,6 @@ struct TCPConnection {
 
     private(set) var congestion: CongestionControl
     private(set) var rtt: RTTEstimator
-    private var scoreboard = SACKScoreboard()
-    private var duplicateAcknowledgements = 0
-    /// Set while in fast recovery: the SND.MAX at its start (RFC 6582's `recover`).
-    private var recoveryPoint: TCPSequenceNumber?
-    /// HighRxt (RFC 6675): below it, holes were already retransmitted in this recovery.
-    private var highestRetransmitted = TCPSequenceNumber(0)
     /// Without timestamps: one segment timed for RTT (Karn's algorithm: never a retransmitted one).
     private var timedSegment: (sequence: TCPSequenceNumber, sentAt: StackInstant)?
     /// Retransmissions of the oldest segment in a row, and of the SYN or SYN-ACK.
@@ -136,19 +130,8 @@ struct TCPConnection {
 
     /// Every timer, as one value.
     private var timers = TCPTimers()
-    /// A probe is out and no ACK has advanced since (one probe per episode).
-    private var probeOutstanding = false
-    /// Where the outstanding probe started.
-    private var probeSequence: TCPSequenceNumber?
-    /// SACK information in the ACK being processed showed a loss.
-    private var pendingRecovery = false
-    /// Holes retransmitted in this recovery, by where they start: SND.MAX when the retransmission went, and when. If
-    /// the receiver later SACKs bytes beyond that mark while the hole is at SND.UNA, the retransmission itself was
-    /// lost (RACK, RFC 8985 §6.2, in its simplest form), once a reordering window has passed too.
-    private var retransmittedHoles: [TCPSequenceNumber: (mark: TCPSequenceNumber, time: StackInstant)] = [:]
-    /// A retransmission timeout expired: the next flush sends SND.UNA's segment even into a full congestion window or
-    /// a closed receive window (its answer carries the window), once.
-    private var retransmitHead = false
+    /// What is known about losses and how they are being repaired.
+    private var loss = LossRecovery()
     private var lastSendTime = StackInstant.zero
 
     // MARK: Auto-tuning (Linux's DRS: size the buffer to twice what the application reads per RTT)
@@ -571,48 +554,47 @@ struct TCPConnection {
         let blocks = segment.options.sackBlocks
         // A D-SACK (RFC 2883): the first block reports data received twice, below the ACK or inside the second block.
         // An ACK whose only news is a D-SACK answers a duplicate we sent; it is not a duplicate ACK.
-        let duplicateReport =
-            blocks.first.map { first in
-                !(acknowledgement < first.right)
-                    || (blocks.count > 1 && !(first.left < blocks[1].left) && !(blocks[1].right < first.right))
-            } ?? false
-        let onlyDuplicateReport = duplicateReport && blocks.count == 1
+        let onlyDuplicateReport =
+            blocks.count == 1 && LossRecovery.startsWithDuplicateReport(blocks, acknowledgement: acknowledgement)
         if sackPermitted, !blocks.isEmpty, !onlyDuplicateReport {
-            scoreboard.add(blocks, unacknowledged: acknowledgement, sent: sendMaximum)
+            loss.scoreboard.add(blocks, unacknowledged: acknowledgement, sent: sendMaximum)
             // RFC 6675 §5: any ACK whose SACK information shows the first unacknowledged segment lost starts recovery,
             // duplicate or not (both sides sending data means few ACKs are pure duplicates). A probe that arrived
             // while the bytes before it did not is the same evidence (RFC 8985's RACK, in its simplest form).
             let dataMSS = sendMSS - (timestampsEnabled ? 12 : 0)
             let probeArrived =
-                probeOutstanding && probeSequence.map { acknowledgement < $0 && scoreboard.isSacked($0) } == true
-            if recoveryPoint == nil, acknowledgement < sendMaximum,
-                scoreboard.isLost(acknowledgement, mss: dataMSS) || probeArrived
+                loss.probeOutstanding
+                && loss.probeSequence.map { acknowledgement < $0 && loss.scoreboard.isSacked($0) } == true
+            if loss.recoveryPoint == nil, acknowledgement < sendMaximum,
+                loss.scoreboard.isLost(acknowledgement, mss: dataMSS) || probeArrived
             {
                 // Entered after the ACK itself is taken, so that recovery starts from it.
-                pendingRecovery = true
-            } else if recoveryPoint == nil, timers.lossDetection == nil {
+                loss.pendingRecovery = true
+            } else if loss.recoveryPoint == nil, timers.lossDetection == nil {
                 timers.lossDetection = now + reorderWindow
             }
         }
 
         if sendUnacknowledged < acknowledgement {
             newlyAcknowledged(upTo: acknowledgement, segment: segment, now: now, events: &events)
-            if pendingRecovery, recoveryPoint == nil, sendUnacknowledged != sendMaximum { enterRecovery(now: now) }
-            pendingRecovery = false
-        } else if pendingRecovery {
-            pendingRecovery = false
+            if loss.pendingRecovery, loss.recoveryPoint == nil, sendUnacknowledged != sendMaximum {
+                enterRecovery(now: now)
+            }
+            loss.pendingRecovery = false
+        } else if loss.pendingRecovery {
+            loss.pendingRecovery = false
             enterRecovery(now: now)
         } else if acknowledgement == sendUnacknowledged, segment.payloadLength == 0, !segment.flags.contains(.fin),
             sendWindow == previousWindow, sendUnacknowledged != sendMaximum, !onlyDuplicateReport
         {
             // A duplicate ACK (RFC 5681 §2).
-            duplicateAcknowledgements += 1
+            loss.duplicateAcknowledgements += 1
             // Early retransmit (RFC 5827): with fewer than four segments out and nothing new to send, fewer duplicate
             // ACKs can ever arrive, so the threshold drops to the outstanding segments minus one.
             let outstandingSegments = (Int(sendMaximum - sendUnacknowledged) + sendMSS - 1) / sendMSS
             let nothingNew = sendQueue.count <= Int(sendMaximum - sendUnacknowledged)
             let threshold = nothingNew && outstandingSegments < 4 ? max(1, outstandingSegments - 1) : 3
-            if recoveryPoint == nil, duplicateAcknowledgements >= threshold {
+            if loss.recoveryPoint == nil, loss.duplicateAcknowledgements >= threshold {
                 enterRecovery(now: now)
             }
         }
@@ -629,16 +611,9 @@ struct TCPConnection {
     /// In recovery, the hole at SND.UNA was retransmitted and bytes sent after that retransmission are SACKed: once a
     /// reordering window has passed, the retransmission was lost; the hole goes again now rather than at the timeout.
     private mutating func checkLostRetransmission(now: StackInstant) {
-        guard recoveryPoint != nil, let record = retransmittedHoles[sendUnacknowledged],
-            let highest = scoreboard.highestSacked, record.mark < highest
-        else { return }
-        let waited = now.since(record.time)
-        if reorderWindow < waited {
-            retransmittedHoles[sendUnacknowledged] = nil
-            highestRetransmitted = sendUnacknowledged
-        } else if timers.lossDetection == nil {
-            timers.lossDetection = record.time + reorderWindow + .microseconds(1)
-        }
+        let later = loss.checkLostRetransmission(
+            sendUnacknowledged: sendUnacknowledged, now: now, reorderWindow: reorderWindow)
+        if let later, timers.lossDetection == nil { timers.lossDetection = later }
     }
 
     private mutating func newlyAcknowledged(
@@ -665,33 +640,30 @@ struct TCPConnection {
         sendQueue.dropFirst(fromQueue)
         sendUnacknowledged = acknowledgement
         if sendNext < sendUnacknowledged { sendNext = sendUnacknowledged }
-        scoreboard.acknowledge(upTo: acknowledgement)
-        if scoreboard.isEmpty { timers.lossDetection = nil }
-        duplicateAcknowledgements = 0
+        loss.acknowledged(upTo: acknowledgement)
+        if loss.scoreboard.isEmpty { timers.lossDetection = nil }
         consecutiveRetransmissions = 0
         if writerBlocked, sendQueue.count < configuration.sendBufferLimit / 2 {
             writerBlocked = false
             events.append(.writable(id))
         }
 
-        for (start, _) in retransmittedHoles where start < sendUnacknowledged { retransmittedHoles[start] = nil }
-        if let recover = recoveryPoint {
+        if let recover = loss.recoveryPoint {
             if !(acknowledgement < recover) {
                 // Full ACK: recovery is over (RFC 6582 §3.2 step 3).
-                recoveryPoint = nil
-                retransmittedHoles = [:]
+                loss.end()
                 congestion.onRecoveryEnd()
             } else if !sackPermitted {
                 // Partial ACK: the next hole is lost too; retransmit it now (step 4).
                 sendNext = sendUnacknowledged
-                highestRetransmitted = sendUnacknowledged
+                loss.highestRetransmitted = sendUnacknowledged
             }
         } else if congestionLimited {
             congestion.onAcknowledged(bytes: fromQueue, now: now, smoothedRTT: rtt.smoothed)
         }
         // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.
         timers.retransmit = sendUnacknowledged == sendMaximum ? nil : now + rtt.timeout
-        probeOutstanding = false
+        loss.probeOutstanding = false
         armProbe(now: now)
 
         if finAcknowledged {
@@ -724,15 +696,14 @@ struct TCPConnection {
     private mutating func enterRecovery(now: StackInstant) {
         timers.probe = nil
         timers.lossDetection = nil
-        recoveryPoint = sendMaximum
-        highestRetransmitted = sendUnacknowledged
         congestion.onFastRetransmit(flightSize: Int(sendMaximum - sendUnacknowledged))
         timedSegment = nil
         // Retransmit the first unacknowledged segment at once (RFC 5681 §3.2 step 2). With SACK the hole loop in
         // flush does it (and the other holes) from the scoreboard, while new data continues from SND.MAX; without
         // SACK information, going back to SND.UNA sends that one segment, and flush returns to SND.MAX after it.
-        if !sackPermitted || scoreboard.isEmpty { sendNext = sendUnacknowledged }
-        retransmittedHoles = [:]
+        if loss.enter(sendUnacknowledged: sendUnacknowledged, sendMaximum: sendMaximum, sackPermitted: sackPermitted) {
+            sendNext = sendUnacknowledged
+        }
     }
 
     private mutating func receiveData(_ segment: TCPSegment, now: StackInstant, events: inout [StackEvent]) {
@@ -821,7 +792,7 @@ struct TCPConnection {
         timers.timeWait = nil
         sendQueue = SendQueue()
         receiveQueue.discardOutOfOrder()
-        scoreboard.clear()
+        loss.scoreboard.clear()
     }
 
     // MARK: - Sending
@@ -929,23 +900,23 @@ struct TCPConnection {
         while true {
             let inFlight = Int(sendMaximum - sendUnacknowledged)
             // Retransmissions during SACK recovery (RFC 6675 §5, NextSeg rule 1), within pipe < cwnd.
-            if recoveryPoint != nil, sackPermitted, let highest = scoreboard.highestSacked {
-                let from = TCPSequenceNumber.later(highestRetransmitted, sendUnacknowledged)
-                let pipe = inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from)
+            if loss.recoveryPoint != nil, sackPermitted, let highest = loss.scoreboard.highestSacked {
+                let from = TCPSequenceNumber.later(loss.highestRetransmitted, sendUnacknowledged)
+                let pipe = inFlight - loss.scoreboard.sackedBytes - loss.scoreboard.holeBytes(from: from)
                 if pipe >= congestion.window { break }
                 // NextSeg rule 1: only a hole IsLost() calls lost (three segments' worth SACKed above it); the rest may
                 // still be arriving out of order. Rule 3 retransmits them anyway when there is nothing new to send.
                 let nothingNew = sendQueue.count <= Int(sendMaximum - sendUnacknowledged)
-                if let hole = scoreboard.nextHole(from: from), hole.start < highest,
-                    hole.start == sendUnacknowledged || nothingNew || scoreboard.isLost(hole.start, mss: mss)
+                if let hole = loss.scoreboard.nextHole(from: from), hole.start < highest,
+                    hole.start == sendUnacknowledged || nothingNew || loss.scoreboard.isLost(hole.start, mss: mss)
                 {
                     let length = min(hole.length, mss, sendQueue.count - Int(hole.start - sendUnacknowledged))
                     if length > 0 {
                         sendData(
                             at: hole.start, length: length, segmentSize: mss, now: now, emitter: &emitter,
                             retransmission: true)
-                        retransmittedHoles[hole.start] = (sendMaximum, now)
-                        highestRetransmitted = hole.start + UInt32(length)
+                        loss.retransmitted(hole: hole.start, sendMaximum: sendMaximum, now: now)
+                        loss.highestRetransmitted = hole.start + UInt32(length)
                         sentSomething = true
                         continue
                     }
@@ -955,14 +926,14 @@ struct TCPConnection {
             let unsent = sendQueue.count - offset
             let isRetransmission = sendNext < sendMaximum
             var congestionRoom: Int
-            if recoveryPoint != nil, sackPermitted {
-                let from = TCPSequenceNumber.later(highestRetransmitted, sendUnacknowledged)
+            if loss.recoveryPoint != nil, sackPermitted {
+                let from = TCPSequenceNumber.later(loss.highestRetransmitted, sendUnacknowledged)
                 congestionRoom =
-                    congestion.window - (inFlight - scoreboard.sackedBytes - scoreboard.holeBytes(from: from))
-            } else if recoveryPoint != nil {
+                    congestion.window - (inFlight - loss.scoreboard.sackedBytes - loss.scoreboard.holeBytes(from: from))
+            } else if loss.recoveryPoint != nil {
                 // NewReno without SACK: each duplicate ACK means a segment left the network (RFC 5681 §3.2 step 4).
                 congestionRoom =
-                    congestion.window + duplicateAcknowledgements * mss - Int(sendNext - sendUnacknowledged)
+                    congestion.window + loss.duplicateAcknowledgements * mss - Int(sendNext - sendUnacknowledged)
             } else {
                 congestionRoom = congestion.window - Int(sendNext - sendUnacknowledged)
             }
@@ -971,7 +942,7 @@ struct TCPConnection {
                 // One retransmission per flush even when the window is used up (fast retransmit's first segment);
                 // after a timeout, the head goes even into a closed receive window, as Linux sends it.
                 congestionRoom = max(congestionRoom, mss)
-                if retransmitHead { windowRoom = max(windowRoom, min(mss, unsent)) }
+                if loss.retransmitHead { windowRoom = max(windowRoom, min(mss, unsent)) }
             }
             let room = min(congestionRoom, windowRoom)
             guard unsent > 0, room > 0 else { break }
@@ -986,8 +957,8 @@ struct TCPConnection {
             sendNext = sendNext + UInt32(length)
             if sendMaximum < sendNext { sendMaximum = sendNext }
             sentSomething = true
-            retransmitHead = false
-            if isRetransmission, recoveryPoint != nil, !sackPermitted || scoreboard.isEmpty {
+            loss.retransmitHead = false
+            if isRetransmission, loss.recoveryPoint != nil, !sackPermitted || loss.scoreboard.isEmpty {
                 // NewReno retransmits one segment per partial ACK, and so does a fast retransmit without SACK
                 // information; new data follows from SND.MAX.
                 sendNext = sendMaximum
@@ -1002,7 +973,7 @@ struct TCPConnection {
             sendFIN(now: now, emitter: &emitter)
             sentSomething = true
         }
-        if sentSomething, !probeOutstanding { armProbe(now: now) }
+        if sentSomething, !loss.probeOutstanding { armProbe(now: now) }
         // Nothing in flight, data waiting, and the window closed or too small for silly-window avoidance to use it:
         // probe it (§3.8.6.1), or nothing would ever send the data.
         if !sentSomething, sendUnacknowledged == sendMaximum, sendQueue.count > 0, timers.retransmit == nil,
@@ -1049,7 +1020,7 @@ struct TCPConnection {
     /// it would fire before the RTO, outside recovery, and not while a probe is already out.
     private mutating func armProbe(now: StackInstant) {
         // Not while recovering from a timeout either (RFC 8985 §7.2: the RTO's own backoff governs then).
-        guard !probeOutstanding, recoveryPoint == nil, rtt.backoffs == 0, sendUnacknowledged != sendMaximum,
+        guard !loss.probeOutstanding, loss.recoveryPoint == nil, rtt.backoffs == 0, sendUnacknowledged != sendMaximum,
             let srtt = rtt.smoothed,
             state == .established || state == .closeWait || state == .finWait1 || state == .lastAck || state == .closing
         else {
@@ -1063,7 +1034,7 @@ struct TCPConnection {
 
     /// The probe timer fired (RFC 8985 §7.3): send one new segment if there is one, else the last one again.
     private mutating func sendProbe(now: StackInstant, emitter: inout Emitter) {
-        probeOutstanding = true
+        loss.probeOutstanding = true
         timers.probe = nil
         let mss = max(64, sendMSS - options(now: now, syn: false).encodedLength)
         let sent =
@@ -1073,7 +1044,7 @@ struct TCPConnection {
         if unsent > 0, sendWindow > sent {
             let length = min(unsent, mss, sendWindow - sent)
             let at = sendUnacknowledged + UInt32(sent)
-            probeSequence = at
+            loss.probeSequence = at
             sendData(at: at, length: length, segmentSize: mss, now: now, emitter: &emitter, retransmission: false)
             if sendNext < at + UInt32(length) { sendNext = at + UInt32(length) }
             if sendMaximum < sendNext { sendMaximum = sendNext }
@@ -1085,7 +1056,7 @@ struct TCPConnection {
             emitter.tcp(key, header)
         } else if sent > 0 {
             let length = min(sent, mss)
-            probeSequence = sendUnacknowledged + UInt32(sent - length)
+            loss.probeSequence = sendUnacknowledged + UInt32(sent - length)
             sendData(
                 at: sendUnacknowledged + UInt32(sent - length), length: length, segmentSize: mss, now: now,
                 emitter: &emitter, retransmission: true)
@@ -1143,7 +1114,7 @@ struct TCPConnection {
         }
         if let deadline = timers.lossDetection, !(now < deadline) {
             timers.lossDetection = nil
-            if recoveryPoint == nil, let highest = scoreboard.highestSacked, sendUnacknowledged < highest {
+            if loss.recoveryPoint == nil, let highest = loss.scoreboard.highestSacked, sendUnacknowledged < highest {
                 enterRecovery(now: now)
             } else {
                 checkLostRetransmission(now: now)
@@ -1217,17 +1188,12 @@ struct TCPConnection {
             return
         }
         timers.probe = nil
-        probeOutstanding = false
         // RFC 6298 §5.4-5.6 and RFC 5681 §3.1: back off, collapse the window, go back to SND.UNA.
         congestion.onTimeout(flightSize: Int(sendMaximum - sendUnacknowledged))
         rtt.backOff()
-        recoveryPoint = nil
-        duplicateAcknowledgements = 0
-        scoreboard.clear()
-        retransmittedHoles = [:]
+        loss.timedOut()
         timedSegment = nil
         sendNext = sendUnacknowledged
-        retransmitHead = true
         if let fin = finSequence, sendUnacknowledged == fin + UInt32(1) { return }
         timers.retransmit = now + rtt.timeout
     }
