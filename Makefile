@@ -9,6 +9,10 @@ FUZZ_SECONDS ?= 60
 FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy FuzzFlags
 FUZZ_BUILD := .build-fuzz
 
+# What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
+RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \
+	liblz4-1 liblzma5 libmount1 libpam0g libseccomp2 libselinux1 libssl3 libzstd1
+
 # System packages the build and the tests use. Add to this list when a later part needs more.
 DEBIAN_PACKAGES := \
 	libnl-3-dev libnl-route-3-dev libssl-dev libcurl4-openssl-dev pkg-config \
@@ -18,10 +22,6 @@ DEBIAN_PACKAGES := \
 	$(RESOLVED_LIBRARIES)
 # The reference tools bench/whole-path.sh measures ktctl against; `make bench` installs them (`make test` does not).
 BENCH_PACKAGES := sshuttle wireguard-go wireguard-tools
-
-# What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.
-RESOLVED_LIBRARIES := libacl1 libapparmor1 libaudit1 libblkid1 libcap2 libcrypt1 libgcrypt20 libip4tc2 libkmod2 \
-	liblz4-1 liblzma5 libmount1 libpam0g libseccomp2 libselinux1 libssl3 libzstd1
 
 .PHONY: deps build lint test demo fuzz bench clean
 

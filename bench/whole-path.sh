@@ -19,7 +19,7 @@
 # per GB of every process of the path over the curl, and for ktctl tun its DNS latency and memory (idle, and per
 # idle flow with FLOWS flows open). Writes bench/results/<date>-whole-path.md and .json.
 #
-#   bench/whole-path.sh                      # defaults: RUNS=3 DURATION=10, about 12 minutes
+#   bench/whole-path.sh                      # defaults: RUNS=3 DURATION=10, about 8-10 minutes
 #   DURATION=3 RUNS=1 bench/whole-path.sh    # a quick check
 #   ROWS="veth ssh-aes" bench/whole-path.sh  # only some paths (tun and socks share one lab)
 # KT_BIN: where ktctl, ktlab and kt-shadow are (default .build/debug, else .build/release); they are copied to a

@@ -238,7 +238,9 @@ public final class TunEngine: @unchecked Sendable {
                 stack.acceptDial(flow, now: now)
                 if logger.logLevel <= .debug, let bridge = bridges[flow] {
                     let took = bridge.dialed.duration(to: clock.now)
-                    logger.debug("flow \(bridge.key.local): SYN to SYN/ACK in \(took.formatted(.units(allowed: [.microseconds])))")
+                    logger.debug(
+                        "flow \(bridge.key.local): SYN to SYN/ACK in \(took.formatted(.units(allowed: [.microseconds])))"
+                    )
                 }
                 pumpToChannel(flow)
             case .dialFailed(let flow, let failure):

@@ -87,7 +87,9 @@ def main():
         "laptop (download) of SIZE bytes; the same HTTP server (`bench/scripts/whole-path-server.c`, a thread per connection) at the far end of every path.",
         "- connect+request: REQUESTS sequential connections from one Python process, each connect (SOCKS5 greeting and "
         "CONNECT included for the SOCKS rows), one `GET` as curl sends it (TCP_NODELAY, keep-alive), the whole "
-        "answer read, close; connect() alone is until the socket is usable.",
+        "answer read, close; connect() alone is until the socket is usable. The client closes first, as curl does, so "
+        "a far end that closes late (OpenSSH's 44 ms in anchor-measurements.md, with a server that closed first) "
+        "adds nothing here.",
         "- connections/s: `wrk -t1 -c8 -d<CPS_SECONDS>s -H 'Connection: close'` (a new connection per request; "
         "the server closes).",
         "- CPU: user + system time from /proc/<pid>/stat of each process of the path over the curl, seconds per GB "
@@ -120,7 +122,7 @@ def main():
         lines.append(
             f"- sshuttle: a filter rule in the laptop namespace (output hook, after sshuttle's nat redirect) drops every "
             f"packet still addressed to the target. Before sshuttle started, a direct connection was dropped by it "
-            f"({get('sshuttle', 'drop_check')} packets); while sshuttle ran it dropped {get('sshuttle', 'dropped')}: "
+            f"(packets dropped: {get('sshuttle', 'drop_check')}); while sshuttle ran it dropped {get('sshuttle', 'dropped')}: "
             f"every figure of the row went through sshuttle.")
     if failed or any(get(row, "latency_failures") for row, _ in ROWS) or get("sshuttle", "dropped") is not None:
         lines.append("")
