@@ -142,6 +142,12 @@ struct cnl_ip {
 /// namespaces it owns.
 int cnl_have_net_admin(void);
 
+/// The uid owning the TCP socket whose local end is `local`:`local_port` and remote end `remote`:`remote_port`
+/// (addresses in network order, 4 bytes for AF_INET, 16 for AF_INET6), asked of the kernel through
+/// NETLINK_SOCK_DIAG. 0 on success; -ENOENT when there is no such socket; another negative errno otherwise.
+int cnl_tcp_socket_owner(int family, const uint8_t *local, uint16_t local_port, const uint8_t *remote,
+                         uint16_t remote_port, uint32_t *out_uid);
+
 // MARK: - TUN devices
 
 /// cnl_tun_open flags.

@@ -6,6 +6,7 @@ import KtTunnel
 import KtWire
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import NamespaceTestSupport
 import Testing
 import TunnelTestSupport
@@ -234,5 +235,26 @@ import TunnelTestSupport
             #expect(Array(echo.data.readableBytesView) == data)
             #expect(await Self.counters(rig) { $0.echoes >= 1 }.echoes >= 1)
         }
+    }
+}
+
+/// Who owns a local TCP socket: socks mode's access check asks it for every client.
+@Suite struct SocketOwnerTests {
+    @Test func theOwnerOfOurOwnConnectionIsUs() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let client = try await ClientBootstrap(group: group).connect(to: try #require(server.localAddress)).get()
+        let peer = try #require(client.localAddress)
+        let local = try #require(client.remoteAddress)
+        let started = ContinuousClock.now
+        #expect(SocketOwner.find(peer: peer, local: local, udp: false) == getuid())
+        let took = ContinuousClock.now - started
+        // A port nobody uses: no owner.
+        let nobody = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
+        #expect(SocketOwner.find(peer: nobody, local: local, udp: false) == nil)
+        print("socket owner lookup: \(took)")
+        try await client.close()
+        try await server.close()
+        try await group.shutdownGracefully()
     }
 }

@@ -1,11 +1,13 @@
 import Foundation
 import Glibc
+import KtTun
 import KtWire
 import NIOCore
 
 /// Who may use socks mode's proxy. By default only the user who runs ktctl (and, under sudo, the user who ran sudo):
 /// a proxy into a cluster on 127.0.0.1 is otherwise open to every account on the machine. A local client's user is
-/// the owner of its socket, read from `/proc/net/tcp{,6}` (`/proc/net/udp{,6}` for UDP ASSOCIATE datagrams); a
+/// the owner of its socket, asked of the kernel (sock_diag) or read from `/proc/net/tcp{,6}` (`/proc/net/udp{,6}` for UDP
+/// ASSOCIATE datagrams); a
 /// client that is not a local socket is refused unless anyone may connect. RFC 1929 username/password can be asked
 /// for on top (SOCKS5), and as `Proxy-Authorization: Basic` (HTTP).
 public struct ProxyAccess: Sendable, Hashable {
@@ -130,6 +132,19 @@ public enum SocketOwner {
     public static func find(peer: SocketAddress, local: SocketAddress, udp: Bool) -> UInt32? {
         let files = udp ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
         guard let peerEndpoint = Endpoint(peer), let localEndpoint = Endpoint(local) else { return nil }
+        if !udp {
+            // One question to the kernel for this socket: reading and parsing the whole table cost 5 to 40 ms per
+            // connection once thousands of sockets (TIME-WAIT ones too) were listed. The table stays the way for
+            // kernels without sock_diag.
+            switch SocketDiag.tcpOwner(
+                local: peerEndpoint.address, localPort: peerEndpoint.port, remote: localEndpoint.address,
+                remotePort: localEndpoint.port)
+            {
+            case .success(let uid): return uid
+            case .failure(let error) where error.code == ENOENT: return nil
+            case .failure: break
+            }
+        }
         for file in files {
             guard let text = ProcFile.read(file) else { continue }
             if let uid = owner(in: text, local: peerEndpoint, remote: udp ? nil : localEndpoint) { return uid }
