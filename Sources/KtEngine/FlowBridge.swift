@@ -15,6 +15,8 @@ final class FlowBridgeHandler: ChannelInboundHandler, @unchecked Sendable {
     private var credit: Int
     private var starved = false
     private var context: ChannelHandlerContext?
+    /// What one read delivered, handed to the engine at its end as one command.
+    private var received: [ByteBuffer] = []
 
     init(flow: FlowID, credit: Int, post: @escaping @Sendable (EngineCommand) -> Void) {
         self.flow = flow
@@ -34,10 +36,11 @@ final class FlowBridgeHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
         credit -= bytes.readableBytes
-        post(.data(flow, bytes))
+        received.append(bytes)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        deliver()
         if credit > 0 {
             context.read()
         } else {
@@ -45,14 +48,23 @@ final class FlowBridgeHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Hands what was read to the engine, before any event that must come after it.
+    private func deliver() {
+        guard !received.isEmpty else { return }
+        post(.data(flow, received))
+        received = []
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
+            deliver()
             post(.remoteEOF(flow))
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deliver()
         post(.remoteClosed(flow))
         context.fireChannelInactive()
     }
@@ -75,7 +87,7 @@ final class FlowBridgeHandler: ChannelInboundHandler, @unchecked Sendable {
 enum EngineCommand: Sendable {
     case dialed(FlowID, Channel, FlowBridgeHandler)
     case dialFailed(FlowID, KtStack.DialFailure)
-    case data(FlowID, ByteBuffer)
+    case data(FlowID, [ByteBuffer])
     case remoteEOF(FlowID)
     case remoteClosed(FlowID)
     case written(FlowID, Int)

@@ -61,6 +61,11 @@ public final class TunEngine: @unchecked Sendable {
     private var nextDatagramFlow: UInt32 = 1
     private var counters = EngineCounters()
     private var running = true
+    /// When packets last moved, and whether freed memory was given back since: after `idleTrim` of quiet the heap
+    /// is trimmed once (the buffers of a burst are not needed by an idle session).
+    private var lastActivity: ContinuousClock.Instant
+    private var trimmedSinceActivity = true
+    static let idleTrim = Duration.seconds(2)
     private let clock = ContinuousClock()
     private let start: ContinuousClock.Instant
 
@@ -115,6 +120,7 @@ public final class TunEngine: @unchecked Sendable {
         wakeup = ends[0]
         wakeupWriter = ends[1]
         start = clock.now
+        lastActivity = start
         // UDP and ICMP echo ride one datagram channel, kept open (and reopened) by the path.
         datagramPath = DatagramPath(
             link: link, logger: logger, onFrame: { [weak self] frame in self?.post(.frame(frame)) },
@@ -141,7 +147,13 @@ public final class TunEngine: @unchecked Sendable {
     // MARK: - Inbox
 
     func post(_ command: EngineCommand) {
-        inbox.withLockedValue { $0.append(command) }
+        // Only the first command into an empty inbox wakes the loop: it takes the whole inbox at once, so later ones
+        // ride along (one write(2) per batch, not per command).
+        let wasEmpty = inbox.withLockedValue { inbox -> Bool in
+            defer { inbox.append(command) }
+            return inbox.isEmpty
+        }
+        guard wasEmpty else { return }
         var one: UInt8 = 1
         _ = write(wakeupWriter, &one, 1)  // a full pipe already wakes the loop
     }
@@ -176,6 +188,14 @@ public final class TunEngine: @unchecked Sendable {
             if descriptors[1].revents != 0 {
                 var drain = [UInt8](repeating: 0, count: 256)
                 while read(wakeup, &drain, 256) > 0 {}
+            }
+            if descriptors[0].revents != 0 || descriptors[1].revents != 0 {
+                lastActivity = clock.now
+                trimmedSinceActivity = false
+            } else if !trimmedSinceActivity, lastActivity.duration(to: clock.now) > Self.idleTrim {
+                trimmedSinceActivity = true
+                stack.releaseSpareBuffers()
+                AllocatorTuning.trim()
             }
             handleInbox()
             if descriptors[0].revents & Int16(POLLIN) != 0 {
@@ -247,10 +267,10 @@ public final class TunEngine: @unchecked Sendable {
                 guard bridges.removeValue(forKey: flow) != nil else { continue }
                 counters.flowsRefused += 1
                 stack.refuseDial(flow, reason: failure, now: now)
-            case .data(let flow, let bytes):
+            case .data(let flow, let chunks):
                 guard bridges[flow] != nil else { continue }
-                counters.bytesFromCluster += bytes.readableBytes
-                bridges[flow]?.pending.append(bytes)
+                for bytes in chunks { counters.bytesFromCluster += bytes.readableBytes }
+                bridges[flow]?.pending += chunks
                 pumpToStack(flow)
             case .remoteEOF(let flow):
                 bridges[flow]?.remoteEOF = true
@@ -404,7 +424,8 @@ public final class TunEngine: @unchecked Sendable {
     /// Bytes from the laptop (the stack's receive buffer) to the flow's channel, up to `inFlightLimit` unwritten.
     func pumpToChannel(_ flow: FlowID) {
         guard var bridge = bridges[flow], let channel = bridge.channel else { return }
-        var wrote = false
+        var batch: [ByteBuffer] = []
+        var total = 0
         while bridge.stackReadable && bridge.inFlight < Self.inFlightLimit {
             guard let bytes = stack.read(flow, maximum: Self.readChunk, now: now) else {
                 bridge.stackReadable = false
@@ -412,12 +433,20 @@ public final class TunEngine: @unchecked Sendable {
             }
             let count = bytes.readableBytes
             bridge.inFlight += count
-            counters.bytesToCluster += count
-            let post: @Sendable (EngineCommand) -> Void = { [weak self] in self?.post($0) }
-            channel.write(bytes).whenComplete { _ in post(.written(flow, count)) }
-            wrote = true
+            total += count
+            batch.append(bytes)
         }
-        if wrote { channel.flush() }
+        if !batch.isEmpty {
+            // One hop to the channel's loop for the whole batch and one completion back (writes complete in order):
+            // a write from this thread would be a task of its own, and each completion a command.
+            counters.bytesToCluster += total
+            let post: @Sendable (EngineCommand) -> Void = { [weak self] in self?.post($0) }
+            let frozen = batch
+            channel.eventLoop.execute {
+                for bytes in frozen.dropLast() { channel.write(bytes, promise: nil) }
+                channel.writeAndFlush(frozen[frozen.count - 1]).whenComplete { _ in post(.written(flow, total)) }
+            }
+        }
         if bridge.laptopClosed && !bridge.stackReadable && !bridge.outputClosed {
             bridge.outputClosed = true
             channel.close(mode: .output, promise: nil)

@@ -502,6 +502,11 @@ public struct NetworkStack {
         for packet in packets { emitter.pool.recycle(packet.bytes) }
     }
 
+    /// Drops the buffers kept for reuse (up to 256 of 70 KiB): for an idle engine, which then gives the memory back.
+    public mutating func releaseSpareBuffers() {
+        emitter.pool = PacketBufferPool()
+    }
+
     /// What happened since the last call.
     public mutating func takeEvents() -> [StackEvent] {
         let taken = events

@@ -333,6 +333,28 @@ final class PatternClientHandler: ChannelInboundHandler {
             #expect(ours == theirs)
         }
     }
+
+    /// A whole client frame (masked while copied), with and without the port-forward's channel byte, unmasks to
+    /// exactly what was framed, as NIO's own decoder reads it.
+    @Test(arguments: [0, 1, 7, 8, 125, 126, 65535, 65536, 70001])
+    func clientFramesDecode(length: Int) throws {
+        var payload = ByteBuffer()
+        OffsetPattern.write(into: &payload, offset: length, count: length)
+        for prefix in [nil, UInt8(3)] as [UInt8?] {
+            var frame = WebSocketMasking.clientFrame(
+                opcode: .binary, prefix: prefix, payload: payload, allocator: ByteBufferAllocator())
+            let channel = EmbeddedChannel(
+                handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
+            try channel.writeInbound(frame)
+            let decoded = try #require(try channel.readInbound(as: WebSocketFrame.self))
+            var data = decoded.unmaskedData
+            if let prefix { #expect(data.readInteger(as: UInt8.self) == prefix) }
+            #expect(data == payload)
+            #expect(decoded.fin && decoded.opcode == .binary)
+            frame.clear()
+            _ = try channel.finish()
+        }
+    }
 }
 
 /// The frame handler holds the end of the stream for its consumer: an error that comes right behind the 101, before

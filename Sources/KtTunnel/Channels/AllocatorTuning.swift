@@ -13,6 +13,21 @@ public enum AllocatorTuning {
     public static let mmapThreshold: Int32 = 4 << 20
     public static let trimThreshold: Int32 = 16 << 20
 
+    /// Gives freed heap memory back to the kernel (glibc's `malloc_trim(0)`, every arena): after a burst of traffic
+    /// the buffers it used stay with the process otherwise (ktctl held 187 MB after a benchmark, 50 MB before it).
+    /// Costs a walk of the heaps: call it when idle. Returns false where it cannot.
+    @discardableResult
+    public static func trim() -> Bool {
+        #if canImport(Glibc)
+            typealias MallocTrim = @convention(c) (Int) -> CInt
+            guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return false }
+            _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+            return true
+        #else
+            return false
+        #endif
+    }
+
     /// Applies the settings; call once at start, before the event loops run. Returns false where it cannot.
     @discardableResult
     public static func apply() -> Bool {

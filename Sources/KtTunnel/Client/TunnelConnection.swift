@@ -183,6 +183,9 @@ final class TunnelConnection: Sendable {
                 parent.close(promise: nil)
                 return
             }
+            if logger.logLevel <= .debug, let roundTrip = state.withLockedValue({ $0.lastRoundTrip }) {
+                logger.debug("tunnel keep-alive: round trip \(roundTrip.nanoseconds / 1000) µs")
+            }
             control?.writeAndFlush(ByteBuffer(string: "ping\n"), promise: nil)
             if control != nil { state.withLockedValue { $0.pings.append((.now(), nil)) } }
         }

@@ -52,14 +52,46 @@ public enum WebSocketMasking {
         }
         let key = WebSocketMaskingKey.random()
         frame.writeBytes(key)
-        let start = frame.writerIndex
-        if let prefix { frame.writeInteger(prefix) }
-        var payload = payload
-        frame.writeBuffer(&payload)
-        frame.withUnsafeMutableReadableBytes { bytes in
-            apply(key, to: UnsafeMutableRawBufferPointer(rebasing: bytes[start...]), offset: 0)
+        var offset = 0
+        if let prefix {
+            frame.writeInteger(prefix ^ key[0])
+            offset = 1
+        }
+        // Masked while copied: one pass over the payload, not a copy and then a masking pass.
+        let count = payload.readableBytes
+        frame.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { destination in
+            payload.withUnsafeReadableBytes { source in
+                copyMasked(key, from: source, to: destination, offset: offset)
+            }
+            return count
         }
         return frame
+    }
+
+    /// Writes `source` XORed with `key` into `destination` (at least as long), the first byte taking key byte
+    /// `offset % 4`.
+    static func copyMasked(
+        _ key: WebSocketMaskingKey, from source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawBufferPointer,
+        offset: Int
+    ) {
+        let count = source.count
+        guard count > 0, let from = source.baseAddress, let to = destination.baseAddress else { return }
+        var rotated: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &rotated) { bytes in
+            for index in 0..<8 { bytes[index] = key[(index + offset) % 4] }
+        }
+        let word = withUnsafeBytes(of: rotated) { $0.loadUnaligned(as: UInt64.self) }
+        var index = 0
+        while index + 8 <= count {
+            (to + index).storeBytes(of: (from + index).loadUnaligned(as: UInt64.self) ^ word, as: UInt64.self)
+            index += 8
+        }
+        while index < count {
+            to.storeBytes(
+                of: from.load(fromByteOffset: index, as: UInt8.self) ^ key[(index + offset) % 4],
+                toByteOffset: index, as: UInt8.self)
+            index += 1
+        }
     }
 }
 
