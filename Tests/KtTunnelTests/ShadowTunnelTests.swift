@@ -6,8 +6,8 @@ import NIOCore
 import NIOPosix
 import NIOSSH
 import ShadowKit
-import TunnelTestSupport
 import Testing
+import TunnelTestSupport
 
 /// KtTunnel's client against kt-shadow, both in this process, every socket in a throwaway namespace.
 @Suite(.serialized, .enabled(if: tunnelLabUnavailable == nil, "needs root, iproute2, ssh, curl and python3"))
