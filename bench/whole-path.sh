@@ -444,6 +444,8 @@ ktctl_stop() {  # ^C, as a user would: it removes its shadow pod
     stop "$row_pid"
 }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# The anonymous part: the process's own memory, without the binary's and the libraries' pages (shared, file-backed).
+anon_kib() { awk '/^RssAnon/ { print $2 }' "/proc/$1/status"; }
 
 dns() {  # key name count: DNS latency on the TUN's resolver
     local key=$1 name=$2 count=$3 p50 p99 failures noerror nxdomain
@@ -462,6 +464,7 @@ row_tun() {
     local before holder held
     before=$(rss_kib "$row_pid")
     put tun rss_idle_kib "$before"
+    put tun anon_idle_kib "$(anon_kib "$row_pid")"
     ip netns exec "$lab-ws" python3 "$scripts/whole-path-client.py" hold "$pod_ip" "$http_port" "$flows" \
         >"$work/hold.log" 2>&1 &
     holder=$!
@@ -486,8 +489,11 @@ row_tun() {
     say "  tun DNS: uncached p50 $(awk -F'\t' '$2 == "dns_uncached_p50" { print $3 }' "$results") ms," \
         "cached p50 $(awk -F'\t' '$2 == "dns_cached_p50" { print $3 }' "$results") ms"
     measure tun "$lab-ws" "$pod_ip" "$iperf_port" "$http_port" ""
-    sleep 2
+    put tun anon_busy_kib "$(anon_kib "$row_pid")"
+    # Idle again: the engine gives freed memory back after 2 s without packets.
+    sleep 4
     put tun rss_after_kib "$(rss_kib "$row_pid")"
+    put tun anon_after_kib "$(anon_kib "$row_pid")"
     ktctl_stop
 }
 

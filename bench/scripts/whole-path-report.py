@@ -161,7 +161,11 @@ def main():
                   f"| per idle flow ((with flows − idle) ÷ flows) "
                   f"| {'%.2f KiB' % per_flow if per_flow is not None else '—'} |",
                   f"| RSS 2 s after those flows closed | {cell('tun', 'rss_released_kib', 0)} KiB |",
-                  f"| RSS idle after all the transfers of the row | {cell('tun', 'rss_after_kib', 0)} KiB |",
+                  f"| RSS idle 4 s after all the transfers of the row | {cell('tun', 'rss_after_kib', 0)} KiB |",
+                  f"| of which anonymous (the process's own memory; the rest is the binary's and the libraries' "
+                  f"pages): just connected / right after the transfers / 4 s later "
+                  f"| {cell('tun', 'anon_idle_kib', 0)} / {cell('tun', 'anon_busy_kib', 0)} / "
+                  f"{cell('tun', 'anon_after_kib', 0)} KiB |",
                   "",
                   "DNS for the references: n/a (they carry no resolver; socks mode resolves names in the shadow, "
                   "inside each CONNECT).", ""]
