@@ -86,6 +86,8 @@ public final class TunEngine: @unchecked Sendable {
         var laptopClosed = false
         var outputClosed = false
         var remoteEOF = false
+        /// The flow's channel is gone after the far side finished: bytes the laptop still sends have no reader.
+        var remoteGone = false
         var stackShutdown = false
     }
 
@@ -196,6 +198,12 @@ public final class TunEngine: @unchecked Sendable {
                 trimmedSinceActivity = true
                 stack.releaseSpareBuffers()
                 AllocatorTuning.trim()
+                if logger.logLevel <= .debug {
+                    let pending = bridges.values.reduce(0) { $0 + $1.pending.reduce(0) { $0 + $1.readableBytes } }
+                    logger.debug(
+                        "engine idle: \(bridges.count) flows bridged (\(pending) bytes pending), \(stack.flowCount) in the stack, \(udpFlows.count) UDP flows"
+                    )
+                }
             }
             handleInbox()
             if descriptors[0].revents & Int16(POLLIN) != 0 {
@@ -279,15 +287,16 @@ public final class TunEngine: @unchecked Sendable {
                 guard let bridge = bridges[flow] else { continue }
                 bridges[flow]?.channel = nil
                 bridges[flow]?.handler = nil
-                if bridge.remoteEOF {
+                if bridge.remoteEOF || bridge.outputClosed {
                     // After its EOF the flow finishes in the stack: what is pending still goes to the laptop, then
-                    // FIN; what the laptop sends from then on has nowhere to go.
-                } else if bridge.outputClosed {
-                    // The laptop had finished sending and our EOF went out: the far side then closes the channel
-                    // instead of sending its own EOF (a peer that saw EOF answers with CLOSE, §8.5), which is its
-                    // end of the stream: FIN after what is pending, not a reset.
+                    // FIN. (When our EOF went out first, the far side closes the channel instead of sending its own
+                    // EOF — a peer that saw EOF answers with CLOSE, §8.5 — which is its end of the stream too.) What
+                    // the laptop sends from now on has no reader: it is answered with a reset, as the far side's
+                    // kernel would answer data for a closed socket, or the flow would hold it forever.
                     bridges[flow]?.remoteEOF = true
+                    bridges[flow]?.remoteGone = true
                     pumpToStack(flow)
+                    pumpToChannel(flow)
                 } else {
                     // The cluster side went away without finishing (reset, or the tunnel was lost): the laptop's
                     // program gets a reset.
@@ -423,7 +432,14 @@ public final class TunEngine: @unchecked Sendable {
 
     /// Bytes from the laptop (the stack's receive buffer) to the flow's channel, up to `inFlightLimit` unwritten.
     func pumpToChannel(_ flow: FlowID) {
-        guard var bridge = bridges[flow], let channel = bridge.channel else { return }
+        guard var bridge = bridges[flow] else { return }
+        guard let channel = bridge.channel else {
+            if bridge.remoteGone, bridge.stackReadable, stack.read(flow, maximum: Self.readChunk, now: now) != nil {
+                stack.abort(flow, now: now)
+                bridges[flow] = nil
+            }
+            return
+        }
         var batch: [ByteBuffer] = []
         var total = 0
         while bridge.stackReadable && bridge.inFlight < Self.inFlightLimit {

@@ -122,6 +122,27 @@ import TunnelTestSupport
         }
     }
 
+    /// The far side took the connection and closed it at once. The laptop gets FIN; bytes it sends after that have
+    /// no reader and are answered with a reset, as the far side's kernel would answer them. (They used to sit in the
+    /// stack's receive buffer until its window closed, and the flow, with up to 4 MiB, was never freed.)
+    @Test func bytesForAFarSideThatClosedAreAnsweredWithAReset() async throws {
+        try await EngineRig.with { rig in
+            let closing = try await rig.tcpServer { CloseAtOnce() }
+            rig.link.set(try await rig.shadowClient())
+            var peer = TCPPeer(rig, to: EngineRig.loopback, closing, port: 40006)
+            #expect(await peer.open())
+            #expect(await peer.run { $0.finished || $0.reset }, "no FIN from the far side's close")
+            #expect(!peer.reset)
+            // The first bytes still reach the far side's socket, whose kernel resets it: the channel closes.
+            peer.send(Array(repeating: 7, count: 2000))
+            _ = await peer.run(timeout: .milliseconds(500)) { $0.reset }
+            // Whatever comes after that has no reader.
+            if !peer.reset { peer.send(Array(repeating: 8, count: 2000)) }
+            #expect(await peer.run(timeout: .seconds(3)) { $0.reset }, "data after the far side closed was not reset")
+            #expect(await Self.counters(rig) { $0.openFlows == 0 }.openFlows == 0)
+        }
+    }
+
     /// The tunnel is lost: open flows are reset (their bytes have nowhere to go), new SYNs wait for the next tunnel
     /// and then go through it.
     @Test func aLostTunnelResetsItsFlowsAndTheNextOneCarriesNewOnes() async throws {
@@ -256,5 +277,14 @@ import TunnelTestSupport
         try await client.close()
         try await server.close()
         try await group.shutdownGracefully()
+    }
+}
+
+/// Closes each accepted connection as soon as it is up.
+final class CloseAtOnce: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.close(promise: nil)
     }
 }
