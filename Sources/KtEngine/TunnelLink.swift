@@ -75,9 +75,13 @@ public final class TunnelLink: Sendable {
         return promise.futureResult
     }
 
-    /// Dials `host:port` from the cluster side.
+    /// Dials `host:port` from the cluster side. With a tunnel in place the dial goes straight to its connection's
+    /// event loop (one hop from the caller's thread); otherwise it waits on `eventLoop` for the next tunnel.
     public func openTCP(host: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<TunnelFlow> {
-        waitForClient(on: eventLoop).flatMap { client in
+        if let client = state.withLockedValue({ $0.client }), client.failure == nil {
+            return client.openTCPFuture(host: host, port: port)
+        }
+        return waitForClient(on: eventLoop).flatMap { client in
             client.openTCPFuture(host: host, port: port)
         }
     }
