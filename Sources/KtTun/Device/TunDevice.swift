@@ -265,19 +265,7 @@ public final class TunDevice: PacketDevice, @unchecked Sendable {
     /// checksums to the kernel). Without a virtio header, metadata must be absent. Returns the syscalls made.
     @discardableResult
     public func write(offloaded packets: [OffloadedPacket]) throws(NetlinkError) -> Int {
-        let descriptor = self.descriptor
-        guard descriptor >= 0 else { throw NetlinkError(operation: "write to \(name)", code: EBADF) }
-        var header = ByteBuffer()
-        for item in packets {
-            if virtioHeader {
-                header.clear()
-                item.header.write(into: &header)
-                try writeVector(descriptor, header, item.packet)
-            } else {
-                precondition(item.header == .plain, "offload metadata on a TUN without a virtio header")
-                try writeVector(descriptor, nil, item.packet)
-            }
-        }
+        try writeEach(packets) { ($0.header, $0.packet) }
         return packets.count
     }
 
@@ -288,17 +276,25 @@ public final class TunDevice: PacketDevice, @unchecked Sendable {
     /// Writes packets with their offload metadata, turned into the virtio header here. Without a virtio header,
     /// metadata must be absent.
     public func writeDevicePackets(_ packets: [DevicePacket]) throws(NetlinkError) {
+        try writeEach(packets) { (VirtioNetHeader(offload: $0.offload, packet: $0.bytes), $0.bytes) }
+    }
+
+    /// One write per packet: its virtio header (which must be plain on a TUN without one) in front of its bytes.
+    private func writeEach<Item>(
+        _ items: [Item], _ parts: (Item) -> (header: VirtioNetHeader, bytes: ByteBuffer)
+    ) throws(NetlinkError) {
         let descriptor = self.descriptor
         guard descriptor >= 0 else { throw NetlinkError(operation: "write to \(name)", code: EBADF) }
-        var header = ByteBuffer()
-        for item in packets {
+        var scratch = ByteBuffer()
+        for item in items {
+            let (header, bytes) = parts(item)
             if virtioHeader {
-                header.clear()
-                VirtioNetHeader(offload: item.offload, packet: item.bytes).write(into: &header)
-                try writeVector(descriptor, header, item.bytes)
+                scratch.clear()
+                header.write(into: &scratch)
+                try writeVector(descriptor, scratch, bytes)
             } else {
-                precondition(item.offload == .none, "offload metadata on a TUN without a virtio header")
-                try writeVector(descriptor, nil, item.bytes)
+                precondition(header == .plain, "offload metadata on a TUN without a virtio header")
+                try writeVector(descriptor, nil, bytes)
             }
         }
     }
