@@ -128,12 +128,12 @@ final class ShadowConnection: GlobalRequestDelegate, @unchecked Sendable {
         let started = NIODeadline.now()
         return dialer.dial(host: host, port: port).always { result in
             self.pendingDials -= 1
-            let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000
+            let microseconds = (NIODeadline.now() - started).nanoseconds / 1000
             switch result {
             case .success:
-                self.logger.debug("dialed \(host):\(port) in \(milliseconds) ms")
+                self.logger.debug("dialed \(host):\(port) in \(microseconds) µs")
             case .failure(let error):
-                self.logger.debug("dial \(host):\(port) failed after \(milliseconds) ms: \(Dialer.failure(for: error))")
+                self.logger.debug("dial \(host):\(port) failed after \(microseconds) µs: \(Dialer.failure(for: error))")
             }
         }.flatMap { socket in
             // The connection may have ended while we dialed.

@@ -311,6 +311,10 @@ import Testing
         #expect(container["args"] == ["--listen", "127.0.0.1:2222"])
         #expect(container["readinessProbe"] == nil)
         #expect(container["ports"] == nil)
+        options.debug = true
+        let debugging = try ShadowPlan.pod(spec, options: options).raw
+        #expect(
+            debugging["spec"]?["containers"]?.arrayValue?.first?["args"] == ["--listen", "127.0.0.1:2222", "--debug"])
         let env = container["env"]?.arrayValue ?? []
         #expect(env.map { $0["name"]?.stringValue } == ["KT_AUTHORIZED_KEYS", "KT_HOST_KEY"])
         #expect(env[1]["valueFrom"]?["secretKeyRef"]?["name"]?.stringValue == "kt-connect-shadow-abcde")

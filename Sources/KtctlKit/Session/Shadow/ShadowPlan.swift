@@ -153,6 +153,8 @@ public enum ShadowPlan {
                 "capabilities": ["drop": ["ALL"]],
             ],
         ]
+        // `ktctl --debug` makes the shadow log its dials and channels too (`kubectl logs` shows them).
+        if options.debug { container["args"] = ["--listen", .string("127.0.0.1:\(sshPort)"), "--debug"] }
         // No readiness probe: the SSH port is on loopback, where a kubelet's probe cannot reach; ktctl's first
         // port-forward waits for it instead. Reverse-forward listeners are declared so that Services can name them.
         if !spec.ports.isEmpty {
