@@ -19,11 +19,17 @@ DEBIAN_PACKAGES := \
 	iproute2 nftables tcpdump bind9-dnsutils curl iperf3 socat python3 \
 	openssh-client openssh-server openssl util-linux python3-pip iputils-ping procps dbus-daemon faketime gcc libc6-dev \
 	python3-grpcio python3-websockets wrk nghttp2-client nghttp2-server \
+	umoci skopeo crun \
 	$(RESOLVED_LIBRARIES)
 # The reference tools bench/whole-path.sh measures ktctl against; `make bench` installs them (`make test` does not).
 BENCH_PACKAGES := sshuttle wireguard-go wireguard-tools
 
-.PHONY: deps build lint test demo fuzz bench clean
+# `make images`: OCI archives of kt-shadow and kt-router (scripts/make-image.sh). The tag is the one ktctl's default
+# --image and --router-image name (ClusterOptions.defaultImage, MeshCommand.defaultRouterImage; a test checks).
+IMAGE_TAG := 0.1.0
+IMAGES := .build/images
+
+.PHONY: deps build lint test demo fuzz bench images clean
 
 ## deps: install missing system packages (idempotent: apt runs only when something is missing)
 deps:
@@ -70,6 +76,15 @@ build: deps
 ## lint: swift-format in strict mode over every Swift file we wrote
 lint:
 	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests Fuzz bench/Package.swift bench/Sources
+
+## images: kt-shadow and kt-router in release with the Swift runtime linked in, each an OCI archive in .build/images
+## (no base image, nothing pulled; an archive newer than its binary is kept)
+images: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product kt-shadow
+	$(SWIFT) build -c release --static-swift-stdlib --product kt-router
+	@bin=$$($(SWIFT) build -c release --static-swift-stdlib --show-bin-path) && \
+		scripts/make-image.sh kt-shadow $(IMAGE_TAG) $$bin/kt-shadow $(IMAGES) 2222 --listen 0.0.0.0:2222 && \
+		scripts/make-image.sh kt-router $(IMAGE_TAG) $$bin/kt-router $(IMAGES) 18021
 
 ## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces), then the demo quietly
 test: build lint
