@@ -9,7 +9,9 @@ struct Ktlab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ktlab",
         abstract: "An embedded one-machine Kubernetes for trying ktctl and for its tests.",
-        subcommands: [Up.self, Down.self, Status.self, KubeconfigPath.self, Workstation.self, Serve.self])
+        subcommands: [
+            Up.self, Down.self, Status.self, KubeconfigPath.self, Workstation.self, Image.self, Serve.self,
+        ])
 
     struct Up: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a lab and return when its API answers.")
@@ -108,6 +110,49 @@ struct Ktlab: AsyncParsableCommand {
             var cArguments = argv.map { strdup($0) } + [nil]
             execv(ip, &cArguments)
             throw ValidationError("cannot run ip netns exec: errno \(errno)")
+        }
+    }
+
+    struct Image: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The lab's local images, which its pods run under crun.",
+            discussion: """
+                A pod whose image is a local image runs under crun (an OCI runtime) with the pod's user, \
+                read-only root, capabilities and volumes; other images run from ktlab's catalog as processes. A lab \
+                looks in the images loaded into it, then KTLAB_IMAGES (colon-separated directories), then \
+                .build/images beside ktlab's directory (make images).
+                """,
+            subcommands: [Load.self, List.self])
+
+        struct Load: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Load an OCI image archive (make images, skopeo copy ... oci-archive:FILE) into a lab.")
+            @Option(help: "The lab's name.") var name = "ktlab"
+            @Argument(help: "The archive.") var file: String
+
+            func run() throws {
+                do {
+                    for image in try LabImages.load(archive: file, lab: name) {
+                        print("loaded \(image.reference.familiar) \(image.digest) into lab \(name)")
+                    }
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+            }
+        }
+
+        struct List: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List the images a lab runs under crun.")
+            @Option(help: "The lab's name.") var name = "ktlab"
+
+            func run() throws {
+                let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+                do {
+                    print(LabImages.table(try LabImages.list(lab: name, binaries: me.path)))
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+            }
         }
     }
 

@@ -9,11 +9,18 @@ public struct ExecTarget: Sendable {
     public var networkNamespace: String
     public var workingDirectory: String
     public var environment: [String: String]
+    /// For a container that runs under an OCI runtime: the argv prefix that runs a command inside it (`crun exec
+    /// … ID`), which then carries the user, directory and environment itself.
+    public var runtimeExec: [String]?
 
-    public init(networkNamespace: String, workingDirectory: String, environment: [String: String]) {
+    public init(
+        networkNamespace: String, workingDirectory: String, environment: [String: String],
+        runtimeExec: [String]? = nil
+    ) {
         self.networkNamespace = networkNamespace
         self.workingDirectory = workingDirectory
         self.environment = environment
+        self.runtimeExec = runtimeExec
     }
 }
 
@@ -43,10 +50,15 @@ public final class ExecSession: ChannelInboundHandler, RemovableChannelHandler, 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Host.findExecutable("ip") ?? "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", target.networkNamespace] + command
-        process.environment = target.environment
-        process.currentDirectoryURL = URL(fileURLWithPath: target.workingDirectory)
+        if let runtimeExec = target.runtimeExec, let executable = runtimeExec.first {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = Array(runtimeExec.dropFirst()) + command
+        } else {
+            process.executableURL = URL(fileURLWithPath: Host.findExecutable("ip") ?? "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", target.networkNamespace] + command
+            process.environment = target.environment
+            process.currentDirectoryURL = URL(fileURLWithPath: target.workingDirectory)
+        }
         let output = Pipe()
         let errors = Pipe()
         let input = Pipe()

@@ -18,6 +18,9 @@ public final class Kubelet: Sendable {
     let group: any EventLoopGroup
     /// Mints the tokens mounted into pods (the API server checks them with the same key); nil: none are mounted.
     let serviceAccountTokens: ServiceAccountTokens?
+    /// Local OCI images; a container whose image is here runs under crun.
+    let images: ImageStore
+    let runtime: ContainerRuntime
 
     struct RunningPod {
         var index: Int
@@ -25,6 +28,8 @@ public final class Kubelet: Sendable {
         var ip: String
         var processes: [String: Process] = [:]
         var restarts: [String: Int] = [:]
+        /// crun's container ids, by container name, for those that run an image.
+        var runtimeIDs: [String: String] = [:]
         var stopped = false
         var terminating = false
     }
@@ -38,9 +43,11 @@ public final class Kubelet: Sendable {
 
     public init(
         layout: LabLayout, store: ObjectStore, group: any EventLoopGroup, binaries: String, logger: Logger,
-        serviceAccountTokens: ServiceAccountTokens? = nil
+        serviceAccountTokens: ServiceAccountTokens? = nil, images: ImageStore = ImageStore(directories: [])
     ) {
         self.serviceAccountTokens = serviceAccountTokens
+        self.images = images
+        self.runtime = ContainerRuntime(root: layout.runtimeDirectory)
         self.layout = layout
         self.store = store
         self.group = group
@@ -202,7 +209,30 @@ public final class Kubelet: Sendable {
         for container in containers {
             let containerName = container["name"]?.stringValue ?? "c"
             let image = container["image"]?.stringValue ?? ""
-            switch ImageCatalog.program(for: container, binaries: binaries) {
+            switch source(for: container) {
+            case .image(let local):
+                do {
+                    try launchImage(
+                        namespace: namespace, name: name, pod: pod, container: container, image: local,
+                        volumes: volumes)
+                    statuses.append(
+                        Self.containerStatus(
+                            containerName, image: image, state: ["running": ["startedAt": .string(now)]], ready: false,
+                            restarts: 0, imageID: "\(local.reference.repository)@\(local.digest)",
+                            containerID: pods.withLockedValue {
+                                $0[Self.key(namespace, name)]?.runtimeIDs[containerName]
+                            }
+                            .map { "crun://\($0)" }))
+                } catch {
+                    failed = true
+                    let reason = error is OCISpec.Refusal ? "CreateContainerConfigError" : "CreateContainerError"
+                    recordEvent(pod: pod, type: "Warning", reason: "Failed", message: "Error: \(error)")
+                    statuses.append(
+                        Self.containerStatus(
+                            containerName, image: image,
+                            state: ["waiting": ["reason": .string(reason), "message": .string("\(error)")]],
+                            ready: false, restarts: 0))
+                }
             case .pullFailure(let message):
                 failed = true
                 recordEvent(pod: pod, type: "Warning", reason: "Failed", message: message)
@@ -211,7 +241,7 @@ public final class Kubelet: Sendable {
                         containerName, image: image,
                         state: ["waiting": ["reason": "ErrImagePull", "message": .string(message)]],
                         ready: false, restarts: 0))
-            case .run(let arguments, let workingDirectory):
+            case .process(let arguments, let workingDirectory):
                 do {
                     try launch(
                         namespace: namespace, name: name, pod: pod, container: container, arguments: arguments,
@@ -332,6 +362,10 @@ public final class Kubelet: Sendable {
         }
         try Host.launch(process)
         pods.withLockedValue { $0[key]?.processes[containerName] = process }
+        recordEvent(
+            pod: pod, type: "Normal", reason: "Started",
+            message: "Started container \(containerName) as a process from ktlab's catalog (no local image "
+                + "\(container["image"]?.stringValue ?? ""); ktlab image list): \(arguments.first ?? "")")
         logger.info(
             "pod \(namespace)/\(name) container \(containerName): \(arguments.joined(separator: " ")) (pid \(process.processIdentifier))"
         )
@@ -359,9 +393,29 @@ public final class Kubelet: Sendable {
         let containers = pod["spec"]?["containers"]?.arrayValue ?? []
         guard
             let container = requested.map({ wanted in containers.first { $0["name"]?.stringValue == wanted } })
-                ?? containers.first,
-            case .run(_, let workingDirectory) = ImageCatalog.program(for: container, binaries: binaries)
+                ?? containers.first
         else { return nil }
+        let containerName = container["name"]?.stringValue ?? "c"
+        if let id = running.runtimeIDs[containerName],
+            let spec = try? JSONValue(
+                json: Data(
+                    contentsOf: URL(fileURLWithPath: bundleDirectory(namespace, name, containerName) + "/config.json")))
+        {
+            // Inside the container, as its process runs: its user, directory and environment.
+            let process = spec["process"] ?? [:]
+            var environment: [String: String] = [:]
+            for entry in (process["env"]?.arrayValue ?? []).compactMap(\.stringValue) {
+                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { environment[parts[0]] = parts[1] }
+            }
+            let user = "\(process["user"]?["uid"]?.intValue ?? 0):\(process["user"]?["gid"]?.intValue ?? 0)"
+            let directory = process["cwd"]?.stringValue ?? "/"
+            return ExecTarget(
+                networkNamespace: running.namespace, workingDirectory: directory, environment: environment,
+                runtimeExec: runtime.execCommand(
+                    id: id, user: user, workingDirectory: directory, environment: environment, command: []))
+        }
+        guard case .process(_, let workingDirectory) = source(for: container) else { return nil }
         let root = directory(namespace: namespace, name: name, container: container["name"]?.stringValue ?? "c")
         let cwd = root + (workingDirectory.hasPrefix("/") ? workingDirectory : "/" + workingDirectory)
         return ExecTarget(
@@ -465,23 +519,29 @@ public final class Kubelet: Sendable {
             guard let self, let current = try? self.store.get(Pod.resource, namespace: namespace, name: name),
                 self.pods.withLockedValue({ $0[key].map { !$0.stopped } ?? false })
             else { return }
-            if case .run(let arguments, let directory) = ImageCatalog.program(for: container, binaries: self.binaries) {
-                let volumes = self.volumeDirectories(namespace: namespace, name: name, pod: current)
+            let volumes = self.volumeDirectories(namespace: namespace, name: name, pod: current)
+            switch self.source(for: container) {
+            case .image(let image):
+                try? self.launchImage(
+                    namespace: namespace, name: name, pod: current, container: container, image: image,
+                    volumes: volumes)
+            case .process(let arguments, let directory):
                 try? self.launch(
                     namespace: namespace, name: name, pod: current, container: container, arguments: arguments,
                     workingDirectory: directory, volumes: volumes)
-                self.updateStatus(namespace, name) { podStatus in
-                    var statuses = podStatus["containerStatuses"]?.arrayValue ?? []
-                    for index in statuses.indices where statuses[index]["name"]?.stringValue == containerName {
-                        statuses[index]["state"] = ["running": ["startedAt": .string(RFC3339.format(Date()))]]
-                    }
-                    podStatus["containerStatuses"] = .array(statuses)
-                }
-                let ip = self.pods.withLockedValue { $0[key]?.ip } ?? ""
-                self.probeUntilReady(
-                    namespace: namespace, name: name, ip: ip,
-                    containers: current["spec"]?["containers"]?.arrayValue ?? [])
+            case .pullFailure:
+                return
             }
+            self.updateStatus(namespace, name) { podStatus in
+                var statuses = podStatus["containerStatuses"]?.arrayValue ?? []
+                for index in statuses.indices where statuses[index]["name"]?.stringValue == containerName {
+                    statuses[index]["state"] = ["running": ["startedAt": .string(RFC3339.format(Date()))]]
+                }
+                podStatus["containerStatuses"] = .array(statuses)
+            }
+            let ip = self.pods.withLockedValue { $0[key]?.ip } ?? ""
+            self.probeUntilReady(
+                namespace: namespace, name: name, ip: ip, containers: current["spec"]?["containers"]?.arrayValue ?? [])
         }
     }
 
@@ -630,6 +690,10 @@ public final class Kubelet: Sendable {
                     for process in self.pods.withLockedValue({ $0[key]?.processes.values.map { $0 } ?? [] }) {
                         killpg(process.processIdentifier, SIGKILL)
                     }
+                    // crun's container runs in a session of its own: killing crun does not end it.
+                    for id in self.pods.withLockedValue({ $0[key]?.runtimeIDs.values.map { $0 } ?? [] }) {
+                        self.runtime.kill(id: id, signal: "KILL", all: true)
+                    }
                     break
                 }
                 try? await Task.sleep(for: .milliseconds(100))
@@ -687,6 +751,10 @@ public final class Kubelet: Sendable {
             })
         else { return }
         for process in pod.processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for id in pod.runtimeIDs.values {
+            runtime.kill(id: id, signal: "KILL", all: true)
+            runtime.delete(id: id)
+        }
         Host.deleteNamespace(pod.namespace)
         try? FileManager.default.removeItem(atPath: "\(layout.podsDirectory)/\(namespace)_\(name)")
         logger.info("pod \(namespace)/\(name) stopped")
@@ -716,13 +784,14 @@ public final class Kubelet: Sendable {
         ]
     }
 
-    static func containerStatus(_ name: String, image: String, state: JSONValue, ready: Bool, restarts: Int)
-        -> JSONValue
-    {
+    static func containerStatus(
+        _ name: String, image: String, state: JSONValue, ready: Bool, restarts: Int, imageID: String? = nil,
+        containerID: String? = nil
+    ) -> JSONValue {
         [
             "name": .string(name), "image": .string(image),
-            "imageID": .string("ktlab://\(ImageCatalog.repository(of: image))"),
-            "containerID": .string("ktlab://\(UUID().uuidString.lowercased())"), "ready": .bool(ready),
+            "imageID": .string(imageID ?? "ktlab://\(ImageCatalog.repository(of: image))"),
+            "containerID": .string(containerID ?? "ktlab://\(UUID().uuidString.lowercased())"), "ready": .bool(ready),
             "restartCount": .int(Int64(restarts)), "started": .bool(state["running"] != nil), "state": state,
             "lastState": [:],
         ]

@@ -185,6 +185,18 @@ extension Kubelet {
     /// (`kube-api-access-*`), under `<root>/var/run/secrets/kubernetes.io/serviceaccount`; nil when the pod (or its
     /// account) says `automountServiceAccountToken: false` or the lab mints no tokens. Returns the directory.
     func mountServiceAccount(namespace: String, name: String, pod: JSONValue, into root: String) throws -> String? {
+        guard let directory = try writeServiceAccount(namespace: namespace, name: name, pod: pod) else { return nil }
+        let manager = FileManager.default
+        let link = root + ClusterAccess.serviceAccountDirectory
+        try manager.createDirectory(
+            atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        if (try? manager.destinationOfSymbolicLink(atPath: link)) != nil { try manager.removeItem(atPath: link) }
+        try manager.createSymbolicLink(atPath: link, withDestinationPath: directory)
+        return link
+    }
+
+    /// The pod's service account token, CA and namespace in a volume directory of the pod (nil: none is mounted).
+    func writeServiceAccount(namespace: String, name: String, pod: JSONValue) throws -> String? {
         guard let tokens = serviceAccountTokens else { return nil }
         let account = pod["spec"]?["serviceAccountName"]?.stringValue ?? "default"
         let stored = try? store.get(ResourceRegistry.serviceAccount, namespace: namespace, name: account)
@@ -205,12 +217,39 @@ extension Kubelet {
                     atPath: "\(directory)/\(file)", contents: data, attributes: [.posixPermissions: 0o644])
             else { throw VolumeError(message: "cannot write the service account's \(file)", waits: false) }
         }
-        let link = root + ClusterAccess.serviceAccountDirectory
-        try manager.createDirectory(
-            atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        if (try? manager.destinationOfSymbolicLink(atPath: link)) != nil { try manager.removeItem(atPath: link) }
-        try manager.createSymbolicLink(atPath: link, withDestinationPath: directory)
-        return link
+        return directory
+    }
+
+    /// A container's volumeMounts as bind mounts (for a container under crun), checked as `mount` checks them.
+    func bindMounts(_ volumes: [String: String], for container: JSONValue) throws -> [OCISpec.Mount] {
+        let containerName = container["name"]?.stringValue ?? "c"
+        var mounts: [OCISpec.Mount] = []
+        for mount in container["volumeMounts"]?.arrayValue ?? [] {
+            guard let volume = mount["name"]?.stringValue, let mountPath = mount["mountPath"]?.stringValue else {
+                continue
+            }
+            guard let directory = volumes[volume] else {
+                throw VolumeError(
+                    message: "container \(containerName): volumeMount \"\(volume)\" names no volume of the pod",
+                    waits: false)
+            }
+            let subPath = mount["subPath"]?.stringValue ?? ""
+            guard mountPath.hasPrefix("/"), !mountPath.split(separator: "/").contains(".."),
+                !subPath.hasPrefix("/"), !subPath.split(separator: "/").contains("..")
+            else {
+                throw VolumeError(
+                    message: "container \(containerName): volumeMount \"\(volume)\" needs an absolute mountPath "
+                        + "and a relative subPath without '..'", waits: false)
+            }
+            let source = subPath.isEmpty ? directory : directory + "/" + subPath
+            if !subPath.isEmpty && !FileManager.default.fileExists(atPath: source) {
+                try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+            }
+            mounts.append(
+                OCISpec.Mount(
+                    source: source, destination: mountPath, readOnly: mount["readOnly"]?.boolValue ?? false))
+        }
+        return mounts
     }
 
     func mount(_ volumes: [String: String], into root: String, for container: JSONValue) throws {

@@ -204,7 +204,35 @@ public enum LabControl {
         where layout.owns(namespace: entry) {
             try? FileManager.default.removeItem(atPath: "/etc/netns/\(entry)")
         }
+        // Containers crun still knows (a server that was killed): their processes, then their state.
+        let runtime = ContainerRuntime(root: layout.runtimeDirectory)
+        if ContainerRuntime.isInstalled && FileManager.default.fileExists(atPath: layout.runtimeDirectory) {
+            for id in runtime.list() { progress("removing container \(id)") }
+            runtime.removeAll()
+        }
+        // Nothing the lab makes is mounted in this namespace (crun mounts inside each container's own); should
+        // something be, it is unmounted before its directory goes, never removed through.
+        let mounted = mountPoints(under: layout.directory)
+        for point in mounted.reversed() {
+            progress("unmounting \(point)")
+            _ = try? Host.run(["umount", "-l", point], allowFailure: true)
+        }
+        if !mountPoints(under: layout.directory).isEmpty {
+            throw Failure("\(layout.directory) still has mounts in it; it is left in place (see /proc/self/mountinfo)")
+        }
         try? FileManager.default.removeItem(atPath: layout.directory)
+    }
+
+    /// Mount points at or below `directory`, in the order they were mounted.
+    static func mountPoints(under directory: String) -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            // Spaces and other bytes in a path are octal escapes (\040).
+            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            return point == directory || point.hasPrefix(directory + "/") ? point : nil
+        }
     }
 
     /// Processes running `ktlab serve --name <name>`.

@@ -27,6 +27,12 @@ public struct LabLayout: Codable, Sendable, Hashable {
     public var hostKubeconfig: String { "\(directory)/kubeconfig" }
     public var workstationKubeconfig: String { "\(directory)/kubeconfig-ws" }
     public var podsDirectory: String { "\(directory)/pods" }
+    /// Image archives loaded into this lab (`ktlab image load`).
+    public var imagesDirectory: String { "\(directory)/images" }
+    /// Images unpacked for crun, one tree per digest.
+    public var rootfsDirectory: String { "\(directory)/rootfs" }
+    /// crun's state (`--root`).
+    public var runtimeDirectory: String { "\(directory)/crun" }
     /// Restricted users' bearer tokens (`UserTokens`, mode 0600), made by `ktlab kubeconfig --user`.
     public var usersFile: String { "\(directory)/users.json" }
 

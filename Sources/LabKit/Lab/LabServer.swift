@@ -8,6 +8,18 @@ import NIOPosix
 /// `ktlab serve`: the long-running part of a lab (started by `up`): the API server on the node's link address
 /// (for the workstation) and on the host's 127.0.0.1, with the node object registered.
 public enum LabServer {
+    /// Where a lab finds images to run under crun: those loaded into it (`ktlab image load`), then the directories
+    /// of `KTLAB_IMAGES` (colon-separated), then `images/` beside the binaries' directory or its parent (`.build/images`,
+    /// where `make images` writes them, for ktlab in `.build/<triple>/debug`).
+    public static func imageDirectories(_ layout: LabLayout, binaries: String) -> [String] {
+        let configured = (ProcessInfo.processInfo.environment["KTLAB_IMAGES"] ?? "").split(separator: ":").map(
+            String.init)
+        // `.build/debug` is a link to `.build/<triple>/debug`, and the running binary's path is the resolved one.
+        let parent = URL(fileURLWithPath: binaries).deletingLastPathComponent()
+        let beside = [parent, parent.deletingLastPathComponent()].map { $0.appendingPathComponent("images").path }
+        return [layout.imagesDirectory] + configured + beside
+    }
+
     public static func run(name: String, logger: Logger) async throws {
         guard var state = LabState.read(name) else {
             throw LabControl.Failure("lab \"\(name)\" has no state in \(LabLayout.stateRoot)/\(name); run `ktlab up`")
@@ -20,7 +32,7 @@ public enum LabServer {
         let tokens = ServiceAccountTokens()
         let kubelet = Kubelet(
             layout: layout, store: store, group: group, binaries: binaries, logger: logger,
-            serviceAccountTokens: tokens)
+            serviceAccountTokens: tokens, images: ImageStore(directories: imageDirectories(layout, binaries: binaries)))
         let handler = APIHandler(
             store: store, admission: admission, serverAddress: "\(layout.nodeLinkAddress):\(layout.apiPort)",
             logPath: { pod, container in kubelet.logPath(pod: pod, container: container) })
