@@ -87,7 +87,7 @@ images: deps
 		scripts/make-image.sh kt-router $(IMAGE_TAG) $$bin/kt-router $(IMAGES) 18021
 
 ## test: deps + build + lint + every test (unit, property, end-to-end in network namespaces), then the demo quietly
-test: build lint
+test: build lint images
 	@set -o pipefail; $(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
 	@echo "== make demo, quietly:"; scripts/demo.sh --quiet && echo "demo: all five curls printed the page"

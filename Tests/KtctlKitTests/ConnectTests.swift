@@ -10,9 +10,11 @@ import Testing
 @Suite(.serialized, .enabled(if: TestNamespace.unavailableReason == nil)) struct ConnectTests {
     static var kubectl: String? { RunningLab.tool("kubectl") }
 
+    /// The shadow runs from the real image (`make images`), under crun: UID 65532, no capabilities, a read-only root.
     @Test(.enabled(if: kubectl != nil)) func tunModeReachesPodsServicesAndNames() async throws {
         let kubectl = try #require(Self.kubectl)
         let ktctl = try #require(builtExecutable("ktctl"))
+        try #require(builtImage("kt-shadow") != nil, "no .build/images/kt-shadow.tar: run `make images` first")
         try await RunningLab.with { lab in
             // The seed's commands.
             let (podIP, clusterIP) = try await lab.deploySeedTomcat(kubectl)
@@ -36,11 +38,42 @@ import Testing
                 workstation,
                 [
                     ktctl, "connect", "--kubeconfig", "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-n",
-                    "default",
-                    "--image", "kt-shadow:dev", "--state-dir", state,
+                    "default", "--state-dir", state,
                 ])
             defer { connect.stop() }
             try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+
+            // ktctl's default image is the one `make images` builds; the lab ran it under crun.
+            let shadow = try #require(
+                try await lab.client.list(
+                    Pod.self, options: ListOptions(labelSelector: "app.kubernetes.io/managed-by=ktctl")
+                ).items.first)
+            let status = try #require(shadow.raw["status"]?["containerStatuses"]?.arrayValue?.first)
+            #expect(status["image"]?.stringValue == "kt-shadow:0.1.0")
+            let containerID = try #require(status["containerID"]?.stringValue)
+            #expect(containerID.hasPrefix("crun://"), "\(containerID)")
+            #expect(status["imageID"]?.stringValue?.hasPrefix("docker.io/library/kt-shadow@sha256:") == true)
+            let described = try await lab.kubectl(kubectl, ["describe", "pod", shadow.name])
+            #expect(
+                described.output.contains(
+                    "under crun (OCI runtime) as uid 65532 gid 65532, root file system read-only"),
+                "\(described.output)")
+            let crunID = String(containerID.dropFirst("crun://".count))
+            let crun = try await TestNamespace.run(["pgrep", "-f", "^/usr/bin/crun .* run --bundle .* \(crunID)$"])
+            let crunPID = try #require(Int32(crun.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let child = try await TestNamespace.run(["pgrep", "-P", "\(crunPID)"])
+            let shadowPID = try #require(Int32(child.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let processStatus = try String(contentsOfFile: "/proc/\(shadowPID)/status", encoding: .utf8)
+            #expect(processStatus.contains("Uid:\t65532\t65532\t65532\t65532"), "\(processStatus)")
+            #expect(processStatus.contains("Gid:\t65532\t65532\t65532\t65532"), "\(processStatus)")
+            #expect(processStatus.contains("CapEff:\t0000000000000000"), "\(processStatus)")
+            #expect(processStatus.contains("NoNewPrivs:\t1"), "\(processStatus)")
+            #expect(
+                try String(contentsOfFile: "/proc/\(shadowPID)/cmdline", encoding: .utf8).hasPrefix(
+                    "/usr/local/bin/kt-shadow\u{0}"))
+            // Its root, seen through its own mounts, refuses writes (even root's).
+            let write = try await TestNamespace.run(["touch", "/proc/\(shadowPID)/root/written"])
+            #expect(write.status != 0 && write.error.contains("Read-only file system"), "\(write.error)")
 
             for url in [
                 "http://\(podIP):8080", "http://\(clusterIP):8080", "http://tomcat:8080", "http://tomcat.default:8080",
@@ -54,6 +87,27 @@ import Testing
             #expect(dig.output == "\(clusterIP)\n")
             let upstream = try await workstation.run(["dig", "+short", "+time=3", "api.lab.test"])
             #expect(upstream.output == "\(try lab.nodeLinkAddress)\n", "\(upstream.error)")
+            // ICMP echo and UDP, answered from the cluster side through the shadow's image.
+            let ping = try await workstation.run(["ping", "-c", "2", "-W", "3", podIP])
+            #expect(ping.status == 0, "\(ping.output) \(ping.error)")
+            var echo = Container(name: "echo", image: "python:3")
+            echo.command = ["python3", "-c", Self.udpEchoServer]
+            _ = try await lab.client.create(
+                Pod(metadata: ObjectMeta(name: "udpecho"), spec: PodSpec(containers: [echo])))
+            let echoIP = try #require(try await lab.waitReady("udpecho").status?.podIP)
+            let udpClient = """
+                import socket, sys
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.settimeout(1)
+                for attempt in range(15):
+                    s.sendto(b"through the image", (sys.argv[1], 9999))
+                    try:
+                        print(s.recvfrom(100)[0].decode()); break
+                    except socket.timeout:
+                        pass
+                """
+            let udp = try await workstation.run(["python3", "-c", udpClient, echoIP])
+            #expect(udp.output == "echo through the image\n", "\(udp.error)")
             // A service created after connect resolves within 5 s.
             #expect(
                 try await lab.kubectl(

@@ -139,6 +139,12 @@ public final class BackgroundProcess: @unchecked Sendable {
 }
 
 /// The path of an executable this package built (`ktctl`, `kt-shadow`), debug or release, or nil.
+/// An image archive `make images` wrote (`.build/images/<name>.tar`), or nil.
+public func builtImage(_ name: String) -> String? {
+    let path = "\(repositoryRoot)/.build/images/\(name).tar"
+    return FileManager.default.fileExists(atPath: path) ? path : nil
+}
+
 public func builtExecutable(_ name: String) -> String? {
     let candidates = ["debug", "release"].map { "\(repositoryRoot)/.build/\($0)/\(name)" }
     return candidates.first { access($0, X_OK) == 0 }

@@ -27,7 +27,7 @@ public struct MeshOptions: Sendable {
     public var skipPortChecking = false
     public var leaseDuration = SessionLease.defaultDuration
 
-    public static let defaultRouterImage = "ghcr.io/ktconnect-swift/kt-router:0.1.0"
+    public static let defaultRouterImage = "kt-router:0.1.0"
 
     public init(
         cluster: ClusterOptions, stateDirectory: String, target: WorkloadTarget, expose: [ExposedPort],
@@ -421,6 +421,16 @@ public enum MeshCommand {
         while ContinuousClock.now < deadline {
             let current = try await client.get(Pod.self, name: pod.name, namespace: namespace)
             if current.status?.isReady == true { return }
+            let waiting = (current.raw["status"]?["containerStatuses"]?.arrayValue ?? []).compactMap {
+                $0["state"]?["waiting"]
+            }.first
+            if let reason = waiting?["reason"]?.stringValue, ImagePull.failureReasons.contains(reason) {
+                throw ConnectError.other(
+                    "the router pod \(pod.name) cannot pull its image \(options.routerImage) (\(reason): "
+                        + "\(waiting?["message"]?.stringValue ?? "")). "
+                        + ImagePull.advice(
+                            image: options.routerImage, flag: "--router-image", product: "kt-router", command: "mesh"))
+            }
             if ContinuousClock.now - said > .seconds(5) {
                 said = ContinuousClock.now
                 print("ktctl: the router pod is \(current.status?.phase ?? "Pending") (still waiting)")

@@ -17,7 +17,7 @@ public struct ClusterOptions: Sendable {
     public var timeout: Duration = .seconds(120)
     public var debug = false
 
-    public static let defaultImage = "ghcr.io/ktconnect-swift/kt-shadow:0.1.0"
+    public static let defaultImage = "kt-shadow:0.1.0"
 
     public init(image: String = ClusterOptions.defaultImage) {
         self.image = image

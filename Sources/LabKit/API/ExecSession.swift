@@ -9,13 +9,13 @@ public struct ExecTarget: Sendable {
     public var networkNamespace: String
     public var workingDirectory: String
     public var environment: [String: String]
-    /// For a container that runs under an OCI runtime: the argv prefix that runs a command inside it (`crun exec
-    /// … ID`), which then carries the user, directory and environment itself.
-    public var runtimeExec: [String]?
+    /// For a container that runs under an OCI runtime: the argv that runs a command inside it (`crun exec …`),
+    /// which then carries the container's user, groups, capabilities, directory and environment itself.
+    public var runtimeExec: (@Sendable ([String]) throws -> [String])?
 
     public init(
         networkNamespace: String, workingDirectory: String, environment: [String: String],
-        runtimeExec: [String]? = nil
+        runtimeExec: (@Sendable ([String]) throws -> [String])? = nil
     ) {
         self.networkNamespace = networkNamespace
         self.workingDirectory = workingDirectory
@@ -50,9 +50,9 @@ public final class ExecSession: ChannelInboundHandler, RemovableChannelHandler, 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let process = Process()
-        if let runtimeExec = target.runtimeExec, let executable = runtimeExec.first {
+        if let runtimeExec = target.runtimeExec, let argv = try? runtimeExec(command), let executable = argv.first {
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = Array(runtimeExec.dropFirst()) + command
+            process.arguments = Array(argv.dropFirst())
         } else {
             process.executableURL = URL(fileURLWithPath: Host.findExecutable("ip") ?? "/usr/sbin/ip")
             process.arguments = ["netns", "exec", target.networkNamespace] + command

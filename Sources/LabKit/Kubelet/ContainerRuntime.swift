@@ -42,15 +42,6 @@ public struct ContainerRuntime: Sendable {
         command(["run", "--bundle", bundle, id])
     }
 
-    /// `kubectl exec`: a process inside the container, as its user (or `user`), in `workingDirectory`.
-    public func execCommand(
-        id: String, user: String, workingDirectory: String, environment: [String: String], command argv: [String]
-    ) -> [String] {
-        var arguments = ["exec", "--user", user, "--cwd", workingDirectory]
-        for key in environment.keys.sorted() { arguments += ["--env", "\(key)=\(environment[key] ?? "")"] }
-        return command(arguments + [id] + argv)
-    }
-
     /// Sends a signal to the container's main process (`all`: to every process in it).
     public func kill(id: String, signal: String, all: Bool = false) {
         _ = try? Host.run(command(["kill"] + (all ? ["--all"] : []) + [id, signal]), allowFailure: true)

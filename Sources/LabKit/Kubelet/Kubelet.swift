@@ -396,24 +396,21 @@ public final class Kubelet: Sendable {
                 ?? containers.first
         else { return nil }
         let containerName = container["name"]?.stringValue ?? "c"
-        if let id = running.runtimeIDs[containerName],
-            let spec = try? JSONValue(
-                json: Data(
-                    contentsOf: URL(fileURLWithPath: bundleDirectory(namespace, name, containerName) + "/config.json")))
-        {
-            // Inside the container, as its process runs: its user, directory and environment.
-            let process = spec["process"] ?? [:]
-            var environment: [String: String] = [:]
-            for entry in (process["env"]?.arrayValue ?? []).compactMap(\.stringValue) {
-                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-                if parts.count == 2 { environment[parts[0]] = parts[1] }
-            }
-            let user = "\(process["user"]?["uid"]?.intValue ?? 0):\(process["user"]?["gid"]?.intValue ?? 0)"
-            let directory = process["cwd"]?.stringValue ?? "/"
+        if let id = running.runtimeIDs[containerName] {
+            // Inside the container, as its own process runs: the spec's user, groups, capabilities, directory and
+            // environment, with the command as args (`crun exec --process`, written beside the bundle's config).
+            let bundle = bundleDirectory(namespace, name, containerName)
+            let runtime = self.runtime
             return ExecTarget(
-                networkNamespace: running.namespace, workingDirectory: directory, environment: environment,
-                runtimeExec: runtime.execCommand(
-                    id: id, user: user, workingDirectory: directory, environment: environment, command: []))
+                networkNamespace: running.namespace, workingDirectory: "/", environment: [:],
+                runtimeExec: { command in
+                    let spec = try JSONValue(json: Data(contentsOf: URL(fileURLWithPath: bundle + "/config.json")))
+                    var process = spec["process"] ?? [:]
+                    process["args"] = .array(command.map { .string($0) })
+                    let file = "\(bundle)/exec-\(UUID().uuidString.lowercased()).json"
+                    try process.jsonData().write(to: URL(fileURLWithPath: file))
+                    return runtime.command(["exec", "--process", file, id])
+                })
         }
         guard case .process(_, let workingDirectory) = source(for: container) else { return nil }
         let root = directory(namespace: namespace, name: name, container: container["name"]?.stringValue ?? "c")

@@ -74,6 +74,10 @@ extension Kubelet {
             }
             let directory = volumeDirectory(namespace: namespace, name: name, volume: volumeName)
             try write(files, into: directory, volume: volumeName)
+            if volume["emptyDir"] != nil {
+                // World-writable, as a kubelet makes it: any user of the pod's containers writes there.
+                try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory)
+            }
             directories[volumeName] = directory
         }
         return directories

@@ -100,10 +100,11 @@ public final class ShadowSession: @unchecked Sendable {
             let waiting = statuses.compactMap { $0["state"]?["waiting"] }.first
             let reason = waiting?["reason"]?.stringValue
             let message = waiting?["message"]?.stringValue ?? ""
-            if let reason, ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"].contains(reason) {
+            if let reason, ImagePull.failureReasons.contains(reason) {
                 throw ConnectError.shadow(
-                    "the shadow pod \(podName) cannot pull its image \(options.image) (\(reason): \(message)); "
-                        + "pass --image with an image this cluster can pull (and --image-pull-secret if it needs one)")
+                    "the shadow pod \(podName) cannot pull its image \(options.image) (\(reason): \(message)). "
+                        + ImagePull.advice(
+                            image: options.image, flag: "--image", product: "kt-shadow", command: spec.role.rawValue))
             }
             if let reason, ["CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError"].contains(reason) {
                 throw ConnectError.shadow(
