@@ -6,7 +6,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 60
-FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy FuzzFlags
+FUZZERS := FuzzIPv4 FuzzIPv6 FuzzTCP FuzzUDP FuzzICMP FuzzDNS FuzzAddressText FuzzStack FuzzTunnel FuzzKube FuzzProxy FuzzFlags FuzzImage
 FUZZ_BUILD := .build-fuzz
 
 # What the unpacked systemd-resolved (below) links against, besides libsystemd-shared unpacked with it.

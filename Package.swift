@@ -13,7 +13,7 @@ let fuzzing = ProcessInfo.processInfo.environment["KT_FUZZ"] == "1"
 /// One fuzzer per parser; each lives in `Fuzz/<name>/` and drives one KtWire entry point.
 let fuzzers = [
     "FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel",
-    "FuzzKube", "FuzzProxy", "FuzzFlags",
+    "FuzzKube", "FuzzProxy", "FuzzFlags", "FuzzImage",
 ]
 
 var targets: [Target] = [
@@ -301,7 +301,8 @@ if fuzzing {
                 + (name == "FuzzTunnel" ? ["KtTunnel", "ShadowKit"] : [])
                 + (name == "FuzzKube" ? ["KubeKit"] : [])
                 + (name == "FuzzProxy" ? ["KtEngine"] : [])
-                + (name == "FuzzFlags" ? ["KtctlKit", "KubeKit", "RouterKit"] : []),
+                + (name == "FuzzFlags" ? ["KtctlKit", "KubeKit", "RouterKit"] : [])
+                + (name == "FuzzImage" ? ["LabKit", "KubeKit"] : []),
             path: "Fuzz/\(name)"
         )
     }

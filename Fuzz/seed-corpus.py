@@ -4,6 +4,7 @@
 Usage: seed-corpus.py CORPUS_DIR. Writes CORPUS_DIR/<Fuzzer>/seed-<name>; existing files are kept, so the
 corpus grows across runs.
 """
+import json
 import os
 import re
 import sys
@@ -23,7 +24,7 @@ def transport(packet):
     return packet[40:]
 
 
-seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube", "FuzzProxy", "FuzzFlags"]}
+seeds = {name: [] for name in ["FuzzIPv4", "FuzzIPv6", "FuzzTCP", "FuzzUDP", "FuzzICMP", "FuzzDNS", "FuzzAddressText", "FuzzStack", "FuzzTunnel", "FuzzKube", "FuzzProxy", "FuzzFlags", "FuzzImage"]}
 for name, data in fixtures.items():
     if name.startswith("dns"):
         seeds["FuzzDNS"].append((name, data))
@@ -55,6 +56,17 @@ seeds["FuzzTunnel"] += [
      b"options ndots:5 timeout:2\n"),
     ("hosts", b"\x04127.0.0.1 localhost\n10.1.2.3 shadow shadow-abc # pod\n"),
     ("keys", b"\x05# session\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhpaGlodGhpc2lzbm90YXJlYWxrZXlhdGFsbDAwMDA= kt\n"),
+]
+
+# FuzzImage: a selector byte, then an image name or a pod document.
+seeds["FuzzImage"] += [
+    ("name-short", b"\x00kt-shadow:0.1.0"),
+    ("name-registry", b"\x00localhost:5000/team/kt-shadow:dev"),
+    ("name-digest", b"\x00ghcr.io/a/b@sha256:" + b"a" * 64),
+    ("pod", b"\x01" + json.dumps({"metadata": {"name": "p"}, "spec": {"securityContext": {"runAsUser": 1,
+        "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 1"}]}, "containers": [{"name": "c",
+        "command": ["/a"], "args": ["b"], "securityContext": {"readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["net_admin"]}}}]}}).encode()),
 ]
 
 # FuzzKube: a selector byte, then a kubeconfig, a watch body, an exec answer, an error body or an object.

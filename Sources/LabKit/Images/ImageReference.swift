@@ -38,9 +38,16 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         if !hasRegistry {
             if components.count == 1 { components.insert("library", at: 0) }
             components.insert("docker.io", at: 0)
-        } else if first == "index.docker.io" || first == "registry-1.docker.io" {
+        } else if ["docker.io", "index.docker.io", "registry-1.docker.io"].contains(first) {
             components[0] = "docker.io"
             if components.count == 2 { components.insert("library", at: 1) }
+        }
+        if hasRegistry {
+            let hostAndPort = first.split(separator: ":", omittingEmptySubsequences: false)
+            guard hostAndPort.count <= 2, !hostAndPort[0].isEmpty,
+                hostAndPort[0].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || ".-".contains($0)) }),
+                hostAndPort.count == 1 || (!hostAndPort[1].isEmpty && hostAndPort[1].allSatisfy(\.isNumber))
+            else { return nil }
         }
         let path = components.dropFirst()
         guard
@@ -60,9 +67,15 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
     /// The short form people write: `kt-shadow:0.1.0` for Docker Hub's library images, the full name otherwise.
     public var familiar: String {
         var name = repository
-        for prefix in ["docker.io/library/", "docker.io/"] where name.hasPrefix(prefix) {
-            name = String(name.dropFirst(prefix.count))
-            break
+        if name.hasPrefix("docker.io/") {
+            let rest = name.dropFirst("docker.io/".count)
+            let first = rest.split(separator: "/").first ?? ""
+            if rest.hasPrefix("library/"), !rest.dropFirst("library/".count).contains("/") {
+                name = String(rest.dropFirst("library/".count))
+            } else if !first.contains("."), !first.contains(":"), first != "localhost", first != "library" {
+                // Without docker.io/ the first component must not read as a registry.
+                name = String(rest)
+            }
         }
         return name + (tag.map { ":\($0)" } ?? "") + (digest.map { "@\($0)" } ?? "")
     }

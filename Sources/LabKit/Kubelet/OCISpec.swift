@@ -29,6 +29,19 @@ public enum OCISpec {
         /// The kubelet's variables (the pod's `env`, resolved), which win over the image's.
         public var environment: [String: String]
         public var mounts: [Mount]
+
+        public init(
+            pod: JSONValue, container: JSONValue, image: ImageConfig, rootfs: String, networkNamespace: String,
+            environment: [String: String], mounts: [Mount]
+        ) {
+            self.pod = pod
+            self.container = container
+            self.image = image
+            self.rootfs = rootfs
+            self.networkNamespace = networkNamespace
+            self.environment = environment
+            self.mounts = mounts
+        }
     }
 
     /// Why a container cannot be made as its pod asks (the pod gets CreateContainerConfigError).
