@@ -66,6 +66,26 @@ import Testing
         }
         let passwd = try String(contentsOfFile: "\(work)/bundle/rootfs/etc/passwd", encoding: .utf8)
         #expect(passwd == "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin\n")
+
+        // The Dockerfile describes the same image: the same script makes its files, from scratch; the same user,
+        // entrypoint, default arguments and port.
+        let product = name.replacingOccurrences(of: "kt-", with: "")
+        let dockerfile = try String(
+            contentsOfFile: "\(repositoryRoot)/deploy/images/\(product)/Dockerfile", encoding: .utf8)
+        let lines = dockerfile.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
+        #expect(dockerfile.contains("scripts/image-rootfs.sh \"$bin/\(name)\" \(name) /rootfs"))
+        #expect(lines.contains("FROM scratch") && lines.contains("COPY --from=build /rootfs/ /"))
+        #expect(lines.contains("USER \(config["config"]?["User"]?.stringValue ?? "")"))
+        #expect(lines.contains("ENTRYPOINT [\"/usr/local/bin/\(name)\"]"))
+        let command = (config["config"]?["Cmd"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let dockerCommand = lines.first { $0.hasPrefix("CMD ") }
+        #expect(
+            dockerCommand
+                == (command.isEmpty ? nil : "CMD [" + command.map { "\"\($0)\"" }.joined(separator: ", ") + "]"))
+        let ports = config["config"]?["ExposedPorts"]?.objectValue?.keys.map {
+            $0.replacingOccurrences(of: "/tcp", with: "")
+        }
+        #expect(lines.filter { $0.hasPrefix("EXPOSE ") } == (ports ?? []).map { "EXPOSE \($0)" })
     }
 
     /// An image of a few coreutils (sleep, id, touch, cat, env), packed as `make images` packs ours, but with
