@@ -92,8 +92,8 @@ test: build lint images
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
 	@echo "== make demo, quietly:"; scripts/demo.sh --quiet && echo "demo: all five curls printed the page"
 
-## demo: deps + build, then the seed quick start end to end: ktlab up, kubectl, ktctl connect, five curls, down
-demo: deps
+## demo: deps + images + build, then the seed quick start end to end: ktlab up, kubectl, ktctl connect, five curls, down
+demo: deps images
 	$(SWIFT) build $(SWIFT_TEST_FLAGS)
 	@scripts/demo.sh
 
