@@ -80,9 +80,11 @@ import TunnelTestSupport
             try await Task.sleep(for: .milliseconds(1500))
             let stalled = rig.counters
             let sent = progress.withLockedValue { $0 }
-            // Bounded: the stack's send buffer (4 MiB) and the engine's read credit (1 MiB), plus one read.
+            // Bounded: the stack's send buffer (4 MiB) and the engine's read credit (1 MiB), plus one read of the
+            // channel, which hands over everything NIOSSH holds for it: up to the SSH window (8 MiB) when the far side
+            // got ahead (7.3 MiB in all was seen under a loaded machine; 5–6 MiB when quiet).
             #expect(stalled.bytesFromCluster >= 1 << 20, "nothing flowed: \(stalled.bytesFromCluster)")
-            #expect(stalled.bytesFromCluster <= 6 << 20, "the engine buffered \(stalled.bytesFromCluster) bytes")
+            #expect(stalled.bytesFromCluster <= 13 << 20, "the engine buffered \(stalled.bytesFromCluster) bytes")
             // The server stopped well before the end: SSH's 8 MiB window plus the sockets' buffers.
             #expect(sent < 40 << 20, "the server wrote \(sent) of \(total) bytes while nobody read")
             // Stops early on a reset, which then fails here.

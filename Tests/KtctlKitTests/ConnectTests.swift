@@ -160,6 +160,37 @@ import Testing
         }
     }
 
+    /// A shadow image the cluster cannot pull: ktctl stops, says how to build and push the image, and leaves nothing.
+    @Test(.enabled(if: kubectl != nil)) func anImageThatCannotBePulledSaysHowToBuildIt() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let connect = try await workstation.run(
+                [
+                    ktctl, "connect", "--kubeconfig", "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-n",
+                    "default",
+                    "--image", "registry.example.com/team/no-such-agent:9", "--state-dir",
+                    "\(LabLayout.stateRoot)/\(lab.name)/kt",
+                ], timeout: 60)
+            #expect(connect.status != 0)
+            #expect(
+                connect.error.contains("cannot pull its image registry.example.com/team/no-such-agent:9 (ErrImagePull"),
+                "\(connect.error)")
+            #expect(connect.error.contains("make images"), "\(connect.error)")
+            #expect(
+                connect.error.contains(
+                    "skopeo copy oci-archive:.build/images/kt-shadow.tar docker://REGISTRY/kt-shadow:9"),
+                "\(connect.error)")
+            #expect(connect.error.contains("ktctl connect --image REGISTRY/kt-shadow:9"), "\(connect.error)")
+            for kind in ["pods", "secrets", "leases"] {
+                let left = try await lab.kubectl(
+                    Self.kubectl!, ["get", kind, "-l", "app.kubernetes.io/managed-by=ktctl", "-o", "name"])
+                #expect(left.output.isEmpty, "\(kind): \(left.output)")
+            }
+            #expect(try await workstation.run(["ip", "link", "show", "kt0"]).status != 0)
+        }
+    }
+
     /// tun mode where systemd-resolved is in charge (a real resolved, unpacked by `make deps`, in a mount namespace of
     /// the test's own): `--dns-mode auto` gives kt0 per-link DNS with routing domains and leaves /etc/resolv.conf
     /// alone; short names, `svc.ns` and full names resolve through resolved; other names stay with resolved's own

@@ -96,6 +96,26 @@ import Testing
 
     // MARK: - Journal and atomic files
 
+    /// A journal write killed between its temporary file and the rename leaves `.connect-<pid>.json.<pid>.tmp`:
+    /// `clean` removes it once that pid is gone, never a live writer's.
+    @Test func cleanRemovesTheTemporaryOfAKilledWrite() throws {
+        let scratch = try Scratch()
+        let state = StateDirectory(scratch.path + "/kt")
+        try state.prepare()
+        let gone: Int32 = 4_194_000  // above pid_max's default: never a live process
+        let dead = "\(state.journalDirectory)/.connect-\(gone).json.\(gone).tmp"
+        let live = "\(state.journalDirectory)/.connect-\(getpid()).json.\(getpid()).tmp"
+        let journal = "\(state.journalDirectory)/connect-\(gone).json"
+        for path in [dead, live, journal] { #expect(FileManager.default.createFile(atPath: path, contents: Data())) }
+        let dry = Recovery.removeStalePidFiles(state, dryRun: true)
+        #expect(dry.count == 1 && dry[0].hasPrefix("would remove \(dead) (an unfinished write;"), "\(dry)")
+        #expect(FileManager.default.fileExists(atPath: dead))
+        let done = Recovery.removeStalePidFiles(state, dryRun: false)
+        #expect(done.count == 1 && done[0].hasPrefix("removed \(dead)"), "\(done)")
+        #expect(!FileManager.default.fileExists(atPath: dead))
+        #expect(FileManager.default.fileExists(atPath: live) && FileManager.default.fileExists(atPath: journal))
+    }
+
     @Test func theJournalIsOnDiskBeforeEachChangeAndClosesEntries() throws {
         let scratch = try Scratch()
         let path = scratch.path + "/connect-1.json"

@@ -90,6 +90,25 @@ public enum Recovery {
             if !dryRun { unlink(path) }
             lines.append("\(dryRun ? "would remove" : "removed") \(path) (\(why))")
         }
+        return lines + removeStaleTemporaries(state, dryRun: dryRun)
+    }
+
+    /// A write's temporary file (`.<name>.<pid>.tmp`, written beside and renamed) that a killed writer left: the
+    /// file it was replacing is whole, so the temporary only goes, once its writer is gone.
+    static func removeStaleTemporaries(_ state: StateDirectory, dryRun: Bool) -> [String] {
+        var lines: [String] = []
+        for directory in [state.journalDirectory, state.pidDirectory] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                let parts = name.split(separator: ".")
+                guard name.hasPrefix("."), name.hasSuffix(".tmp"), parts.count >= 3,
+                    let pid = Int32(parts[parts.count - 2]),
+                    case .gone(let why) = ProcessIdentity(pid: pid, startTime: nil).liveness
+                else { continue }
+                let path = "\(directory)/\(name)"
+                if !dryRun { unlink(path) }
+                lines.append("\(dryRun ? "would remove" : "removed") \(path) (an unfinished write; \(why))")
+            }
+        }
         return lines
     }
 }
