@@ -26,11 +26,14 @@ import TunnelTestSupport
         try await EngineRig.with { rig in
             let echo = try await rig.tcpServer { EchoHandler() }
             var peer = TCPPeer(rig, to: EngineRig.loopback, echo, port: 40001)
+            // The tunnel is made first but not yet given to the engine: a dial waits 10 s for one, and making it
+            // took longer than that once, on a machine busy with the other suites (the held dial then ended in a
+            // reset this peer, unlike a kernel, does not retry).
+            let client = try await rig.shadowClient()
             // No tunnel yet: the SYN is held, neither answered nor refused.
             peer.sendSYN()
             let early = await peer.run(timeout: .milliseconds(400)) { $0.synAcknowledged || $0.reset }
             #expect(!early, "the SYN was answered before any tunnel existed")
-            let client = try await rig.shadowClient()
             rig.link.set(client)
             #expect(await peer.run { $0.synAcknowledged }, "no SYN/ACK once the tunnel came")
             // The floor under every dial: one message to the shadow and back.
