@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import KtctlKit
 
 /// ktctl: joins this machine to a Kubernetes test cluster in both directions. This executable only parses
@@ -17,7 +18,7 @@ struct Ktctl: AsyncParsableCommand {
         subcommands: [
             ConnectCLI.self, ExchangeCLI.self, MeshCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self,
             CleanCLI.self,
-            RouteCommand.self,
+            RouteCommand.self, ConfigCLI.self,
         ]
     )
 
@@ -29,8 +30,21 @@ struct Ktctl: AsyncParsableCommand {
             if let name = command.configuration.commandName { names.insert(name) }
             names.formUnion(command.configuration.aliases)
         }
-        let arguments = GlobalFlags.reorder(Array(CommandLine.arguments.dropFirst()), subcommands: names)
+        var arguments = GlobalFlags.reorder(Array(CommandLine.arguments.dropFirst()), subcommands: names)
         do {
+            // ~/.kt/config's defaults, for the flags the command line does not give.
+            if let command = arguments.first, names.contains(command), command != "config",
+                FileManager.default.fileExists(atPath: KtConfig.directory + "/config")
+            {
+                do {
+                    let config = try KtConfig.load(KtConfig.directory + "/config")
+                    if !config.values.isEmpty {
+                        arguments = config.defaults(for: arguments, schema: try configSchema())
+                    }
+                } catch let error as ConfigError {
+                    throw ValidationError("\(error.description) (ktctl config show; nothing was changed)")
+                }
+            }
             var command = try parseAsRoot(arguments)
             if var asynchronous = command as? any AsyncParsableCommand {
                 try await asynchronous.run()
@@ -40,5 +54,10 @@ struct Ktctl: AsyncParsableCommand {
         } catch {
             exit(withError: error)
         }
+    }
+
+    /// The keys ~/.kt/config may set, from the command tree.
+    static func configSchema() throws -> ConfigSchema {
+        try ConfigSchema(dumpHelp: Data(_dumpHelp().utf8))
     }
 }
