@@ -160,6 +160,39 @@ import Testing
         }
     }
 
+    /// `ktctl config set connect.mode socks` makes the next connect a socks one; `--mode tun` on the command line wins.
+    @Test(.enabled(if: kubectl != nil)) func configDefaultsApplyAndFlagsWin() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("ktconfig-\(getpid())-home").path
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        try await RunningLab.with { lab in
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let set = try await workstation.run([
+                "env", "HOME=\(home)", ktctl, "config", "set", "connect.mode", "socks",
+            ])
+            #expect(set.status == 0 && set.output == "connect.mode = socks\n", "\(set.error)")
+            let base = [
+                "env", "HOME=\(home)", ktctl, "connect", "--kubeconfig",
+                "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws",
+                "-n", "default", "--image", "kt-shadow:dev", "--state-dir", "\(LabLayout.stateRoot)/\(lab.name)/kt",
+            ]
+            for (extra, expected, unexpected) in [
+                ([String](), "  proxy      SOCKS5 and HTTP on", "  routes "),
+                (["--mode", "tun"], "  routes ", "  proxy  "),
+            ] {
+                let connect = try BackgroundProcess(workstation, base + extra)
+                defer { connect.stop() }
+                try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
+                #expect(connect.output.contains(expected), "\(extra): \(connect.output)")
+                #expect(!connect.output.contains(unexpected), "\(extra): \(connect.output)")
+                connect.signalProgram(SIGINT)
+                #expect(connect.waitForOutput("ktctl: disconnected", timeout: 10), "\(connect.output)")
+                _ = await connect.waitForExit(timeout: 10)
+            }
+        }
+    }
+
     /// A shadow image the cluster cannot pull: ktctl stops, says how to build and push the image, and leaves nothing.
     @Test(.enabled(if: kubectl != nil)) func anImageThatCannotBePulledSaysHowToBuildIt() async throws {
         let ktctl = try #require(builtExecutable("ktctl"))
