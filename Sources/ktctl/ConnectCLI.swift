@@ -53,6 +53,11 @@ struct ClusterFlags: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Debug logs.")
     var debug = false
 
+    @Flag(
+        name: [.customLong("force-update")],
+        help: "Pull the shadow's (and router's) image every time (imagePullPolicy Always; kt-connect's -f).")
+    var forceUpdate = false
+
     func options() throws -> ClusterOptions {
         var options = ClusterOptions(image: image)
         options.kubeconfig = kubeconfig
@@ -67,6 +72,7 @@ struct ClusterFlags: ParsableArguments {
         guard timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
         options.timeout = .seconds(timeout)
         options.debug = debug
+        options.forceUpdate = forceUpdate
         return options
     }
 }

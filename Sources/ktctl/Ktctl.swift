@@ -30,7 +30,14 @@ struct Ktctl: AsyncParsableCommand {
             if let name = command.configuration.commandName { names.insert(name) }
             names.formUnion(command.configuration.aliases)
         }
-        var arguments = GlobalFlags.reorder(Array(CommandLine.arguments.dropFirst()), subcommands: names)
+        var arguments: [String]
+        do {
+            // kt-connect 0.3.7's flags and values, as ktctl's (or refused with what to use instead).
+            arguments = try KtConnectFlags.translate(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            exit(withError: error)
+        }
+        arguments = GlobalFlags.reorder(arguments, subcommands: names)
         do {
             // ~/.kt/config's defaults, for the flags the command line does not give.
             if let command = arguments.first, names.contains(command), command != "config",

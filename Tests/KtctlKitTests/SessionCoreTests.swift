@@ -331,6 +331,11 @@ import Testing
         #expect(container["args"] == ["--listen", "127.0.0.1:2222"])
         #expect(container["readinessProbe"] == nil)
         #expect(container["ports"] == nil)
+        #expect(container["imagePullPolicy"] == "IfNotPresent")
+        options.forceUpdate = true
+        #expect(
+            try ShadowPlan.pod(spec, options: options).raw["spec"]?["containers"]?.arrayValue?.first?["imagePullPolicy"]
+                == "Always")
         options.debug = true
         let debugging = try ShadowPlan.pod(spec, options: options).raw
         #expect(

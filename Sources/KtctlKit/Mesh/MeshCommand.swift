@@ -498,7 +498,7 @@ public enum MeshPlan {
             "securityContext": securityContext,
             "containers": [
                 [
-                    "name": "router", "image": .string(image), "imagePullPolicy": "IfNotPresent",
+                    "name": "router", "image": .string(image), "imagePullPolicy": .string(cluster.imagePullPolicy),
                     "args": [
                         "--service", .string(service), "--namespace", .string(namespace), "--port", .string(portFlag),
                         "--default", .string(stuntmanAddress.map { "\(stuntman)=\($0)" } ?? stuntman),

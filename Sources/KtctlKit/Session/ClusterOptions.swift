@@ -16,6 +16,9 @@ public struct ClusterOptions: Sendable {
     /// How long to wait for the shadow pod to be ready.
     public var timeout: Duration = .seconds(120)
     public var debug = false
+    /// `--force-update` (kt-connect's `-f`): pull the image every time (`imagePullPolicy: Always`).
+    public var forceUpdate = false
+    public var imagePullPolicy: String { forceUpdate ? "Always" : "IfNotPresent" }
 
     public static let defaultImage = "kt-shadow:0.1.0"
 

@@ -10,7 +10,7 @@ public enum GlobalFlags {
         "--timeout",
     ]
     /// Flags without a value.
-    public static let switches: Set<String> = ["-d", "--debug"]
+    public static let switches: Set<String> = ["-d", "--debug", "--force-update"]
 
     /// `arguments` (without the program's name) with the global flags before the first of `subcommands` moved after
     /// it.

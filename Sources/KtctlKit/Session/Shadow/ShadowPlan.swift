@@ -144,7 +144,8 @@ public enum ShadowPlan {
             ]
         }
         var container: JSONValue = [
-            "name": .string(container), "image": .string(options.image), "imagePullPolicy": "IfNotPresent",
+            "name": .string(container), "image": .string(options.image),
+            "imagePullPolicy": .string(options.imagePullPolicy),
             "args": ["--listen", .string("127.0.0.1:\(sshPort)")],
             "env": [fromSecret("KT_AUTHORIZED_KEYS", authorizedKeysKey), fromSecret("KT_HOST_KEY", hostKeyKey)],
             "resources": resources,
