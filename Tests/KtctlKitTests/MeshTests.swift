@@ -31,6 +31,81 @@ import Testing
         return made.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// kt-connect 0.3.7's documented command lines, global flags first (`-n`, `-d`, `-c`, `-i`, `-f`), camelCase
+    /// flags and kt-connect's values: connect (tun2socks, localDNS), a scale-mode exchange, an auto mesh with a
+    /// version mark, a preview, and clean.
+    @Test(.enabled(if: kubectl != nil)) func ktConnectCommandLinesWithGlobalFlagsFirst() async throws {
+        let kubectl = try #require(Self.kubectl)
+        let ktctl = try #require(builtExecutable("ktctl"))
+        try await RunningLab.with { lab in
+            _ = try await lab.deploySeedTomcat(kubectl)
+            try await X.clientPod(lab, kubectl)
+            _ = try await Self.grant(lab, kubectl)
+            let workstation = TestNamespace(existing: "\(lab.name)-ws")
+            let server = try await X.localServer(lab)
+            defer { server.stop() }
+            let global = [
+                ktctl, "-n", "default", "-d", "-c", "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-i",
+                "kt-shadow:dev", "-f",
+            ]
+            func state(_ name: String) -> [String] { ["--state-dir", "\(LabLayout.stateRoot)/\(lab.name)/\(name)"] }
+            func session(_ arguments: [String], until line: String, _ check: () async throws -> Void) async throws {
+                let process = try BackgroundProcess(workstation, global + arguments)
+                defer { process.stop() }
+                try #require(await process.waitForOutput(line, timeout: 90), "\(arguments): \(process.output)")
+                try await check()
+                process.signalProgram(SIGINT)
+                #expect(await process.waitForExit(timeout: 30) == 0, "\(arguments): \(process.output)")
+            }
+            try await session(
+                ["connect", "--mode", "tun2socks", "--dnsMode", "localDNS"] + state("c"), until: "ktctl: connected"
+            ) {
+                let curl = try await workstation.run(["curl", "-s", "-m", "10", "http://tomcat.default:8080"])
+                #expect(curl.output == X.clusterPage, "\(curl.error)")
+            }
+            try await session(
+                ["exchange", "deployment/tomcat", "--mode", "scale", "--expose", "8080"] + state("e"),
+                until: "ktctl: exchanging service tomcat"
+            ) {
+                try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage)
+            }
+            // Scale mode brought up new tomcat pods: the seed's page, written by `exec` into the old one, is written
+            // again (it is not in the image).
+            let rewrite = try await lab.kubectl(
+                kubectl,
+                [
+                    "exec", "deployment/tomcat", "-c", "tomcat", "--", "/bin/bash", "-c",
+                    "mkdir -p webapps/ROOT; echo \"kt-connect demo v1\" > webapps/ROOT/index.html",
+                ])
+            #expect(rewrite.status == 0, "\(rewrite.error)")
+            try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.clusterPage)
+            try await session(
+                [
+                    "mesh", "tomcat", "--mode", "auto", "--expose", "8080", "--versionMark", "ci", "--routerImage",
+                    "kt-router:dev",
+                ] + state("m"),
+                until: "ktctl: meshing service tomcat"
+            ) {
+                try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.clusterPage)
+                try await X.expectPage(lab, kubectl, "http://tomcat:8080", X.localPage, header: "VERSION: ci")
+            }
+            try await session(
+                ["preview", "tomcat-preview", "--expose", "8080"] + state("p"),
+                until: "ktctl: previewing service tomcat-preview"
+            ) {
+                try await X.expectPage(lab, kubectl, "http://tomcat-preview:8080", X.localPage)
+            }
+            let clean = try await workstation.run(global.filter { $0 != "-f" } + ["clean"] + state("c"), timeout: 60)
+            #expect(clean.status == 0, "\(clean.output) \(clean.error)")
+            // Refused before anything is made, with what to use instead.
+            let refused = try await workstation.run(global + ["connect", "--mode", "sshuttle"] + state("c"))
+            #expect(refused.status != 0 && refused.error.contains("ktctl has no sshuttle mode"), "\(refused.error)")
+            let left = try await lab.kubectl(
+                kubectl, ["get", "pods,secrets,leases", "-l", "app.kubernetes.io/managed-by=ktctl", "-o", "name"])
+            #expect(left.output.isEmpty, "\(left.output)")
+        }
+    }
+
     /// The seed's tomcat, a client pod, user `dev` with the session Role and the router's account applied, and two
     /// local servers (alice's `kt-connect local v2` on 8080, bob's on 8081); the Service's JSON from before.
     struct SeedMesh {
