@@ -23,8 +23,10 @@ struct ConfigCLI: ParsableCommand {
             directory: KtConfig.directory, schema: try Ktctl.configSchema(),
             validate: { command, flag, value in
                 do {
-                    _ = try Ktctl.parseAsRoot([command, "--\(flag)=\(value)"])
+                    _ = try Ktctl.parseAsRoot(try KtConnectFlags.translate([command, "--\(flag)=\(value)"]))
                     return nil
+                } catch let refusal as KtConnectFlags.Refusal {
+                    return refusal.description
                 } catch {
                     let message = Ktctl.message(for: error)
                     return message.contains("--\(flag)") ? message : nil

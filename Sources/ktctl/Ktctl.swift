@@ -46,7 +46,9 @@ struct Ktctl: AsyncParsableCommand {
                 do {
                     let config = try KtConfig.load(KtConfig.directory + "/config")
                     if !config.values.isEmpty {
-                        arguments = config.defaults(for: arguments, schema: try configSchema())
+                        // kt-connect's values in a kt-connect config file (connect.mode: tun2socks) are translated too.
+                        arguments = try KtConnectFlags.translate(
+                            config.defaults(for: arguments, schema: try configSchema()))
                     }
                 } catch let error as ConfigError {
                     throw ValidationError("\(error.description) (ktctl config show; nothing was changed)")

@@ -115,6 +115,11 @@ import Testing
         // Only flags the command has: route takes none of these.
         #expect(config.defaults(for: ["route"], schema: schema) == ["route"])
         #expect(config.defaults(for: ["exchange", "tomcat"], schema: schema).contains("--mode=scale"))
+        // A kt-connect config file's values are kt-connect's: translated after the defaults go in, as main does.
+        let legacy = KtConfig(values: ["connect": ["mode": "tun2socks", "dns-mode": "localDNS"]])
+        #expect(
+            try KtConnectFlags.translate(legacy.defaults(for: ["connect"], schema: schema))
+                == ["connect", "--dns-mode", "auto", "--mode", "tun"])
         // A switch set to false adds nothing.
         let off = KtConfig(values: ["global": ["debug": "false"]])
         #expect(off.defaults(for: ["clean"], schema: schema) == ["clean"])

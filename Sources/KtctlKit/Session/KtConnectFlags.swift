@@ -66,7 +66,8 @@ public enum KtConnectFlags {
                 // kt-connect cleaned expired resources at every start unless told not to; ktctl never does (that is
                 // `ktctl clean`), so the flag's effect is already there.
                 break
-            case "--dnsMode":
+            case "--dnsMode", "--dns-mode":
+                // kt-connect's values also under ktctl's spelling (a kt-connect config's `connect.dns-mode`).
                 value = try takeValue()
                 result += ["--dns-mode", try dnsMode(value!)]
             case "--mode":
