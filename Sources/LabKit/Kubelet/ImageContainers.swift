@@ -63,7 +63,7 @@ extension Kubelet {
             OCISpec.Mount(
                 source: "/etc/netns/\(running.namespace)/resolv.conf", destination: "/etc/resolv.conf", readOnly: false),
         ]
-        mounts += try bindMounts(volumes, for: container)
+        mounts += try volumeMounts(volumes, for: container)
         var environment = self.environment(for: container, pod: pod, namespace: namespace, ip: running.ip)
         environment["HOME"] = nil
         if let account = try writeServiceAccount(namespace: namespace, name: name, pod: pod) {

@@ -224,8 +224,10 @@ extension Kubelet {
         return directory
     }
 
-    /// A container's volumeMounts as bind mounts (for a container under crun), checked as `mount` checks them.
-    func bindMounts(_ volumes: [String: String], for container: JSONValue) throws -> [OCISpec.Mount] {
+    /// A container's volumeMounts, checked (the volume exists; an absolute mountPath and a relative subPath, without
+    /// `..`), each as the host path it shows (a subPath's directory made if missing) and where: what both kinds of
+    /// container mount.
+    func volumeMounts(_ volumes: [String: String], for container: JSONValue) throws -> [OCISpec.Mount] {
         let containerName = container["name"]?.stringValue ?? "c"
         var mounts: [OCISpec.Mount] = []
         for mount in container["volumeMounts"]?.arrayValue ?? [] {
@@ -256,31 +258,12 @@ extension Kubelet {
         return mounts
     }
 
+    /// A process container's volumeMounts: a symbolic link at each mount path inside its directory.
     func mount(_ volumes: [String: String], into root: String, for container: JSONValue) throws {
         let manager = FileManager.default
         let containerName = container["name"]?.stringValue ?? "c"
-        for mount in container["volumeMounts"]?.arrayValue ?? [] {
-            guard let volume = mount["name"]?.stringValue, let mountPath = mount["mountPath"]?.stringValue else {
-                continue
-            }
-            guard let directory = volumes[volume] else {
-                throw VolumeError(
-                    message: "container \(containerName): volumeMount \"\(volume)\" names no volume of the pod",
-                    waits: false)
-            }
-            let subPath = mount["subPath"]?.stringValue ?? ""
-            guard mountPath.hasPrefix("/"), !mountPath.split(separator: "/").contains(".."),
-                !subPath.hasPrefix("/"), !subPath.split(separator: "/").contains("..")
-            else {
-                throw VolumeError(
-                    message: "container \(containerName): volumeMount \"\(volume)\" needs an absolute mountPath "
-                        + "and a relative subPath without '..'", waits: false)
-            }
-            let target = subPath.isEmpty ? directory : directory + "/" + subPath
-            if !subPath.isEmpty && !manager.fileExists(atPath: target) {
-                try manager.createDirectory(atPath: target, withIntermediateDirectories: true)
-            }
-            let link = root + mountPath
+        for mount in try volumeMounts(volumes, for: container) {
+            let link = root + mount.destination
             try manager.createDirectory(
                 atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             if (try? manager.destinationOfSymbolicLink(atPath: link)) != nil {
@@ -288,11 +271,12 @@ extension Kubelet {
             } else if let contents = try? manager.contentsOfDirectory(atPath: link) {
                 guard contents.isEmpty else {
                     throw VolumeError(
-                        message: "container \(containerName): mountPath \(mountPath) already holds files", waits: false)
+                        message: "container \(containerName): mountPath \(mount.destination) already holds files",
+                        waits: false)
                 }
                 try manager.removeItem(atPath: link)
             }
-            try manager.createSymbolicLink(atPath: link, withDestinationPath: target)
+            try manager.createSymbolicLink(atPath: link, withDestinationPath: mount.source)
         }
     }
 
