@@ -44,13 +44,14 @@ import Testing
         let allowed = [
             "usr/local/bin/\(name)", "etc/passwd", "etc/group", "lib64/ld-linux-x86-64.so.2",
         ]
-        for entry in listing.split(separator: "\n").map(String.init) {
-            let path = entry.hasPrefix("./") ? String(entry.dropFirst(2)) : entry
-            if path.isEmpty || path == "." || path.hasSuffix("/") { continue }
-            let isLibrary = path.hasPrefix("lib/x86_64-linux-gnu/") && path.contains(".so")
-            let isLicence = path.hasPrefix("usr/share/doc/") && path.hasSuffix("/copyright")
-            #expect(allowed.contains(path) || isLibrary || isLicence, "unexpected file in the image: \(path)")
+        let files = listing.split(separator: "\n").map { $0.hasPrefix("./") ? String($0.dropFirst(2)) : String($0) }
+            .filter { !$0.isEmpty && $0 != "." && !$0.hasSuffix("/") }
+        #expect(files.contains("usr/local/bin/\(name)"), "the layer does not hold the binary: \(files)")
+        let unexpected = files.filter { path in
+            !allowed.contains(path) && !(path.hasPrefix("lib/x86_64-linux-gnu/") && path.contains(".so"))
+                && !(path.hasPrefix("usr/share/doc/") && path.hasSuffix("/copyright"))
         }
+        #expect(unexpected.isEmpty, "files in the image beyond the binary, its libraries and licences: \(unexpected)")
         // umoci unpack, then ldd's own question to the image's loader inside the image: every library is there.
         let ref = try await Self.sh(
             "python3 -c 'import json; print(json.load(open(\"\(work)/layout/index.json\"))[\"manifests\"][0][\"annotations\"][\"org.opencontainers.image.ref.name\"])'"

@@ -138,7 +138,9 @@ public struct ConfigCommand: Sendable {
         guard FileManager.default.fileExists(atPath: target) else {
             throw ConfigError("no profile \(name) (ktctl config list-profile); nothing was changed")
         }
-        try FileManager.default.removeItem(atPath: target)
+        guard unlink(target) == 0 else {
+            throw ConfigError("cannot remove \(target): \(String(cString: strerror(errno))); nothing was changed")
+        }
         return "dropped profile \(name)"
     }
 

@@ -17,6 +17,17 @@ public enum Host {
         }
     }
 
+    /// Removes a tree the lab made of plain files, refusing when anything is mounted at or below it (a mount is
+    /// never removed through: unmount it first).
+    public static func removeTree(_ path: String) throws {
+        let mounted = LabControl.mountPoints(under: path)
+        guard mounted.isEmpty else {
+            throw LabControl.Failure(
+                "\(path) has mounts below it (\(mounted.joined(separator: ", "))); it is left in place")
+        }
+        try FileManager.default.removeItem(atPath: path)
+    }
+
     public static func findExecutable(_ name: String) -> String? {
         if name.hasPrefix("/") { return access(name, X_OK) == 0 ? name : nil }
         for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {

@@ -149,12 +149,12 @@ public final class ImageStore: Sendable {
         let manager = FileManager.default
         if manager.fileExists(atPath: "\(directory)/complete") { return rootfs }
         // A half-made tree from an interrupted unpack goes first (plain files: nothing is ever mounted in it).
-        if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
+        if manager.fileExists(atPath: directory) { try Host.removeTree(directory) }
         let layout = "\(directory)/layout"
         try manager.createDirectory(atPath: layout, withIntermediateDirectories: true)
         try Host.run(["tar", "-xf", image.archive, "-C", layout])
         try Host.run(["umoci", "raw", "unpack", "--image", "\(layout):\(image.name)", rootfs])
-        try manager.removeItem(atPath: layout)
+        try Host.removeTree(layout)
         manager.createFile(atPath: "\(directory)/complete", contents: Data())
         return rootfs
     }

@@ -9,8 +9,11 @@ public enum LabImages {
         guard let state = LabState.read(lab) else {
             throw LabControl.Failure("lab \"\(lab)\" is not up (ktlab up --name \(lab)); nothing was loaded")
         }
-        guard FileManager.default.isReadableFile(atPath: archive) else {
-            throw LabControl.Failure("cannot read \(archive); nothing was loaded")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: archive, isDirectory: &isDirectory), !isDirectory.boolValue,
+            FileManager.default.isReadableFile(atPath: archive)
+        else {
+            throw LabControl.Failure("cannot read \(archive) as a file; nothing was loaded")
         }
         let images: [LocalImage]
         do {
@@ -25,14 +28,14 @@ public enum LabImages {
             + ".tar"
         let target = "\(directory)/\(fileName)"
         let partial = "\(directory)/.\(fileName).\(getpid())"
-        try? FileManager.default.removeItem(atPath: partial)
+        unlink(partial)
         do {
             try FileManager.default.copyItem(atPath: archive, toPath: partial)
             guard rename(partial, target) == 0 else {
                 throw LabControl.Failure("cannot rename \(partial) to \(target): errno \(errno)")
             }
         } catch {
-            try? FileManager.default.removeItem(atPath: partial)
+            unlink(partial)
             throw LabControl.Failure("copying \(archive) into \(directory) failed: \(error); nothing was loaded")
         }
         return try ImageStore.inspect(archive: target)

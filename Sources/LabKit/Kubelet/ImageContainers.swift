@@ -46,7 +46,7 @@ extension Kubelet {
         if !readOnly {
             // A writable root of its own, fresh at each start as a container's is.
             rootfs = bundle + "/rootfs"
-            if manager.fileExists(atPath: rootfs) { try manager.removeItem(atPath: rootfs) }
+            if manager.fileExists(atPath: rootfs) { try Host.removeTree(rootfs) }
             try Host.run(["cp", "-a", shared, rootfs])
         }
         let hostname = name
