@@ -46,6 +46,8 @@ public final class ReverseForwards: Sendable {
     }
 
     public let ports: [Port]
+    /// Bytes each way through the forwarded connections (`ktctl status`).
+    public let meter = TrafficMeter()
     private let state = NIOLockedValueBox(State())
     private let logger: Logger
 
@@ -179,7 +181,12 @@ public final class ReverseForwards: Sendable {
                     self?.state.withLockedValue { $0.open -= 1 }
                 }
                 // Joined once the channel is open (right after this future completes).
-                eventLoop.execute {
+                eventLoop.execute { [meter = self?.meter] in
+                    do {
+                        try meter?.attach(to: flow.channel)
+                    } catch {
+                        logger.debug("reverse forward: meter: \(error)")
+                    }
                     flow.glue(to: socket).whenFailure { error in
                         logger.debug("reverse forward: glue: \(error)")
                         socket.close(promise: nil)

@@ -26,6 +26,11 @@ public final class TunnelLink: Sendable {
     /// How often a tunnel was put in place after the first one: the session's reconnections.
     public var reconnects: Int { state.withLockedValue { max(0, $0.clients - 1) } }
 
+    /// The tunnel's state for a reader: `connecting` before the first client, `connected`, `reconnecting`.
+    public var condition: String {
+        state.withLockedValue { $0.client != nil ? "connected" : ($0.clients > 0 ? "reconnecting" : "connecting") }
+    }
+
     /// The client in use, if any.
     public var client: TunnelClient? { state.withLockedValue { $0.client } }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KtctlKit
 import KubeKit
 import LabKit
 import LabTestSupport
@@ -339,15 +340,55 @@ import Testing
             defer { connect.stop() }
             try #require(await connect.waitForOutput("ktctl: connected", timeout: 60), "\(connect.output)")
 
-            // 1 GiB, byte-exact.
+            // 1 GiB, byte-exact, while `ktctl status -o json` is asked four times a second: its bytes from the
+            // cluster rise with the flow open, and once the transfer is over they agree with it within 1 %.
             let expected = try await TestNamespace.run(["python3", "-c", Self.gibibyteDigest]).output
+            func traffic() async throws -> SessionStatus.Traffic {
+                let shown = try await TestNamespace.run([ktctl, "status", "-o", "json", "--state-dir", state])
+                struct Listing: Decodable { var sessions: [SessionStatus] }
+                let listing = try SessionStatus.decoder.decode(Listing.self, from: Data(shown.output.utf8))
+                let session = try #require(listing.sessions.first { $0.command == "connect" }, "\(shown.output)")
+                #expect(session.phase == "ready" && session.mode == "tun" && session.shadow?.tunnel == "connected")
+                return try #require(session.traffic)
+            }
+            let before = try await traffic()
             let started = ContinuousClock.now
-            let download = try await workstation.run(
-                ["sh", "-c", "curl -s -m 120 http://\(bulkIP):9000 | sha256sum | cut -d' ' -f1"], timeout: 150)
+            // At most 400 MB/s, so that the transfer lasts long enough (2.7 s or more) to be watched.
+            let transfer = Task {
+                try await workstation.run(
+                    [
+                        "sh", "-c",
+                        "curl -s -m 120 --limit-rate 400M http://\(bulkIP):9000 | sha256sum | cut -d' ' -f1",
+                    ], timeout: 150)
+            }
+            var during: [SessionStatus.Traffic] = []
+            while ContinuousClock.now - started < .seconds(150) {
+                let now = try await traffic()
+                if now.flowsOpen > 0 && now.bytesFromCluster > before.bytesFromCluster { during.append(now) }
+                if now.flowsOpen == 0 && now.bytesFromCluster - before.bytesFromCluster >= 1 << 30 { break }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            let download = try await transfer.value
             let took = ContinuousClock.now - started
             #expect(download.output == expected && expected.count == 65, "\(download.output) \(download.error)")
             let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
             print("ktctl connect: 1 GiB from a pod through tun mode in \(took) (\(Int(1024 / seconds)) MiB/s)")
+            // Never falling, and at least three different figures while the flow was open (the file is rewritten
+            // twice a second and asked four times, so neighbours may repeat).
+            let figures = during.map(\.bytesFromCluster)
+            let rising = zip(figures, figures.dropFirst()).allSatisfy { $0 <= $1 } && Set(figures).count >= 3
+            #expect(rising, "status during the transfer: \(figures)")
+            // The status file is rewritten twice a second: after a second it holds the whole transfer.
+            try await Task.sleep(for: .seconds(1))
+            let after = try await traffic()
+            let received = Double(after.bytesFromCluster - before.bytesFromCluster)
+            let sent = after.bytesToCluster - before.bytesToCluster
+            #expect(abs(received - Double(1 << 30)) <= Double(1 << 30) * 0.01, "\(received) bytes counted")
+            #expect(sent > 0 && sent < 4096, "\(sent) bytes to the cluster counted for one request")
+            #expect(after.flowsOpened - before.flowsOpened == 1 && after.flowsOpen == 0, "\(before) → \(after)")
+            print(
+                "ktctl status during the transfer: \(during.count) samples, \(Int(received)) bytes from the cluster "
+                    + "counted for a 1 GiB body, \(sent) to it")
 
             // 500 concurrent curls by service name.
             let concurrent = try await workstation.run(

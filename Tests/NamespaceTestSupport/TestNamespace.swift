@@ -115,6 +115,7 @@ public final class TestNamespace: @unchecked Sendable {
     }
 
     public static func findExecutable(_ name: String) -> String? {
+        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
             let path = directory + "/" + name
             if access(path, X_OK) == 0 { return path }

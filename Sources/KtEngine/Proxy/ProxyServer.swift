@@ -16,6 +16,8 @@ public final class ProxyServer: Sendable {
     let eventLoop: any EventLoop
     let access: ProxyAccess
     let logger: Logger
+    /// Flows and bytes of the clients' connections (`ktctl status`; UDP ASSOCIATE's datagrams are not counted).
+    public let meter = TrafficMeter()
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
 
     public init(link: TunnelLink, eventLoop: any EventLoop, access: ProxyAccess, logger: Logger) {
@@ -30,6 +32,7 @@ public final class ProxyServer: Sendable {
         let link = self.link
         let logger = self.logger
         let access = self.access
+        let meter = self.meter
         let channel = try await ServerBootstrap(group: eventLoop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
@@ -37,7 +40,7 @@ public final class ProxyServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ProxyHandler(link: link, access: access, logger: logger))
+                        ProxyHandler(link: link, access: access, meter: meter, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()
@@ -74,15 +77,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     let link: TunnelLink
     let access: ProxyAccess
+    let meter: TrafficMeter
     let logger: Logger
     var state = State.start
     var pending = ByteBuffer()
     /// Whether this client may use the proxy (its socket's owner), decided when it connects.
     var verdict = ProxyAccess.Verdict.allowed
 
-    init(link: TunnelLink, access: ProxyAccess, logger: Logger) {
+    init(link: TunnelLink, access: ProxyAccess, meter: TrafficMeter, logger: Logger) {
         self.link = link
         self.access = access
+        self.meter = meter
         self.logger = logger
     }
 
@@ -319,6 +324,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         flow.channel.flush()
         state = .closed
+        do {
+            try meter.attach(to: flow.channel)
+        } catch {
+            logger.debug("proxy: meter: \(error)")
+        }
         context.pipeline.syncOperations.removeHandler(self).whenComplete { [logger] _ in
             flow.glue(to: channel).whenFailure { error in logger.debug("proxy: glue: \(error)") }
         }

@@ -134,6 +134,23 @@ public enum ConnectCommand {
         session.onStop("stop the engine and the resolver") { holder.stop() }
         let path = try await DataPath.open(plan, link: link, group: group, logger: logger)
         holder.set(path)
+        session.status.update {
+            $0.mode = "tun"
+            $0.routes = routes.map(\.description)
+        }
+        session.status.sample { status in
+            let counters = path.counters
+            var traffic = SessionStatus.Traffic()
+            traffic.flowsOpen = counters.openFlows
+            traffic.flowsOpened = counters.flowsOpened
+            traffic.flowsRefused = counters.flowsRefused
+            traffic.bytesToCluster = counters.bytesToCluster
+            traffic.bytesFromCluster = counters.bytesFromCluster
+            traffic.datagramsToCluster = counters.datagramsToCluster
+            traffic.datagramsFromCluster = counters.datagramsFromCluster
+            traffic.echoes = counters.echoes
+            status.traffic = traffic
+        }
 
         // DNS: resolv.conf or systemd-resolved points at the resolver.
         let deviceName = path.deviceName
@@ -162,6 +179,7 @@ public enum ConnectCommand {
                 + (options.dnsMode == "none" ? " (--dns-mode none: nothing points at it)" : " (\(resolvConf.path))")
         }
 
+        session.status.update { $0.dns = dnsSummary }
         print(
             """
             ktctl: connected to \(access.server.absoluteString) (context \(access.contextName)), namespace \(namespace)
@@ -227,6 +245,20 @@ public enum ConnectCommand {
         let address = bound.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? options.proxyAddress
         let port = bound.port ?? options.proxyPort
         let credentials = options.proxyAccess.credentials.map { "\($0.username):…@" } ?? ""
+        session.status.update {
+            $0.mode = "socks"
+            $0.proxy = "SOCKS5 and HTTP on \(address):\(port) for \(options.proxyAccess.summary)"
+            $0.dns = "names resolve in the cluster through the proxy (socks5h)"
+        }
+        session.status.sample { status in
+            let counts = proxy.meter.snapshot
+            var traffic = SessionStatus.Traffic()
+            traffic.flowsOpen = counts.flowsOpen
+            traffic.flowsOpened = counts.flowsOpened
+            traffic.bytesToCluster = counts.bytesToCluster
+            traffic.bytesFromCluster = counts.bytesFromCluster
+            status.traffic = traffic
+        }
         print(
             """
             ktctl: connected to \(cluster.access.server.absoluteString) (context \(cluster.access.contextName)), \

@@ -105,7 +105,7 @@ public enum ExchangeCommand {
                 ports, what: { " for service \(service.name)'s port \($0.servicePort)" }, on: group.next())
         }
         // The cluster side: the shadow, its tunnel and its listeners, all before the Service moves.
-        try await session.startLease()
+        try await session.startLease(target: SessionTarget(service: named.name, mode: options.mode.rawValue))
         let target = randomTarget()
         var labels = ["kt-role": "shadow-exchange", "kt-target": target]
         if let workload { labels.merge(workload.spec?.template.metadata?.labels ?? [:]) { ours, _ in ours } }
@@ -133,8 +133,15 @@ public enum ExchangeCommand {
                     of: service.name, namespace: namespace, without: podName, client: client, timeout: .seconds(10))
             }
         }
+        session.status.update { $0.mode = options.mode.rawValue }
         let shadow = try await ListeningShadow.start(
-            spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .seconds(1),
+            spec, ports: ports,
+            use: .init(
+                name: named.name, namespace: namespace, state: "exchanged",
+                detail: "\(options.mode.rawValue) mode"
+                    + (workload.map { ", deployment \($0.name) scaled to 0" } ?? "")
+                    + (service.name == named.name ? "" : ", through its mesh's stuntman \(service.name)")),
+            session: session, options: options.cluster, group: group, quiet: .seconds(1),
             drainTimeout: .seconds(5), logger: logger, print: print, beforeDrain: beforeDrain)
 
         // The switch.
@@ -168,6 +175,7 @@ public enum ExchangeCommand {
               switched   \(switched)
               stop       Ctrl-C (the service moves back first, then the shadow goes)
             """)
+        session.ready()
         if options.mode == .selector {
             try await keep(service.name, selecting: ["kt-target": target], session: session, print: print)
         } else {

@@ -157,7 +157,11 @@ public enum MeshCommand {
                 ports, what: { " for service \(service.name)'s port \($0.servicePort)" }, on: group.next())
         }
 
-        try await session.startLease()
+        try await session.startLease(
+            target: SessionTarget(
+                service: service.name, mode: options.mode.rawValue,
+                mark: options.mode == .auto
+                    ? "\(options.mark.key): \(options.mark.value)" : "\(options.mark.labelKey)=\(options.mark.value)"))
         guard let lease = cluster.lease else { preconditionFailure("no lease after startLease") }
         switch options.mode {
         case .manual:
@@ -167,8 +171,13 @@ public enum MeshCommand {
             let spec = ShadowSpec(
                 role: .mesh, podName: shadowName, labels: labels,
                 annotations: ["kt-config": "service=\(shadowName)"], ports: ExchangePlan.containerPorts(ports))
+            session.status.update { $0.mode = "manual" }
             let shadow = try await ListeningShadow.start(
-                spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .seconds(1),
+                spec, ports: ports,
+                use: .init(
+                    name: service.name, namespace: namespace, state: "meshed",
+                    detail: "manual mode, label \(options.mark.labelKey)=\(options.mark.value)"),
+                session: session, options: options.cluster, group: group, quiet: .seconds(1),
                 drainTimeout: .seconds(5), logger: logger, print: print)
             print(
                 """
@@ -210,8 +219,13 @@ public enum MeshCommand {
             role: .mesh, podName: shadowName,
             labels: ["kt-role": "shadow-mesh", "kt-target": ExchangeCommand.randomTarget()],
             annotations: ["kt-config": "service=\(shadowName)"], ports: ExchangePlan.containerPorts(ports))
+        session.status.update { $0.mode = "auto" }
         let shadow = try await ListeningShadow.start(
-            spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .seconds(1),
+            spec, ports: ports,
+            use: .init(
+                name: service.name, namespace: namespace, state: "meshed",
+                detail: "auto mode, header \(options.mark.key): \(options.mark.value)"),
+            session: session, options: options.cluster, group: group, quiet: .seconds(1),
             drainTimeout: .seconds(5), logger: logger, print: print)
         guard let shadowIP = shadow.podIP else {
             throw ConnectError.other("the shadow pod \(shadowName) has no IP address yet; try again")

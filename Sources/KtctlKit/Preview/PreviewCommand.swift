@@ -106,14 +106,18 @@ public enum PreviewCommand {
             try await ListeningShadow.checkLocalPorts(ports, what: { _ in "" }, on: group.next())
         }
 
-        try await session.startLease()
+        try await session.startLease(target: SessionTarget(service: options.name, mode: "preview"))
         let target = ExchangeCommand.randomTarget()
         let spec = ShadowSpec(
             role: .preview, podName: "\(options.name)-kt-\(session.identity.id)",
             labels: ["kt-role": "shadow-preview", "kt-target": target],
             annotations: ["kt-config": "service=\(options.name)"], ports: ExchangePlan.containerPorts(ports))
         let shadow = try await ListeningShadow.start(
-            spec, ports: ports, session: session, options: options.cluster, group: group, quiet: .milliseconds(500),
+            spec, ports: ports,
+            use: .init(
+                name: options.name, namespace: namespace, state: "previewed",
+                detail: options.external ? "LoadBalancer" : "ClusterIP"),
+            session: session, options: options.cluster, group: group, quiet: .milliseconds(500),
             drainTimeout: .seconds(3), logger: logger, print: print)
 
         var service = Service(

@@ -79,7 +79,8 @@ public enum Recovery {
         return lines
     }
 
-    /// Pid files whose process is gone (kt-connect's layout: the file holds the pid).
+    /// Pid files whose process is gone (kt-connect's layout: the file holds the pid), and status files of sessions
+    /// that are gone.
     public static func removeStalePidFiles(_ state: StateDirectory, dryRun: Bool) -> [String] {
         var lines: [String] = []
         for path in state.pidFiles() {
@@ -90,6 +91,16 @@ public enum Recovery {
             if !dryRun { unlink(path) }
             lines.append("\(dryRun ? "would remove" : "removed") \(path) (\(why))")
         }
+        for path in state.statusFiles() {
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            // A file that does not parse is a crash's too: its writer renames whole files into place.
+            let status = try? SessionStatus.decoder.decode(SessionStatus.self, from: data)
+            if let status, status.process.isAlive { continue }
+            var why = "not a status file"
+            if let status, case .gone(let reason) = status.process.liveness { why = "its session is gone: \(reason)" }
+            if !dryRun { unlink(path) }
+            lines.append("\(dryRun ? "would remove" : "removed") \(path) (\(why))")
+        }
         return lines + removeStaleTemporaries(state, dryRun: dryRun)
     }
 
@@ -97,7 +108,7 @@ public enum Recovery {
     /// file it was replacing is whole, so the temporary only goes, once its writer is gone.
     static func removeStaleTemporaries(_ state: StateDirectory, dryRun: Bool) -> [String] {
         var lines: [String] = []
-        for directory in [state.journalDirectory, state.pidDirectory] {
+        for directory in [state.journalDirectory, state.pidDirectory, state.statusDirectory] {
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
                 let parts = name.split(separator: ".")
                 guard name.hasPrefix("."), name.hasSuffix(".tmp"), parts.count >= 3,

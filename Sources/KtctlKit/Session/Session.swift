@@ -36,6 +36,8 @@ public final class Session: @unchecked Sendable {
     public let options: Options
     public let identity: SessionIdentity
     public let journal: Journal
+    /// What `ktctl status` shows of this session.
+    public let status: StatusBoard
     public let logger: Logger
     /// The undoing's wait a second interrupt skips (scale mode's wait for ready replicas).
     let skippable = SkippableWait()
@@ -60,12 +62,13 @@ public final class Session: @unchecked Sendable {
     private var clusterValue: SessionCluster?
 
     init(
-        options: Options, identity: SessionIdentity, journal: Journal, trap: SignalTrap, logger: Logger,
-        print: @escaping @Sendable (String) -> Void
+        options: Options, identity: SessionIdentity, journal: Journal, status: StatusBoard, trap: SignalTrap,
+        logger: Logger, print: @escaping @Sendable (String) -> Void
     ) {
         self.options = options
         self.identity = identity
         self.journal = journal
+        self.status = status
         self.trap = trap
         self.logger = logger
         self.print = print
@@ -122,8 +125,15 @@ public final class Session: @unchecked Sendable {
             throw SessionError.stateDirectory("cannot write \(pidFile): \(error)")
         }
 
+        let status = StatusBoard(
+            path: state.statusFile(command: options.command, pid: process.pid),
+            status: SessionStatus(
+                command: options.command, process: process, session: identity.id, user: identity.user,
+                host: identity.host, started: Date()))
         let session = Session(
-            options: options, identity: identity, journal: journal, trap: trap, logger: logger, print: print)
+            options: options, identity: identity, journal: journal, status: status, trap: trap, logger: logger,
+            print: print)
+        status.start()
         let work = Task { try await body(session) }
         session.lock.withLock { session.body = work }
         trap.handle(
@@ -141,7 +151,10 @@ public final class Session: @unchecked Sendable {
         }
         let result = await work.result
         watcher.cancel()
+        status.update { $0.phase = "stopping" }
+        status.write()
         let unfinished = await Task { await session.undoAll() }.value
+        status.stop()
         unlink(pidFile)
         if unfinished.isEmpty {
             journal.remove()
@@ -174,9 +187,17 @@ public final class Session: @unchecked Sendable {
         task?.cancel()
     }
 
+    /// Says the session is ready (`ktctl status`); the command has printed its summary.
+    public func ready() {
+        status.update { $0.phase = "ready" }
+        status.write()
+    }
+
     /// Waits until the session is stopped (a signal, the pid file's removal, a failure); throws CancellationError
-    /// then, as every wait in a session body does.
+    /// then, as every wait in a session body does. Commands call it once their summary is printed, so the session is
+    /// `ready` from here on.
     public func waitUntilStopped() async throws {
+        ready()
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
 
@@ -261,6 +282,10 @@ public final class Session: @unchecked Sendable {
         onStop("close the API client") { await client.shutdown() }
         let cluster = SessionCluster(client: client, access: access, namespace: access.namespace)
         lock.withLock { clusterValue = cluster }
+        status.update {
+            $0.cluster = .init(
+                server: access.server.absoluteString, context: access.contextName, namespace: access.namespace)
+        }
         try journal.setCluster(
             .init(server: access.server.absoluteString, context: access.contextName, namespace: access.namespace))
         for line in await Recovery.recoverCrashed(
@@ -272,16 +297,22 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Creates the session's Lease in the cluster's namespace and keeps it renewed; objects created afterwards name
-    /// it as their owner.
-    public func startLease() async throws {
+    /// it as their owner. `target` says what the session does to which Service, for `ktctl birdseye`.
+    public func startLease(target: SessionTarget? = nil) async throws {
         guard let cluster else { preconditionFailure("startLease before connect") }
         let lease = SessionLease(
             client: cluster.client, namespace: cluster.namespace, name: "kt-\(options.command)-\(identity.id)",
             durationSeconds: options.leaseDuration, logger: logger)
         let serverNow = try await SessionLease.serverNow(cluster.client)
+        var labels = identity.labels(role: options.command)
+        var annotations = identity.annotations
+        if let target {
+            labels[SessionTarget.serviceLabel] = target.service
+            annotations[SessionTarget.modeAnnotation] = target.mode
+            if let mark = target.mark { annotations[SessionTarget.markAnnotation] = mark }
+        }
         let document = lease.document(
-            holder: identity.holder, serverNow: serverNow, labels: identity.labels(role: options.command),
-            annotations: identity.annotations)
+            holder: identity.holder, serverNow: serverNow, labels: labels, annotations: annotations)
         let reference = ObjectRef(Lease.resource, namespace: cluster.namespace, name: lease.name)
         let sequence = try record("create \(reference)", undo: .deleteObject(reference))
         let created = try await cluster.client.create(document, namespace: cluster.namespace)
@@ -290,6 +321,7 @@ public final class Session: @unchecked Sendable {
         known.uid = created.metadata.uid
         try journal.update(sequence, undo: .deleteObject(known))
         cluster.lease = lease
+        status.update { $0.lease = lease.name }
         lease.startRenewing(
             progress: { [weak self] line in self?.print("ktctl: \(line)") },
             lost: { [weak self] why in self?.stop(.failure(why)) })
@@ -316,6 +348,25 @@ public final class Session: @unchecked Sendable {
         known.uid = created.metadata.uid
         try journal.update(sequence, undo: .deleteObject(known))
         return created
+    }
+}
+
+/// What a session does to a Service, on its Lease (`ktctl birdseye` reads it): the label `ktctl.io/service`, the
+/// annotations `ktctl.io/mode` (`selector`, `scale`, `auto`, `manual`, `preview`) and `ktctl.io/mark` (a mesh's
+/// `VERSION: feo3x` or `version=feo3x`). The Lease's role label (`ktctl.io/role`) says exchange, mesh or preview.
+public struct SessionTarget: Sendable, Hashable {
+    public static let serviceLabel = "ktctl.io/service"
+    public static let modeAnnotation = "ktctl.io/mode"
+    public static let markAnnotation = "ktctl.io/mark"
+
+    public var service: String
+    public var mode: String
+    public var mark: String?
+
+    public init(service: String, mode: String, mark: String? = nil) {
+        self.service = service
+        self.mode = mode
+        self.mark = mark
     }
 }
 

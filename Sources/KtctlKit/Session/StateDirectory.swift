@@ -9,6 +9,7 @@ import Glibc
 /// | `pid/<command>-<pid>.pid` | the pid of a running command, as kt-connect writes it; deleting the file stops that ktctl |
 /// | `lock/<name>.lock` | `flock`ed by the session that holds it (one `connect` per directory) |
 /// | `journal/<command>-<pid>.json` | every change the session made, written before it was made (`Journal`) |
+/// | `status/<command>-<pid>.json` | what the session is doing now, rewritten twice a second (`StatusBoard`) |
 public struct StateDirectory: Sendable, Hashable {
     public let root: String
 
@@ -27,14 +28,16 @@ public struct StateDirectory: Sendable, Hashable {
     public var pidDirectory: String { root + "/pid" }
     public var lockDirectory: String { root + "/lock" }
     public var journalDirectory: String { root + "/journal" }
+    public var statusDirectory: String { root + "/status" }
 
     public func pidFile(command: String, pid: Int32) -> String { "\(pidDirectory)/\(command)-\(pid).pid" }
     public func lockFile(_ name: String) -> String { "\(lockDirectory)/\(name).lock" }
     public func journalFile(command: String, pid: Int32) -> String { "\(journalDirectory)/\(command)-\(pid).json" }
+    public func statusFile(command: String, pid: Int32) -> String { "\(statusDirectory)/\(command)-\(pid).json" }
 
     /// Makes the folders (0700: they name the user's sessions and hold resolv.conf's original).
     public func prepare() throws {
-        for directory in [root, pidDirectory, lockDirectory, journalDirectory] {
+        for directory in [root, pidDirectory, lockDirectory, journalDirectory, statusDirectory] {
             try FileManager.default.createDirectory(
                 atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
@@ -44,6 +47,12 @@ public struct StateDirectory: Sendable, Hashable {
     public func journals() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: journalDirectory)) ?? []
         return names.filter { $0.hasSuffix(".json") }.sorted().map { "\(journalDirectory)/\($0)" }
+    }
+
+    /// The status files on disk.
+    public func statusFiles() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: statusDirectory)) ?? []
+        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.sorted().map { "\(statusDirectory)/\($0)" }
     }
 
     /// The pid files on disk.

@@ -28,10 +28,11 @@ public enum ListeningShadow {
     /// Starts the shadow of `spec` with listeners for `ports` and waits until it is Ready. `beforeDrain` runs on the
     /// way out after what was recorded later and before the drain (scale mode takes the shadow out of its Service
     /// there).
+    /// `use` is what `ktctl status` says of the Service (its ports and the connections through them are added).
     public static func start(
-        _ spec: ShadowSpec, ports: [PortMapping], session: Session, options: ClusterOptions, group: EventLoopGroup,
-        quiet: Duration, drainTimeout: Duration, logger: Logger, print: @escaping @Sendable (String) -> Void,
-        beforeDrain: (@Sendable () async -> Void)? = nil
+        _ spec: ShadowSpec, ports: [PortMapping], use: SessionStatus.ServiceUse, session: Session,
+        options: ClusterOptions, group: EventLoopGroup, quiet: Duration, drainTimeout: Duration, logger: Logger,
+        print: @escaping @Sendable (String) -> Void, beforeDrain: (@Sendable () async -> Void)? = nil
     ) async throws -> ShadowSession {
         let link = TunnelLink()
         let forwards = ReverseForwards(
@@ -39,6 +40,22 @@ public enum ListeningShadow {
                 ReverseForwards.Port(remote: $0.targetPort, local: $0.local, udp: $0.protocol == "UDP")
             },
             link: link, logger: logger)
+        var use = use
+        use.ports = forwards.ports.map(\.description)
+        session.status.update { $0.services.append(use) }
+        session.status.sample { [use] status in
+            guard let index = status.services.firstIndex(where: { $0.name == use.name && $0.state == use.state })
+            else { return }
+            let counts = forwards.counts
+            let bytes = forwards.meter.snapshot
+            var incoming = SessionStatus.Incoming()
+            incoming.accepted = counts.accepted
+            incoming.open = counts.open
+            incoming.refused = counts.refused
+            incoming.bytesToLocal = bytes.bytesFromCluster
+            incoming.bytesFromLocal = bytes.bytesToCluster
+            status.services[index].incoming = incoming
+        }
         let shadow = ShadowSession(
             session: session, spec: spec, options: options, link: link, group: group, logger: logger,
             progress: { print("ktctl: \($0)") })

@@ -28,7 +28,12 @@ public final class ShadowSession: @unchecked Sendable {
     private var supervisor: Task<Void, Never>?
     private var stopping = false
     private var podUID: String?
-    public private(set) var podIP: String?
+    private var currentPodIP: String?
+    /// The shadow pod's address (read by the status writer's thread, so behind the lock).
+    public private(set) var podIP: String? {
+        get { lock.withLock { currentPodIP } }
+        set { lock.withLock { currentPodIP = newValue } }
+    }
 
     public init(
         session: Session, spec: ShadowSpec, options: ClusterOptions, link: TunnelLink, group: any EventLoopGroup,
@@ -54,6 +59,11 @@ public final class ShadowSession: @unchecked Sendable {
         // Before anything is undone, nothing may be re-created; the tunnel itself stays until its turn (an exchange
         // restores the Service's selector first, while the shadow still answers).
         session.beforeUndo { [self] in self.stopSupervising() }
+        session.status.sample { [weak self] status in
+            guard let self else { return }
+            status.shadow = .init(
+                pod: self.podName, ip: self.podIP, tunnel: self.link.condition, reconnects: self.link.reconnects)
+        }
         progress("creating secret \(spec.secretName) and pod \(podName) in namespace \(cluster.namespace)")
         _ = try await session.create(
             ShadowPlan.secret(
