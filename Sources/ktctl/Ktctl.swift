@@ -18,7 +18,7 @@ struct Ktctl: AsyncParsableCommand {
         subcommands: [
             ConnectCLI.self, ExchangeCLI.self, MeshCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self,
             CleanCLI.self,
-            RouteCommand.self, ConfigCLI.self,
+            RouteCommand.self, ConfigCLI.self, StatusCLI.self, BirdseyeCLI.self,
         ]
     )
 

@@ -175,7 +175,6 @@ public enum ExchangeCommand {
               switched   \(switched)
               stop       Ctrl-C (the service moves back first, then the shadow goes)
             """)
-        session.ready()
         if options.mode == .selector {
             try await keep(service.name, selecting: ["kt-target": target], session: session, print: print)
         } else {
@@ -245,6 +244,7 @@ public enum ExchangeCommand {
         _ name: String, selecting selector: [String: String], owned: (@Sendable (Service) -> Bool)? = nil,
         what: String = "the shadow", session: Session, print: @escaping @Sendable (String) -> Void
     ) async throws {
+        session.ready()
         guard let cluster = session.cluster, let lease = cluster.lease else { return }
         let client = cluster.client
         let owned = owned ?? { $0.metadata.annotations?[ServiceLock.lease] == lease.name }

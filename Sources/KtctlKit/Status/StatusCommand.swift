@@ -158,9 +158,11 @@ public enum StatusCommand {
             if let incoming = service.incoming {
                 row(
                     "",
-                    "\(incoming.accepted) connection\(incoming.accepted == 1 ? "" : "s") from the cluster "
-                        + "(\(incoming.open) open, \(incoming.refused) refused: nothing listened); "
-                        + "\(bytes(incoming.bytesToLocal)) to this machine, \(bytes(incoming.bytesFromLocal)) back")
+                    "\(incoming.accepted) connection\(incoming.accepted == 1 ? "" : "s") from the cluster, "
+                        + "\(incoming.open) open; \(bytes(incoming.bytesToLocal)) to this machine, "
+                        + "\(bytes(incoming.bytesFromLocal)) back"
+                        + (incoming.refused == 0
+                            ? "" : "; \(incoming.refused) refused because nothing listened on the local port"))
             }
         }
         return lines
