@@ -90,9 +90,10 @@ images: deps
 test: build lint images
 	@set -o pipefail; $(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log | grep -vE '^(◇|↳|✔ Test .* passed after|Test Case .* (started|passed))'
 	@echo "== test count:"; grep -E '^(✔|✘) Test run with [0-9]+ tests' .build/test.log
-	@echo "== make demo, quietly:"; scripts/demo.sh --quiet && echo "demo: all five curls printed the page"
+	@echo "== make demo, quietly:"; scripts/demo.sh --quiet
 
-## demo: deps + images + build, then the seed quick start end to end: ktlab up, kubectl, ktctl connect, five curls, down
+## demo: deps + images + build, then the whole seed quick start against ktlab: kubectl, connect and the five curls,
+## exchange, mesh (without and with the header), preview, forward, status and birdseye; torn down; a summary
 demo: deps images
 	$(SWIFT) build $(SWIFT_TEST_FLAGS)
 	@scripts/demo.sh
