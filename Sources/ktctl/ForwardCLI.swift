@@ -14,7 +14,11 @@ struct ForwardCLI: AsyncParsableCommand {
 
     @OptionGroup var cluster: ClusterFlags
 
-    @Argument(help: "svc/NAME, pod/NAME, or NAME (a Service if one has that name, else a pod).")
+    @Argument(
+        help: "svc/NAME, pod/NAME, or NAME (a Service if one has that name, else a pod).",
+        completion: .custom { words, _, prefix in
+            await ResourceNames.complete(.servicesAndPods, words: words, prefix: prefix)
+        })
     var target: String
 
     @Argument(help: "local[:remote]: the local port, and the Service's port (number or name) or the pod's.")

@@ -30,17 +30,22 @@ struct Ktctl: AsyncParsableCommand {
             if let name = command.configuration.commandName { names.insert(name) }
             names.formUnion(command.configuration.aliases)
         }
-        var arguments: [String]
-        do {
-            // kt-connect 0.3.7's flags and values, as ktctl's (or refused with what to use instead).
-            arguments = try KtConnectFlags.translate(Array(CommandLine.arguments.dropFirst()))
-        } catch {
-            exit(withError: error)
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        // A shell asking for completions (`---completion exchange -- ktctl exchange to`) gets ArgumentParser's answer
+        // for the words as typed.
+        let completing = arguments.first == "---completion"
+        if !completing {
+            do {
+                // kt-connect 0.3.7's flags and values, as ktctl's (or refused with what to use instead).
+                arguments = try KtConnectFlags.translate(arguments)
+            } catch {
+                exit(withError: error)
+            }
+            arguments = GlobalFlags.reorder(arguments, subcommands: names)
         }
-        arguments = GlobalFlags.reorder(arguments, subcommands: names)
         do {
             // ~/.kt/config's defaults, for the flags the command line does not give.
-            if let command = arguments.first, names.contains(command), command != "config",
+            if !completing, let command = arguments.first, names.contains(command), command != "config",
                 FileManager.default.fileExists(atPath: KtConfig.directory + "/config")
             {
                 do {
@@ -54,7 +59,8 @@ struct Ktctl: AsyncParsableCommand {
                     throw ValidationError("\(error.description) (ktctl config show; nothing was changed)")
                 }
             }
-            var command = try parseAsRoot(arguments)
+            // The async parse, for the completions that ask the cluster (`ResourceNames`).
+            var command = try await asyncParseAsRoot(arguments)
             if var asynchronous = command as? any AsyncParsableCommand {
                 try await asynchronous.run()
             } else {

@@ -20,7 +20,11 @@ struct MeshCLI: AsyncParsableCommand {
 
     @OptionGroup var cluster: ClusterFlags
 
-    @Argument(help: "svc/NAME, service/NAME, deploy/NAME, deployment/NAME, or a service's NAME.")
+    @Argument(
+        help: "svc/NAME, service/NAME, deploy/NAME, deployment/NAME, or a service's NAME.",
+        completion: .custom { words, _, prefix in
+            await ResourceNames.complete(.servicesAndDeployments, words: words, prefix: prefix)
+        })
     var target: String
 
     @Option(help: "local[:remote], comma-separated: a local port, and the Service's port (number or name).")

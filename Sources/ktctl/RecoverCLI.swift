@@ -14,7 +14,11 @@ struct RecoverCLI: AsyncParsableCommand {
 
     @OptionGroup var cluster: ClusterFlags
 
-    @Argument(help: "The service's name (or svc/NAME).")
+    @Argument(
+        help: "The service's name (or svc/NAME).",
+        completion: .custom { words, _, prefix in
+            await ResourceNames.complete(.services, words: words, prefix: prefix)
+        })
     var service: String
 
     func run() async throws {
