@@ -35,6 +35,17 @@ struct ConfigCLI: ParsableCommand {
     }
 
     /// A refusal is printed as `Error: …` without the usage text (it is about the file, not the command line).
+    /// Tab completes the keys (kt-connect's completion offered them too).
+    static let keyCompletion = CompletionKind.custom { _, _, prefix in
+        ((try? Ktctl.configSchema().keys) ?? []).filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
+    /// Tab completes the saved profiles' names.
+    static let profileCompletion = CompletionKind.custom { _, _, prefix in
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: KtConfig.directory + "/profile")) ?? []
+        return names.filter { $0.hasPrefix(prefix) && !$0.hasPrefix(".") }.sorted()
+    }
+
     static func run(_ body: (ConfigCommand) throws -> String) throws {
         print(try body(try command()))
     }
@@ -47,21 +58,22 @@ struct ConfigCLI: ParsableCommand {
 
     struct Get: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print keys' values.")
-        @Argument(help: "Keys, e.g. connect.mode.") var keys: [String] = []
+        @Argument(help: "Keys, e.g. connect.mode.", completion: ConfigCLI.keyCompletion) var keys: [String] = []
         func run() throws { try ConfigCLI.run { try $0.get(keys) } }
     }
 
     struct Set: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Set a key: KEY VALUE, KEY=VALUE or KEY = VALUE (checked as its flag would be).")
-        @Argument(help: "KEY VALUE, KEY=VALUE or KEY = VALUE.") var words: [String] = []
+        @Argument(help: "KEY VALUE, KEY=VALUE or KEY = VALUE.", completion: ConfigCLI.keyCompletion)
+        var words: [String] = []
         func run() throws { try ConfigCLI.run { try $0.set(words) } }
     }
 
     struct Unset: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove keys (--all: every one).")
         @Flag(name: [.short, .long], help: "Every key.") var all = false
-        @Argument(help: "Keys.") var keys: [String] = []
+        @Argument(help: "Keys.", completion: ConfigCLI.keyCompletion) var keys: [String] = []
         func run() throws { try ConfigCLI.run { try $0.unset(keys, all: all) } }
     }
 
@@ -82,14 +94,14 @@ struct ConfigCLI: ParsableCommand {
     struct LoadProfile: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "load-profile", abstract: "Replace ~/.kt/config with a profile.")
-        @Argument(help: "The profile's name.") var name: String
+        @Argument(help: "The profile's name.", completion: ConfigCLI.profileCompletion) var name: String
         @Flag(name: [.customLong("dry-run"), .customLong("dryRun")], help: "Only print the profile.") var dryRun = false
         func run() throws { try ConfigCLI.run { try $0.loadProfile(name, dryRun: dryRun) } }
     }
 
     struct DropProfile: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "drop-profile", abstract: "Delete a profile.")
-        @Argument(help: "The profile's name.") var name: String
+        @Argument(help: "The profile's name.", completion: ConfigCLI.profileCompletion) var name: String
         func run() throws { try ConfigCLI.run { try $0.dropProfile(name) } }
     }
 }

@@ -10,15 +10,16 @@ struct Ktctl: AsyncParsableCommand {
         commandName: "ktctl",
         abstract: "Join this machine to a Kubernetes test cluster, in both directions.",
         discussion: """
-            `connect` (tun and socks modes), `exchange`, `preview`, `forward`, `recover`, `clean` and `route` exist \
-            so far; `mesh` and the rest follow. Sessions keep their state in ~/.kt (the journal of every change, pid files). Shell \
-            completion: ktctl --generate-completion-script bash|zsh|fish.
+            Sessions (connect, exchange, mesh, preview) keep their state in ~/.kt: the journal of every change, pid \
+            files, and what `ktctl status` shows. `ktctl birdseye` shows who is doing what in the cluster; `ktctl \
+            clean` removes what a killed session left. Defaults for any flag: `ktctl config set connect.mode socks`. \
+            Shell completion: `source <(ktctl completion bash)` (zsh and fish too).
             """,
         version: "0.1.0-dev",
         subcommands: [
             ConnectCLI.self, ExchangeCLI.self, MeshCLI.self, PreviewCLI.self, ForwardCLI.self, RecoverCLI.self,
             CleanCLI.self,
-            RouteCommand.self, ConfigCLI.self, StatusCLI.self, BirdseyeCLI.self,
+            RouteCommand.self, ConfigCLI.self, StatusCLI.self, BirdseyeCLI.self, CompletionCLI.self,
         ]
     )
 
@@ -34,6 +35,8 @@ struct Ktctl: AsyncParsableCommand {
         // A shell asking for completions (`---completion exchange -- ktctl exchange to`) gets ArgumentParser's answer
         // for the words as typed.
         let completing = arguments.first == "---completion"
+        // cobra's `-v` (kt-connect's) for the version.
+        if arguments == ["-v"] { arguments = ["--version"] }
         if !completing {
             do {
                 // kt-connect 0.3.7's flags and values, as ktctl's (or refused with what to use instead).

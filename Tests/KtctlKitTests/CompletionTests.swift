@@ -22,6 +22,25 @@ import Testing
         #expect(none.namespace == nil && none.kubeconfig == nil)
     }
 
+    /// kt-connect's (cobra's) spellings: `ktctl completion bash|zsh|fish` and `-v`; config keys complete.
+    @Test func ktConnectsCompletionCommandAndConfigKeys() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        for shell in ["bash", "zsh", "fish"] {
+            let ours = try await TestNamespace.run([ktctl, "completion", shell])
+            let generated = try await TestNamespace.run([ktctl, "--generate-completion-script", shell])
+            #expect(ours.status == 0 && ours.output == generated.output && ours.output.contains("ktctl"))
+        }
+        let powershell = try await TestNamespace.run([ktctl, "completion", "powershell"])
+        #expect(powershell.status != 0 && powershell.error.contains("bash, zsh and fish"), "\(powershell.error)")
+        let version = try await TestNamespace.run([ktctl, "-v"])
+        #expect(version.status == 0 && version.output.hasPrefix("0."), "\(version.output)")
+        let keys = try await TestNamespace.run([
+            ktctl, "---completion", "config", "get", "--", "positional@0", "3", "4", "ktctl", "config", "get", "conn",
+        ])
+        let offered = keys.output.split(separator: "\n").map(String.init)
+        #expect(offered.contains("connect.mode") && offered.allSatisfy { $0.hasPrefix("conn") }, "\(keys.output)")
+    }
+
     @Test(.enabled(if: TestNamespace.unavailableReason == nil && kubectl != nil))
     func bashCompletesServicesDeploymentsAndPods() async throws {
         let kubectl = try #require(Self.kubectl)

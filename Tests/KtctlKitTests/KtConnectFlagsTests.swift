@@ -1,4 +1,5 @@
 import Foundation
+import NamespaceTestSupport
 import Testing
 
 @testable import KtctlKit
@@ -42,6 +43,77 @@ import Testing
                 _ = try KtConnectFlags.translate(arguments)
             } catch {
                 #expect("\(error)".contains(advice), "\(arguments): \(error)")
+            }
+        }
+    }
+}
+
+/// Every flag of kt-connect 0.3.7 (`shared/reference/kt-connect.md` §2), command by command, against the ktctl that
+/// was built: each is one of ktctl's own spellings, or translated, or refused with a reason. A flag that is none of
+/// these would reach ArgumentParser as "unknown option" with no advice.
+@Suite struct KtConnectFlagAuditTests {
+    static let global = [
+        "--namespace", "-n", "--kubeconfig", "-c", "--context", "--image", "-i", "--imagePullSecret",
+        "--serviceAccount",
+        "--nodeSelector", "--debug", "-d", "--withLabel", "-l", "--withAnnotation", "--portForwardTimeout",
+        "--podCreationTimeout", "--useShadowDeployment", "--useLocalTime", "--forceUpdate", "-f", "--podQuota",
+        "--ipVersion", "--asWorker", "--help", "-h",
+    ]
+    static let commands: [String: [String]] = [
+        "connect": [
+            "--mode", "--dnsMode", "--shareShadow", "--clusterDomain", "--disablePodIp", "--skipCleanup",
+            "--includeIps",
+            "--excludeIps", "--ingressIp", "--disableTunDevice", "--disableTunRoute", "--proxyPort", "--proxyAddr",
+            "--dnsCacheTtl", "--dnsPort", "--includeDomains",
+        ],
+        "exchange": ["--expose", "--mode", "--skipPortChecking", "--recoverWaitTime"],
+        "mesh": ["--expose", "--mode", "--versionMark", "--skipPortChecking", "--routerImage"],
+        "preview": ["--expose", "--external", "--skipPortChecking"],
+        "provide": ["--expose", "--external", "--skipPortChecking"],
+        "forward": [],
+        "recover": [],
+        "clean": ["--thresholdInMinus", "--dryRun", "--localOnly"],
+        "birdseye": ["--sortBy", "--showConnector", "--hideNaturalService"],
+    ]
+
+    /// Every spelling each command (and its aliases) accepts, from `ktctl --experimental-dump-help`.
+    static func spellings() async throws -> [String: Set<String>] {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        let dump = try await TestNamespace.run([ktctl, "--experimental-dump-help"])
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(dump.output.utf8)) as? [String: Any])
+        let command = try #require(root["command"] as? [String: Any])
+        var result: [String: Set<String>] = [:]
+        for subcommand in command["subcommands"] as? [[String: Any]] ?? [] {
+            var names: Set<String> = ["--help", "-h"]
+            for argument in subcommand["arguments"] as? [[String: Any]] ?? [] {
+                for name in argument["names"] as? [[String: Any]] ?? [] {
+                    guard let kind = name["kind"] as? String, let text = name["name"] as? String else { continue }
+                    names.insert((kind == "short" ? "-" : "--") + text)
+                }
+            }
+            let name = try #require(subcommand["commandName"] as? String)
+            result[name] = names
+            for alias in subcommand["aliases"] as? [String] ?? [] { result[alias] = names }
+        }
+        return result
+    }
+
+    @Test func everyFlagIsOursTranslatedOrRefusedWithAReason() async throws {
+        let known = try await Self.spellings()
+        for (command, own) in Self.commands {
+            let accepted = try #require(known[command], "ktctl has no \(command) command")
+            // kt-connect's clean, forward and recover take the global flags too (cobra's persistent flags).
+            for flag in own + Self.global {
+                if accepted.contains(flag) { continue }
+                do {
+                    let translated = try KtConnectFlags.translate([command, flag, "4"])
+                    #expect(
+                        translated != [command, flag, "4"]
+                            && translated.dropFirst().allSatisfy { !$0.hasPrefix("-") || accepted.contains($0) },
+                        "ktctl \(command) \(flag): neither ktctl's flag nor translated to one (\(translated))")
+                } catch let refusal as KtConnectFlags.Refusal {
+                    #expect(refusal.description.contains(flag), "\(refusal)")
+                }
             }
         }
     }
