@@ -169,9 +169,11 @@ import Testing
             let status = try await exec("locked", ["/usr/local/bin/cat", "/proc/1/status"]).output
             #expect(status.contains("CapEff:\t0000000000000000") && status.contains("NoNewPrivs:\t1"), "\(status)")
             #expect(status.contains("Uid:\t4321\t4321\t4321\t4321"), "\(status)")
-            let environment = try await exec("locked", ["/usr/local/bin/env"]).output
+            let env = try await exec("locked", ["/usr/local/bin/env"])
+            let environment = env.output
             #expect(
-                environment.contains("FOO=bar\n") && environment.contains("PATH=/usr/local/bin\n"), "\(environment)")
+                environment.contains("FOO=bar\n") && environment.contains("PATH=/usr/local/bin\n"),
+                "\(environment) (status \(env.status), stderr \(env.error))")
             #expect(environment.contains("HOSTNAME=locked\n"), "\(environment)")
             let hostname = try await exec("locked", ["/usr/local/bin/cat", "/etc/hostname"]).output
             #expect(hostname == "locked\n")
