@@ -1,9 +1,10 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Counts the flows glued to local sockets (socks mode's clients, the reverse forwards of exchange, mesh and preview)
-/// and the bytes each way, for `ktctl status`. It sits in each flow's SSH channel, in front of the glue: what the
-/// channel reads came from the cluster, what it writes goes to the cluster. tun mode counts in the engine instead
+/// Counts the flows glued to local sockets (socks mode's clients, the reverse forwards of exchange, mesh and preview,
+/// forward's connections) and the bytes each way, for `ktctl status`. It sits in front of the glue, in each flow's SSH
+/// channel (what the channel reads came from the cluster) or in the local socket (`Side.local`: what it reads goes to
+/// the cluster). tun mode counts in the engine instead
 /// (`EngineCounters`).
 public final class TrafficMeter: Sendable {
     public struct Counts: Sendable, Hashable {
@@ -19,14 +20,22 @@ public final class TrafficMeter: Sendable {
 
     public var snapshot: Counts { counts.withLockedValue { $0 } }
 
+    /// Which end of a glued pair the meter sits in.
+    public enum Side: Sendable {
+        /// The flow's SSH channel (or port-forward stream): it reads what came from the cluster.
+        case cluster
+        /// The local socket: it reads what goes to the cluster.
+        case local
+    }
+
     /// Counts `flow` from now on: call on its event loop, before it is glued, so that no byte passes uncounted.
-    public func attach(to flow: Channel) throws {
+    public func attach(to flow: Channel, side: Side = .cluster) throws {
         counts.withLockedValue {
             $0.flowsOpened += 1
             $0.flowsOpen += 1
         }
         flow.closeFuture.whenComplete { [weak self] _ in self?.counts.withLockedValue { $0.flowsOpen -= 1 } }
-        try flow.pipeline.syncOperations.addHandler(MeteringHandler(meter: self))
+        try flow.pipeline.syncOperations.addHandler(MeteringHandler(meter: self, readsFromCluster: side == .cluster))
     }
 
     func add(toCluster: Int = 0, fromCluster: Int = 0) {
@@ -37,7 +46,8 @@ public final class TrafficMeter: Sendable {
     }
 }
 
-/// One flow's counting: reads are bytes from the cluster, writes bytes to it. A lock per read or write (each up to a
+/// One flow's counting: in the flow's channel reads are bytes from the cluster and writes bytes to it; in a local
+/// socket the other way round. A lock per read or write (each up to a
 /// channel window's chunk) costs far less than the copy it counts.
 final class MeteringHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -46,18 +56,22 @@ final class MeteringHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     let meter: TrafficMeter
+    let readsFromCluster: Bool
 
-    init(meter: TrafficMeter) {
+    init(meter: TrafficMeter, readsFromCluster: Bool) {
         self.meter = meter
+        self.readsFromCluster = readsFromCluster
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        meter.add(fromCluster: unwrapInboundIn(data).readableBytes)
+        let count = unwrapInboundIn(data).readableBytes
+        if readsFromCluster { meter.add(fromCluster: count) } else { meter.add(toCluster: count) }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        meter.add(toCluster: unwrapOutboundIn(data).readableBytes)
+        let count = unwrapOutboundIn(data).readableBytes
+        if readsFromCluster { meter.add(toCluster: count) } else { meter.add(fromCluster: count) }
         context.write(data, promise: promise)
     }
 }

@@ -27,10 +27,14 @@ struct ForwardCLI: AsyncParsableCommand {
     @Option(help: "The local address to listen on.")
     var address = "127.0.0.1"
 
+    @Option(name: .customLong("state-dir"), help: .hidden)
+    var stateDirectory: String?
+
     func run() async throws {
         do {
             var options = ForwardOptions(cluster: try cluster.options(), target: target, ports: ports)
             options.address = address
+            if let stateDirectory { options.stateDirectory = stateDirectory }
             try await ForwardCommand.run(options, logger: Output.logger(debug: cluster.debug), print: Output.line)
         } catch let error as ValidationError {
             throw error

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KtctlKit
 import KubeKit
 import LabKit
 import LabTestSupport
@@ -23,7 +24,7 @@ import Testing
         _ lab: RunningLab, _ ktctl: String, _ command: String, state: String, _ arguments: [String],
         kubeconfig: String? = nil
     ) -> [String] {
-        let sessions = ["exchange", "preview", "clean", "mesh"]
+        let sessions = ["exchange", "preview", "clean", "mesh", "forward"]
         return [
             ktctl, command, "--kubeconfig", kubeconfig ?? "\(LabLayout.stateRoot)/\(lab.name)/kubeconfig-ws", "-n",
             "default",
@@ -695,6 +696,23 @@ import Testing
                 ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do curl -s -m 10 http://localhost:6060 & done; wait"],
                 timeout: 30)
             #expect(many.output == String(repeating: Self.localPage, count: 8), "\(many.output)")
+            // `ktctl status` shows the forward (no session, but a status file) and the preview it reached.
+            try await Task.sleep(for: .seconds(1))
+            struct Listing: Decodable { var sessions: [SessionStatus] }
+            func status(_ state: String) async throws -> SessionStatus {
+                let shown = try await TestNamespace.run([
+                    ktctl, "status", "-o", "json", "--state-dir", "\(LabLayout.stateRoot)/\(lab.name)/\(state)",
+                ])
+                let listing = try SessionStatus.decoder.decode(Listing.self, from: Data(shown.output.utf8))
+                return try #require(listing.sessions.first, "\(shown.output)")
+            }
+            let forwarding = try await status("fw")
+            #expect(forwarding.command == "forward" && forwarding.services.first?.state == "forwarded")
+            let carried = try #require(forwarding.traffic)
+            #expect(carried.flowsOpened == 9 && carried.flowsOpen == 0 && carried.flowsRefused == 0, "\(carried)")
+            #expect(carried.bytesFromCluster >= 9 * Self.localPage.utf8.count && carried.bytesToCluster > 0)
+            let previewing = try await status("pv")
+            #expect((previewing.services.first?.incoming?.accepted ?? 0) >= 9, "\(previewing)")
 
             preview.signalProgram(SIGINT)
             #expect(await preview.waitForExit(timeout: 20) == 0, "\(preview.output)")

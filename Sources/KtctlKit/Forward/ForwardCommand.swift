@@ -1,4 +1,5 @@
 import Foundation
+import KtEngine
 import KtTunnel
 import KubeKit
 import Logging
@@ -18,6 +19,8 @@ public struct ForwardOptions: Sendable {
     public var address = "127.0.0.1"
     /// How long one connection waits for a ready pod (a Service's pod deleted or restarting) before it is closed.
     public var waitForPod: Duration = .seconds(30)
+    /// Where `ktctl status` finds the forward (it has no session, but shows there as one).
+    public var stateDirectory = StateDirectory.defaultRoot
 
     public init(cluster: ClusterOptions, target: String, ports: String?) {
         self.cluster = cluster
@@ -213,6 +216,9 @@ public enum ForwardCommand {
               now        pod \(first.pod):\(first.port)
               stop       Ctrl-C
             """)
+        let board = statusBoard(
+            options, access: access, route: route, local: local, forwarder: forwarder)
+        defer { board?.stop() }
         let trap = SignalTrap()
         trap.install()
         let stopped = group.next().makePromise(of: Int32.self)
@@ -222,6 +228,50 @@ public enum ForwardCommand {
         try? await server.close()
         let carried = forwarder.counts
         print("ktctl: the forward has ended (\(carried.connections) connections, \(carried.failed) failed)")
+    }
+
+    /// What `ktctl status` shows of the forward: the route, the pod of the moment, the connections carried; nil when
+    /// the state directory cannot be made (the forward works without it).
+    static func statusBoard(
+        _ options: ForwardOptions, access: ClusterAccess, route: ForwardRoute, local: Int, forwarder: Forwarder
+    ) -> StatusBoard? {
+        let state = StateDirectory(options.stateDirectory)
+        guard (try? state.prepare()) != nil else { return nil }
+        let process = ProcessIdentity.current
+        var status = SessionStatus(
+            command: "forward", process: process, session: "", user: SessionIdentity.currentUser,
+            host: ProcessInfo.processInfo.hostName, started: Date())
+        status.phase = "ready"
+        status.mode = "forward"
+        status.cluster = .init(
+            server: access.server.absoluteString, context: access.contextName, namespace: access.namespace)
+        let name: String
+        switch route {
+        case .pod(let pod, _): name = "pod/\(pod)"
+        case .service(let service, _, _, _): name = service
+        }
+        status.services = [
+            SessionStatus.ServiceUse(
+                name: name, namespace: access.namespace, state: "forwarded",
+                detail: "\(options.address):\(local) → \(route)")
+        ]
+        let board = StatusBoard(path: state.statusFile(command: "forward", pid: process.pid), status: status)
+        board.sample { status in
+            let counts = forwarder.counts
+            let bytes = forwarder.meter.snapshot
+            var traffic = SessionStatus.Traffic()
+            traffic.flowsOpened = counts.connections
+            traffic.flowsRefused = counts.failed
+            traffic.flowsOpen = bytes.flowsOpen
+            traffic.bytesToCluster = bytes.bytesToCluster
+            traffic.bytesFromCluster = bytes.bytesFromCluster
+            status.traffic = traffic
+            if let now = forwarder.currentPod, !status.services.isEmpty {
+                status.services[0].ports = ["now pod \(now.pod):\(now.port)"]
+            }
+        }
+        board.start()
+        return board
     }
 
     /// nil for 404, the error otherwise.
@@ -250,6 +300,8 @@ final class Forwarder: Sendable {
     let waitForPod: Duration
     let logger: Logger
     let print: @Sendable (String) -> Void
+    /// Connections carried and their bytes (`ktctl status`).
+    let meter = TrafficMeter()
     private let state = NIOLockedValueBox(State())
 
     init(
@@ -265,6 +317,12 @@ final class Forwarder: Sendable {
     }
 
     var counts: (connections: Int, failed: Int) { state.withLockedValue { ($0.connections, $0.failed) } }
+
+    /// The pod connections go to now (a Service's ready pod of the moment).
+    var currentPod: (pod: String, port: Int)? {
+        if case .pod(let name, let port) = route { return (name, port) }
+        return state.withLockedValue { $0.current }
+    }
 
     /// The pod (and port) to use now; for a Service, the current one unless it just failed, else a ready one from
     /// the Endpoints, waited for until `deadline`.
@@ -368,6 +426,7 @@ final class Forwarder: Sendable {
                     let forwarder = PortForwarder(
                         client: client, pod: target.pod, namespace: namespace, port: UInt16(target.port))
                     let remote = try await forwarder.connect(on: local.eventLoop)
+                    try await local.eventLoop.submit { [meter] in try meter.attach(to: local, side: .local) }.get()
                     try await GlueHandler.join(local, remote).get()
                     return
                 } catch is CancellationError {

@@ -130,6 +130,8 @@ public final class StatusBoard: @unchecked Sendable {
     private var status: SessionStatus
     private var samplers: [@Sendable (inout SessionStatus) -> Void] = []
     private var writer: Task<Void, Never>?
+    /// Set by `stop()`: a write already under way then leaves no file behind.
+    private var stopped = false
 
     public init(path: String, status: SessionStatus) {
         self.path = path
@@ -155,14 +157,22 @@ public final class StatusBoard: @unchecked Sendable {
         return now
     }
 
+    /// One write at a time (the timer's and `Session.ready()`'s share the temporary file's name).
+    private let writing = NSLock()
+
     /// Writes the status now: to a file beside it, then renamed over it.
     public func write() {
+        writing.lock()
+        defer { writing.unlock() }
         guard let bytes = try? SessionStatus.encoder.encode(snapshot) else { return }
         let temporary =
             (path as NSString).deletingLastPathComponent
             + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: bytes) else { return }
-        if rename(temporary, path) != 0 { unlink(temporary) }
+        // The rename under the lock, so that it cannot land after `stop()` removed the file.
+        lock.withLock {
+            if stopped || rename(temporary, path) != 0 { unlink(temporary) }
+        }
     }
 
     /// Writes every `interval` until `stop()`.
@@ -182,9 +192,10 @@ public final class StatusBoard: @unchecked Sendable {
     public func stop() {
         let task = lock.withLock { () -> Task<Void, Never>? in
             defer { writer = nil }
+            stopped = true
+            unlink(path)
             return writer
         }
         task?.cancel()
-        unlink(path)
     }
 }

@@ -106,8 +106,8 @@ public enum StatusCommand {
         var lines: [String] = []
         let age = duration(now.timeIntervalSince(status.started))
         var heading =
-            "\(status.command) (pid \(status.pid), session \(status.session), \(status.user)@\(status.host)): "
-            + "\(status.phase) for \(age)"
+            "\(status.command) (pid \(status.pid)\(status.session.isEmpty ? "" : ", session \(status.session)"), "
+            + "\(status.user)@\(status.host)): \(status.phase) for \(age)"
         let silent = now.timeIntervalSince(status.updated)
         if silent > 5 { heading += " (not updated for \(duration(silent)): the session may be stuck)" }
         lines.append(heading)
