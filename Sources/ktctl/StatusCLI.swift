@@ -8,7 +8,8 @@ struct StatusCLI: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show the ktctl sessions running on this machine: mode, shadow, routes, DNS, flows and bytes.",
         discussion: """
-            Each running session (connect, exchange, mesh, preview) writes what it is doing to ~/.kt/status twice \
+            Each running session (connect, exchange, mesh, preview; forward too) writes what it is doing to \
+            ~/.kt/status twice \
             a second; this reads those files and never talks to the cluster. Sessions started with sudo are in \
             root's ~/.kt: run `sudo ktctl status` for them. --watch redraws once a second (a terminal in place, \
             anything else one block after the other; with -o json, one JSON document per line).

@@ -1,5 +1,6 @@
 import Foundation
 import KubeKit
+import NamespaceTestSupport
 import Testing
 
 @testable import KtctlKit
@@ -146,5 +147,50 @@ import Testing
             now: Self.now.addingTimeInterval(30))
         #expect(stuck.contains("not updated for 30 s"), "\(stuck)")
         #expect(StatusCommand.bytes(999) == "999 B" && StatusCommand.bytes(1_073_741_890) == "1.07 GB")
+    }
+
+    /// The built ktctl's `status --watch` redraws once a second (plain blocks when not a terminal; one JSON document
+    /// per line with `-o json`), from a status file whose process lives (this test's) and ignores one whose process
+    /// is gone.
+    @Test func watchRedrawsOnceASecond() async throws {
+        let ktctl = try #require(builtExecutable("ktctl"))
+        let root = NSTemporaryDirectory() + "ktctl-status-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let state = StateDirectory(root)
+        try state.prepare()
+        defer {
+            for path in state.statusFiles() { unlink(path) }
+            for directory in [state.statusDirectory, state.pidDirectory, state.lockDirectory, state.journalDirectory] {
+                rmdir(directory)
+            }
+            rmdir(root)
+        }
+        var live = SessionStatus(
+            command: "connect", process: .current, session: "abcde", user: "alice", host: "laptop", started: Date())
+        live.phase = "ready"
+        live.mode = "socks"
+        try SessionStatus.encoder.encode(live).write(
+            to: URL(fileURLWithPath: state.statusFile(command: "connect", pid: getpid())))
+        var gone = live
+        gone.pid = 999_999_999
+        try SessionStatus.encoder.encode(gone).write(
+            to: URL(fileURLWithPath: state.statusFile(command: "connect", pid: gone.pid)))
+
+        let text = try await TestNamespace.run(["timeout", "2.5", ktctl, "status", "--watch", "--state-dir", root])
+        let blocks = text.output.components(separatedBy: "--- ktctl status, every 1 s: ").dropFirst()
+        #expect(blocks.count >= 2, "\(text.output)")
+        #expect(
+            blocks.allSatisfy { $0.contains("connect (pid \(getpid()), session abcde, alice@laptop): ready") },
+            "\(text.output)")
+        #expect(blocks.allSatisfy { $0.contains("1 status file of sessions that are gone") }, "\(text.output)")
+        let json = try await TestNamespace.run([
+            "timeout", "2.5", ktctl, "status", "--watch", "-o", "json", "--state-dir", root,
+        ])
+        struct Listing: Decodable { var sessions: [SessionStatus] }
+        let lines = json.output.split(separator: "\n")
+        #expect(lines.count >= 2, "\(json.output)")
+        for line in lines {
+            let listing = try SessionStatus.decoder.decode(Listing.self, from: Data(line.utf8))
+            #expect(listing.sessions.map(\.pid) == [getpid()])
+        }
     }
 }
