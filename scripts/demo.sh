@@ -28,12 +28,14 @@ current="starting"
 lab_up=0
 local_server=""
 
+# Bold headings and commands on a terminal; plain text into a file or a pipe.
+if [ -t 1 ]; then BOLD=$'\033[1m' BLUE=$'\033[1;34m' GREEN=$'\033[32m' PLAIN=$'\033[0m'; else BOLD="" BLUE="" GREEN="" PLAIN=""; fi
 say() { [ $quiet = 1 ] || printf '%s\n' "$*"; }
 heading() {
     current="$1"
-    [ $quiet = 1 ] || printf '\n\033[1;34m== %s\033[0m\n' "$1"
+    [ $quiet = 1 ] || printf '\n%s== %s%s\n' "$BLUE" "$1" "$PLAIN"
 }
-show() { [ $quiet = 1 ] || printf '\033[1m$ %s\033[0m\n' "$*"; }
+show() { [ $quiet = 1 ] || printf '%s$ %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 # The arguments as a shell would need them typed: those with spaces or shell characters in single quotes.
 typed() {
     local out="" arg
@@ -249,6 +251,7 @@ expect_ws "$V1" http://tomcat:8080
 expect_ws "$V2" -H "$header" http://tomcat:8080
 expect_pod "$V1" http://tomcat:8080
 expect_pod "$V2" -H "$header" http://tomcat:8080
+sleep 1 # sessions rewrite their status twice a second: the requests above are in it after this
 run ktctl status --state-dir "$state"
 stop_session mesh
 expect_ws "$V1" -H "$header" http://tomcat:8080
@@ -287,6 +290,6 @@ summary+=("torn down: network namespaces, links, nftables, resolv.conf and proce
 if [ $quiet = 1 ]; then
     echo "demo: every step printed the expected page (connect, exchange, mesh, preview, forward) and nothing was left"
 else
-    printf '\n\033[1;34m== Summary\033[0m\n'
-    for line in "${summary[@]}"; do printf '  \033[32m✔\033[0m %s\n' "$line"; done
+    printf '\n%s== Summary%s\n' "$BLUE" "$PLAIN"
+    for line in "${summary[@]}"; do printf '  %s✔%s %s\n' "$GREEN" "$PLAIN" "$line"; done
 fi
