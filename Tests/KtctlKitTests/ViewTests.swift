@@ -55,6 +55,9 @@ import Testing
             Self.service("legacy", annotations: [ServiceLock.originalSelector: #"{"app":"legacy"}"#]),
             Self.service("abandoned", annotations: [ServiceLock.lease: "kt-exchange-zzzzz"]),
             Self.service("plain"),
+            // Held by sessions whose Leases lack `ktctl.io/service` (a ktctl before it): found through the Service.
+            Self.service("older", annotations: [ServiceLock.lease: "kt-exchange-ooooo"]),
+            Self.service("older-mesh", annotations: [MeshState.annotation: "older-mesh-kt-router"]),
         ]
         let leases = [
             Self.lease("exchange", id: "aaaaa", user: "alice", service: "tomcat", mode: "selector"),
@@ -68,6 +71,12 @@ import Testing
             Self.lease("preview", id: "ppppp", user: "pat", service: "tomcat-v2", mode: "preview"),
             Self.lease("connect", id: "kkkkk", user: "kim", service: nil, mode: "tun", age: 12),
             Self.lease("connect", id: "sssss", user: "sam", service: nil, mode: "tun", age: 400),
+            Self.lease("exchange", id: "ooooo", user: "olga", service: nil, mode: "selector"),
+            {
+                var lease = Self.lease("mesh", id: "mmmmm", user: "mia", service: nil, mode: "auto", mark: "VERSION: m")
+                lease.metadata.labels?["ktctl.io/mesh-service"] = "older-mesh"
+                return lease
+            }(),
         ]
         var options = BirdseyeOptions(cluster: ClusterOptions())
         options.showConnectors = true
@@ -77,8 +86,11 @@ import Testing
         #expect(
             states == [
                 "tomcat": "exchanged", "orders": "meshed", "tomcat-v2": "previewed", "legacy": "held by kt-connect",
-                "abandoned": "left by a session that is gone", "plain": "normal",
+                "abandoned": "left by a session that is gone", "plain": "normal", "older": "exchanged",
+                "older-mesh": "meshed",
             ])
+        #expect(view.services.first { $0.service == "older" }?.holders.map(\.user) == ["olga"])
+        #expect(view.services.first { $0.service == "older-mesh" }?.holders.map(\.user) == ["mia"])
         let orders = try #require(view.services.first { $0.service == "orders" })
         #expect(orders.holders.map { "\($0.user) \($0.mark ?? "-")" } == ["bob VERSION: b", "carol VERSION: c"])
         #expect(view.connectors?.map(\.user) == ["kim"])
@@ -94,7 +106,10 @@ import Testing
         options.sort = .name
         let hidden = BirdseyeCommand.view(
             services: services, leases: leases, deployments: [], serverNow: Self.now, options: options)
-        #expect(hidden.services.map(\.service) == ["abandoned", "legacy", "orders", "tomcat", "tomcat-v2"])
+        #expect(
+            hidden.services.map(\.service) == [
+                "abandoned", "legacy", "older", "older-mesh", "orders", "tomcat", "tomcat-v2",
+            ])
     }
 
     @Test func aScaleModeExchangeIsFoundThroughItsDeployment() throws {

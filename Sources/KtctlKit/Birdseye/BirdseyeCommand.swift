@@ -101,9 +101,16 @@ public enum BirdseyeCommand {
             if labels[SessionLabels.managedBy] == SessionLabels.manager && labels[SessionLabels.role] != "preview" {
                 continue
             }
+            // The sessions on this Service: by their Lease's label, and also as the Service names them (its
+            // exchange lock's Lease, its mesh members' `ktctl.io/mesh-service`), so that a session whose Lease lacks
+            // the label (a ktctl before it) still shows as what it is.
             let mine = live.filter { lease in
-                lease.metadata.namespace == namespace
-                    && lease.metadata.labels?[SessionTarget.serviceLabel] == service.name
+                let leaseLabels = lease.metadata.labels ?? [:]
+                return lease.metadata.namespace == namespace
+                    && (leaseLabels[SessionTarget.serviceLabel] == service.name
+                        || (annotations[ServiceLock.lease] == lease.name
+                            && leaseLabels[SessionLabels.role] == "exchange")
+                        || leaseLabels[MeshRoute.serviceLabel] == service.name)
             }
             func holders(_ role: String) -> [Holder] {
                 mine.filter { $0.metadata.labels?[SessionLabels.role] == role }.map(holder).sorted {
