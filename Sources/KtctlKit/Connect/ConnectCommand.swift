@@ -138,19 +138,7 @@ public enum ConnectCommand {
             $0.mode = "tun"
             $0.routes = routes.map(\.description)
         }
-        session.status.sample { status in
-            let counters = path.counters
-            var traffic = SessionStatus.Traffic()
-            traffic.flowsOpen = counters.openFlows
-            traffic.flowsOpened = counters.flowsOpened
-            traffic.flowsRefused = counters.flowsRefused
-            traffic.bytesToCluster = counters.bytesToCluster
-            traffic.bytesFromCluster = counters.bytesFromCluster
-            traffic.datagramsToCluster = counters.datagramsToCluster
-            traffic.datagramsFromCluster = counters.datagramsFromCluster
-            traffic.echoes = counters.echoes
-            status.traffic = traffic
-        }
+        session.status.sample { status in status.traffic = SessionStatus.Traffic(path.counters) }
 
         // DNS: resolv.conf or systemd-resolved points at the resolver.
         let deviceName = path.deviceName
@@ -250,15 +238,7 @@ public enum ConnectCommand {
             $0.proxy = "SOCKS5 and HTTP on \(address):\(port) for \(options.proxyAccess.summary)"
             $0.dns = "names resolve in the cluster through the proxy (socks5h)"
         }
-        session.status.sample { status in
-            let counts = proxy.meter.snapshot
-            var traffic = SessionStatus.Traffic()
-            traffic.flowsOpen = counts.flowsOpen
-            traffic.flowsOpened = counts.flowsOpened
-            traffic.bytesToCluster = counts.bytesToCluster
-            traffic.bytesFromCluster = counts.bytesFromCluster
-            status.traffic = traffic
-        }
+        session.status.sample { status in status.traffic = SessionStatus.Traffic(proxy.meter.snapshot) }
         print(
             """
             ktctl: connected to \(cluster.access.server.absoluteString) (context \(cluster.access.contextName)), \

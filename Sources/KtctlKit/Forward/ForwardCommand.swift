@@ -257,14 +257,11 @@ public enum ForwardCommand {
         ]
         let board = StatusBoard(path: state.statusFile(command: "forward", pid: process.pid), status: status)
         board.sample { status in
+            // The meter sees the connections that reached a pod; forward's own count has every one accepted.
             let counts = forwarder.counts
-            let bytes = forwarder.meter.snapshot
-            var traffic = SessionStatus.Traffic()
+            var traffic = SessionStatus.Traffic(forwarder.meter.snapshot)
             traffic.flowsOpened = counts.connections
             traffic.flowsRefused = counts.failed
-            traffic.flowsOpen = bytes.flowsOpen
-            traffic.bytesToCluster = bytes.bytesToCluster
-            traffic.bytesFromCluster = bytes.bytesFromCluster
             status.traffic = traffic
             if let now = forwarder.currentPod, !status.services.isEmpty {
                 status.services[0].ports = ["now pod \(now.pod):\(now.port)"]

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KtEngine
 
 /// What a running session shows `ktctl status`: who and where it is, its shadow and tunnel, what it routes and how DNS
 /// is wired, the traffic it carried and the Services it changed. Written by the session (`StatusBoard`) to
@@ -114,6 +115,46 @@ public struct SessionStatus: Codable, Sendable, Hashable {
         decoder.dateDecodingStrategy = .iso8601
         return decoder
     }()
+}
+
+// MARK: - From the counters
+
+extension SessionStatus.Traffic {
+    /// tun mode: the engine's counters.
+    public init(_ counters: EngineCounters) {
+        self.init()
+        flowsOpen = counters.openFlows
+        flowsOpened = counters.flowsOpened
+        flowsRefused = counters.flowsRefused
+        bytesToCluster = counters.bytesToCluster
+        bytesFromCluster = counters.bytesFromCluster
+        datagramsToCluster = counters.datagramsToCluster
+        datagramsFromCluster = counters.datagramsFromCluster
+        echoes = counters.echoes
+    }
+
+    /// Flows glued to local sockets (socks mode, forward): a `TrafficMeter`'s counts.
+    public init(_ counts: TrafficMeter.Counts) {
+        self.init()
+        flowsOpen = counts.flowsOpen
+        flowsOpened = counts.flowsOpened
+        bytesToCluster = counts.bytesToCluster
+        bytesFromCluster = counts.bytesFromCluster
+    }
+}
+
+extension SessionStatus.Incoming {
+    /// The reverse forwards' connections and the bytes their meter counted (from the cluster is to this machine).
+    public init(_ forwards: ReverseForwards) {
+        self.init()
+        let counts = forwards.counts
+        let bytes = forwards.meter.snapshot
+        accepted = counts.accepted
+        open = counts.open
+        refused = counts.refused
+        bytesToLocal = bytes.bytesFromCluster
+        bytesFromLocal = bytes.bytesToCluster
+    }
 }
 
 /// A session's status as it runs: commands set what they know (`update`) and hand over readers of their live counters

@@ -46,15 +46,7 @@ public enum ListeningShadow {
         session.status.sample { [use] status in
             guard let index = status.services.firstIndex(where: { $0.name == use.name && $0.state == use.state })
             else { return }
-            let counts = forwards.counts
-            let bytes = forwards.meter.snapshot
-            var incoming = SessionStatus.Incoming()
-            incoming.accepted = counts.accepted
-            incoming.open = counts.open
-            incoming.refused = counts.refused
-            incoming.bytesToLocal = bytes.bytesFromCluster
-            incoming.bytesFromLocal = bytes.bytesToCluster
-            status.services[index].incoming = incoming
+            status.services[index].incoming = SessionStatus.Incoming(forwards)
         }
         let shadow = ShadowSession(
             session: session, spec: spec, options: options, link: link, group: group, logger: logger,
