@@ -20,7 +20,7 @@ import TunnelTestSupport
 final class EngineRig: @unchecked Sendable {
     let group: MultiThreadedEventLoopGroup
     let namespace: TestNamespace?
-    let link = TunnelLink(dialWait: .seconds(5))
+    let link: TunnelLink
     let device: MemoryPacketDevice
     let key = SessionKey()
     let logger: Logger
@@ -34,8 +34,9 @@ final class EngineRig: @unchecked Sendable {
     static let laptop = IPv4Address(10, 0, 0, 1)
     static let loopback = IPv4Address(127, 0, 0, 1)
 
-    init(takesOffloads: Bool, namespace: TestNamespace?) throws {
+    init(takesOffloads: Bool, namespace: TestNamespace?, dialWait: TimeAmount) throws {
         self.namespace = namespace
+        link = TunnelLink(dialWait: dialWait)
         group =
             try namespace?.inside { MultiThreadedEventLoopGroup(numberOfThreads: 2) }
             ?? MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -47,13 +48,26 @@ final class EngineRig: @unchecked Sendable {
 
     /// Runs `body` with a fresh rig (engine started, no tunnel yet) and removes everything afterwards, also when
     /// `body` throws.
+    /// `dialWait`: how long a dial waits for a tunnel (5 s, so that tests of a missing tunnel end soon). The body
+    /// runs on ``DedicatedExecutor``, as lab tests do: these tests time holds and round trips, which Swift's
+    /// concurrency pool (two threads here) held by other suites' synchronous work stretched past 5 s at the start of
+    /// the full suite.
     static func with<T: Sendable>(
-        takesOffloads: Bool = false, namespace prefix: String? = nil, _ body: (EngineRig) async throws -> T
+        takesOffloads: Bool = false, namespace prefix: String? = nil, dialWait: TimeAmount = .seconds(5),
+        _ body: (EngineRig) async throws -> T
+    ) async throws -> T {
+        try await onDedicatedThreads {
+            try await run(takesOffloads: takesOffloads, namespace: prefix, dialWait: dialWait, body)
+        }
+    }
+
+    private static func run<T: Sendable>(
+        takesOffloads: Bool, namespace prefix: String?, dialWait: TimeAmount, _ body: (EngineRig) async throws -> T
     ) async throws -> T {
         let namespace = try prefix.map { try TestNamespace(prefix: $0) }
         let rig: EngineRig
         do {
-            rig = try EngineRig(takesOffloads: takesOffloads, namespace: namespace)
+            rig = try EngineRig(takesOffloads: takesOffloads, namespace: namespace, dialWait: dialWait)
         } catch {
             namespace?.delete()
             throw error

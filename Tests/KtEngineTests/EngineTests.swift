@@ -23,7 +23,9 @@ import TunnelTestSupport
     }
 
     @Test func aSYNIsAnsweredOnlyOnceTheClusterSideHasDialed() async throws {
-        try await EngineRig.with { rig in
+        // The held dial waits up to a minute for the tunnel: under the full suite's load this test's task was once
+        // not run again for over 5 s between the SYN and handing the tunnel over, and the held dial had ended.
+        try await EngineRig.with(dialWait: .seconds(60)) { rig in
             let echo = try await rig.tcpServer { EchoHandler() }
             var peer = TCPPeer(rig, to: EngineRig.loopback, echo, port: 40001)
             // The tunnel is made first but not yet given to the engine: a dial waits 10 s for one, and making it
@@ -39,7 +41,8 @@ import TunnelTestSupport
             // The floor under every dial: one message to the shadow and back.
             let roundTrip = try await client.ping()
             #expect(roundTrip > .zero && roundTrip < .seconds(1), "\(roundTrip)")
-            #expect(client.roundTrips.first == roundTrip)
+            // Recorded with the others (a keep-alive may have measured one before it, on a slow start).
+            #expect(client.roundTrips.contains(roundTrip), "\(client.roundTrips) \(roundTrip)")
             let line = Array("hello through the engine\n".utf8)
             peer.send(line)
             #expect(await peer.run { $0.received >= line.count })

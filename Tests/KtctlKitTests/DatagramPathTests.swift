@@ -6,6 +6,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NamespaceTestSupport
 import ShadowKit
 import Testing
 
@@ -25,7 +26,12 @@ import Testing
         }
     }
 
+    /// On ``DedicatedExecutor``: its waits are timed, and the concurrency pool is shared with the other suites.
     @Test func aClosedDatagramChannelIsOpenedAgainWithinFiveSeconds() async throws {
+        try await onDedicatedThreads { try await reopen() }
+    }
+
+    func reopen() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let echo = try await DatagramBootstrap(group: group)
             .channelInitializer { channel in
@@ -60,6 +66,8 @@ import Testing
                 if let channel = path.channel, channel !== previous { return channel }
                 try? await Task.sleep(for: .milliseconds(20))
             }
+            // Once more after the deadline: a task the loaded machine did not run for the whole wait has not looked.
+            if let channel = path.channel, channel !== previous { return channel }
             return nil
         }
         /// The echo of `text`, or nil when none came within 3 s.
@@ -74,7 +82,7 @@ import Testing
                 if let answer = answers.withLockedValue({ $0.count > before ? $0[before] : nil }) { return answer }
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            return nil
+            return answers.withLockedValue { $0.count > before ? $0[before] : nil }
         }
 
         let first = try #require(await waitForChannel(after: nil))

@@ -136,6 +136,19 @@ import Testing
             }
         }
 
+        /// Waits until the pod's loop has had its first answer (`kubectl exec` and Python's start took over 10 s once
+        /// on the loaded machine, and the loop then missed the whole exchange).
+        func waitUntilRunning(timeout: Duration = .seconds(60)) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while access(stopFile + ".started", F_OK) != 0 {
+                guard ContinuousClock.now < deadline else {
+                    throw TestNamespaceError("the load in the client pod did not start within \(timeout)")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            unlink(stopFile + ".started")
+        }
+
         func stop() async throws -> Result {
             FileManager.default.createFile(atPath: stopFile, contents: nil)
             let run = try await task.value
@@ -165,6 +178,8 @@ import Testing
                         key = body if r.status == 200 else "HTTP %d" % r.status
                         bodies[key] = bodies.get(key, 0) + 1
                         now = time.time(); gap = max(gap, now - last); last = now
+                        if ok == 1:
+                            open(stop + ".started", "w").close()
                 except Exception as e:
                     errors.append("%.3f s: %s" % (t - start, e))
                 time.sleep(0.008)
@@ -192,7 +207,7 @@ import Testing
             try await Self.expectPage(lab, kubectl, "http://tomcat:8080", Self.clusterPage)
 
             let load = try Load(lab, kubectl, url: "tomcat", port: 8080)
-            try await Task.sleep(for: .seconds(1))
+            try await load.waitUntilRunning()
             let exchange = try BackgroundProcess(
                 workstation, Self.ktctl(lab, ktctl, "exchange", state: "ex", ["tomcat", "--expose", "8080"]))
             defer { exchange.stop() }
@@ -266,7 +281,7 @@ import Testing
             let annotations = try await lab.client.get(Deployment.self, name: "tomcat").metadata.annotations
 
             let load = try Load(lab, kubectl, url: "tomcat", port: 8080)
-            try await Task.sleep(for: .seconds(1))
+            try await load.waitUntilRunning()
             let exchange = try BackgroundProcess(
                 workstation,
                 Self.ktctl(

@@ -271,7 +271,7 @@ import Testing
 
             // The first developer leaves while the second's requests flow: none of them is lost.
             let load = try X.Load(lab, kubectl, url: "tomcat", port: 8080, header: ("X-Dev", "bob"))
-            try await Task.sleep(for: .seconds(1))
+            try await load.waitUntilRunning()
             first.signalProgram(SIGINT)
             #expect(await first.waitForExit(timeout: 30) == 0, "\(first.output)")
             #expect(first.output.contains("the mesh has ended"), "\(first.output)")
